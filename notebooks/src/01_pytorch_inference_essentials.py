@@ -1,0 +1,521 @@
+# %% [markdown]
+# # 01 · PyTorch inference essentials
+#
+# Before quantizing or pruning anything, get the basics right: the mode, autograd, dtype, threads,
+# memory layout, compilation and the input pipeline. Each is one line of code, several are worth
+# more than a clever optimization, and one of them (compilation) is the baseline every later
+# notebook must beat.
+#
+# **You will learn to**
+# - put a model in inference mode properly (`eval()`, `inference_mode`) and see what goes wrong if you don't;
+# - measure dtype (fp32, bf16), threads, `channels_last`, `torch.compile`, `torch.export` + AOTInductor;
+# - recognise TorchScript as legacy (and the warning it prints);
+# - load weights safely onto the right device, keep the model fed, and profile where time goes;
+# - know the GPU-only switches (cuDNN benchmark, half precision, CUDA graphs, multi-GPU) and when they apply.
+#
+# **Time:** about 4 minutes on a 2-core laptop (two compilations take most of it). **GPU:** optional;
+# the GPU section runs when one is present and says why it skips otherwise.
+
+# %%
+import os
+import warnings
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+import optkit
+from optkit import bench, data, exercises, io, models, notebook, record, report
+
+# %% tags=["parameters"]
+# Default parameters (papermill -p NAME VALUE overrides them; `make params NB=01` lists them)
+threads = None  # torch intra-op threads; None = every core this process may use
+model_name = "resnet_cnn"  # the model most sections time: resnet_cnn or small_cnn
+batch_size = 32  # the batch size of the closing table (batch 1 is measured too)
+max_time_s = 1.0  # time budget per measurement (seconds)
+run_compile = True  # torch.compile and AOTInductor take ~10-40 s each to compile
+eval_samples = 2000  # test images used for the accuracy checks (10000 = the whole test split)
+output_dir = "../runs/artifacts/01_pytorch_inference_essentials"
+
+# %%
+params = notebook.check_parameters(ranges={"threads": (1, 256), "batch_size": (1, 4096),
+                                           "max_time_s": (0.01, 600), "eval_samples": (100, 10000)},
+                                   choices={"model_name": ["resnet_cnn", "small_cnn"]})
+env = notebook.setup(threads=threads)
+fmnist = data.fashion_mnist()
+test_subset = fmnist.test.subset(eval_samples)
+x1, xb = fmnist.example_batch(1), fmnist.example_batch(batch_size)
+records = []  # every variant of this notebook, for the closing table
+
+
+def add(m, technique, net=None, accuracy=None, **kw):
+    """Keep a measurement as a record for the closing table."""
+    records.append(record.Record.from_measurement(m, name=m.name, technique=technique, runtime="pytorch",
+                                                  accuracy=accuracy, env=env, **kw))
+    return m
+
+# %% [markdown]
+# ## 1 · `eval()` and `inference_mode`
+# A model trained with Dropout and BatchNorm behaves differently in training mode: Dropout zeroes
+# activations at random and BatchNorm normalises with the *batch's* statistics instead of the
+# running ones it learned. Forgetting `model.eval()` is the most common inference bug; it does not
+# crash, it just gives worse, non-deterministic answers.
+
+# %%
+net = models.pretrained(model_name)
+accuracy_eval = models.evaluate(net, test_subset).accuracy
+
+
+def accuracy_in_train_mode(model, split, bs):
+    """Accuracy if someone forgets model.eval() (BatchNorm uses each batch's statistics)."""
+    model.train()
+    correct = 0
+    with torch.no_grad():
+        for i in range(0, len(split), bs):
+            xs = torch.as_tensor(split.x[i:i + bs])
+            correct += (model(xs).argmax(1) == torch.as_tensor(split.y[i:i + bs])).sum().item()
+    model.eval()
+    return correct / len(split)
+
+
+torch.manual_seed(0)
+for bs in (256, 8):
+    acc_train = accuracy_in_train_mode(net, test_subset, bs)
+    print(f"train mode, batch {bs:>3}: accuracy {100 * acc_train:5.2f} %")
+print(f"eval mode            : accuracy {100 * accuracy_eval:5.2f} %   ({eval_samples} test images)")
+
+# %% [markdown]
+# In eval mode, autograd still records every operation unless told not to. `torch.no_grad()` stops
+# that; `torch.inference_mode()` goes further (no version counters, no view tracking) and is the
+# right default for serving. Its tensors cannot later be used in autograd, which is the point.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+def plain():
+    net(xb)
+
+
+def no_grad():
+    with torch.no_grad():
+        net(xb)
+
+
+def inference():
+    with torch.inference_mode():
+        net(xb)
+
+
+cmp = bench.compare({f"{model_name} b{batch_size} autograd on": plain, f"{model_name} b{batch_size} no_grad": no_grad,
+                     f"{model_name} b{batch_size} inference_mode": inference}, batch_size=batch_size,
+                    max_time_s=max_time_s)
+for label, m in cmp.measurements.items():
+    add(m, label.split(" ", 2)[-1])
+print("Measured on:", bench.environment_line())
+cmp.table()
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+for label, fn in [("autograd on", plain), ("inference_mode", inference)]:
+    mem = bench.peak_memory(fn)
+    print(f"{label:<15} peak RSS {mem.peak_rss_bytes / 2**20:7.1f} MiB (+{mem.delta_rss_bytes / 2**20:5.1f} MiB during the call)")
+
+# %% [markdown]
+# ## 2 · Threads and batch size
+# Intra-op threads split one operator across cores; inter-op threads run independent operators
+# side by side (rarely useful for these models). On a shared machine, fewer threads per process
+# and more processes can serve more requests. Batch 1 measures the latency a single request sees.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+n_cores = len(os.sched_getaffinity(0))
+for bs, x in [(1, x1), (batch_size, xb)]:
+    fns = {}
+    for n in sorted({1, n_cores}):
+        def fn(n=n, x=x):
+            with bench.threads(n), torch.inference_mode():
+                net(x)
+        fns[f"{model_name} b{bs} {n} thread(s)"] = fn
+    cmp_t = bench.compare(fns, batch_size=bs, max_time_s=max_time_s)
+    for label, m in cmp_t.measurements.items():
+        add(m, label.split(" ", 2)[-1])
+    print(cmp_t)
+
+# %% [markdown]
+# ## 3 · Memory format: `channels_last`
+# Convolutions on x86 run fastest on NHWC data (channels last); PyTorch's default is NCHW, so
+# oneDNN converts back and forth around every convolution. Converting the model and the input once
+# removes that. This is the *fp32 baseline* later notebooks compare against, not the slower default.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+net_cl = models.pretrained(model_name).to(memory_format=torch.channels_last)
+xb_cl = xb.contiguous(memory_format=torch.channels_last)
+
+
+def eager_cl():
+    with torch.inference_mode():
+        net_cl(xb_cl)
+
+
+cmp_cl = bench.compare({f"{model_name} b{batch_size} eager fp32": inference,
+                        f"{model_name} b{batch_size} channels_last": eager_cl},
+                       batch_size=batch_size, max_time_s=max_time_s)
+add(cmp_cl.measurements[f"{model_name} b{batch_size} channels_last"], "channels_last",
+    accuracy=models.evaluate(net_cl, test_subset).accuracy)
+print(cmp_cl)
+
+# %% [markdown]
+# ## 4 · dtype: bf16 on this CPU
+# bfloat16 keeps fp32's range with 8 bits of mantissa. CPUs with AVX-512 BF16 or AMX run it natively;
+# others emulate it and can be *slower* than fp32. Two ways in: convert the model (`.to(torch.bfloat16)`,
+# half the weight bytes) or `torch.autocast`, which runs selected ops in bf16 and keeps the rest in fp32.
+# fp16 on CPU is rarely fast; on GPU it is the standard (section 9).
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+flags = bench.environment().get("cpu_flags", {})
+print("CPU bf16 support:", {k: v for k, v in flags.items() if "bf16" in k or "amx" in k} or "unknown")
+net_bf16 = models.pretrained(model_name).to(torch.bfloat16)
+xb_bf16 = xb.to(torch.bfloat16)
+
+
+def bf16_model():
+    with torch.inference_mode():
+        net_bf16(xb_bf16)
+
+
+def bf16_autocast():
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        net(xb)
+
+
+cmp_bf = bench.compare({f"{model_name} b{batch_size} eager fp32": inference,
+                        f"{model_name} b{batch_size} bf16 weights": bf16_model,
+                        f"{model_name} b{batch_size} bf16 autocast": bf16_autocast},
+                       batch_size=batch_size, max_time_s=max_time_s)
+print(cmp_bf)
+
+# %%
+acc_bf16 = models.evaluate(net_bf16, test_subset).accuracy
+print(f"bf16 weights: accuracy {100 * acc_bf16:.2f} % vs fp32 {100 * accuracy_eval:.2f} %; "
+      f"state dict {io.model_size(net_bf16) / 1e6:.2f} MB vs {io.model_size(net) / 1e6:.2f} MB")
+add(cmp_bf.measurements[f"{model_name} b{batch_size} bf16 weights"], "bf16 weights", accuracy=acc_bf16,
+    size_bytes=io.model_size(net_bf16))
+add(cmp_bf.measurements[f"{model_name} b{batch_size} bf16 autocast"], "bf16 autocast")
+
+# %% [markdown]
+# ## 5 · `torch.compile`
+# `torch.compile` captures the model as a graph and generates fused kernels (Inductor). The first
+# call compiles (seconds); later calls are fast. On CPU, `freezing` also folds weights into the
+# graph as constants (BatchNorm into convolutions, weight layouts prepacked), which matters for
+# inference. The compiled code is cached under the system's temp folder.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+import time
+
+compiled = {}
+if run_compile:
+    import torch._inductor.config as inductor_config
+
+    for label, freeze in [("torch.compile", False), ("torch.compile + freezing", True)]:
+        torch._dynamo.reset()
+        model_c = models.pretrained(model_name).to(memory_format=torch.channels_last)
+        with inductor_config.patch(freezing=freeze), torch.inference_mode():
+            fn_c = torch.compile(model_c)
+            t0 = time.perf_counter()
+            fn_c(xb_cl)
+            first = time.perf_counter() - t0
+            fn_c(x1.contiguous(memory_format=torch.channels_last))  # batch 1 too (may recompile)
+        compiled[label] = fn_c
+        print(f"{label}: first call (compilation) {first:.1f} s")
+else:
+    print("run_compile=False: skipping torch.compile (set -p run_compile True)")
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+if compiled:
+    fns = {f"{model_name} b{batch_size} channels_last": eager_cl}
+    for label, fn_c in compiled.items():
+        def call(fn_c=fn_c):
+            with torch.inference_mode():
+                fn_c(xb_cl)
+        fns[f"{model_name} b{batch_size} {label}"] = call
+    cmp_c = bench.compare(fns, batch_size=batch_size, max_time_s=max_time_s)
+    for label, fn_c in compiled.items():
+        add(cmp_c.measurements[f"{model_name} b{batch_size} {label}"], label)
+    print(cmp_c)
+
+# %%
+if compiled:
+    fn_c = compiled["torch.compile + freezing"]
+    with torch.inference_mode():
+        ref = net(xb)
+        out = fn_c(xb_cl)
+    parity = optkit.verify.compare_outputs(ref, out)
+    print(f"compiled vs eager on {batch_size} real images: top-1 agreement {parity.top1_agreement:.3f}, "
+          f"max |error| below 1e-3: {parity.max_abs < 1e-3}")
+
+# %% [markdown]
+# ## 6 · `torch.export` and AOTInductor: a deployable artifact
+# `torch.compile` optimizes inside a Python process. To *ship* a model, export it: `torch.export`
+# produces an `ExportedProgram` (a full graph with a declared input signature, here a dynamic batch),
+# saved as `.pt2` and loaded without the model's Python class and without unpickling code.
+# AOTInductor then compiles that program ahead of time into a shared library packaged in a `.pt2`.
+
+# %%
+from pathlib import Path
+
+out = Path(output_dir)
+out.mkdir(parents=True, exist_ok=True)
+batch_dim = torch.export.Dim("batch", min=1, max=4096)
+program = torch.export.export(models.pretrained(model_name), (xb,), dynamic_shapes=({0: batch_dim},))
+program_path = out / f"{model_name}.pt2"
+io.save_program(program, program_path, overwrite=True)
+loaded = io.load_program(program_path).module()
+with torch.inference_mode():
+    p = optkit.verify.compare_outputs(net(x1), loaded(x1))
+print(f"exported program: {io.file_size(program_path) / 1e6:.2f} MB; batch 1 runs though we exported at "
+      f"batch {batch_size}; top-1 agreement {p.top1_agreement:.0%}")
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+if run_compile:
+    t0 = time.perf_counter()
+    aoti_path = torch._inductor.aoti_compile_and_package(program, package_path=str(out / f"{model_name}_aoti.pt2"))
+    print(f"AOTInductor compile: {time.perf_counter() - t0:.1f} s, package {io.file_size(aoti_path) / 1e6:.2f} MB")
+    aoti = torch._inductor.aoti_load_package(aoti_path)
+
+    def aoti_call():
+        with torch.inference_mode():
+            aoti(xb)
+
+    cmp_a = bench.compare({f"{model_name} b{batch_size} eager fp32": inference,
+                           f"{model_name} b{batch_size} AOTInductor": aoti_call},
+                          batch_size=batch_size, max_time_s=max_time_s)
+    add(cmp_a.measurements[f"{model_name} b{batch_size} AOTInductor"], "AOTInductor",
+        size_bytes=io.file_size(aoti_path))
+    print(cmp_a)
+
+# %% [markdown]
+# ## 7 · TorchScript: legacy
+# Most tutorials still show `torch.jit.trace`/`torch.jit.script`. In the pinned PyTorch every entry
+# point warns that it is deprecated in favour of `torch.compile` and `torch.export`. You will meet it in
+# older code; here is the warning, and the number, so you know what you are replacing.
+
+# %%
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    scripted = torch.jit.freeze(torch.jit.trace(models.pretrained(model_name), xb))
+print(sorted({str(w.message) for w in caught if "deprecated" in str(w.message)}))
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+
+    def ts_call():
+        with torch.inference_mode():
+            scripted(xb)
+
+    cmp_ts = bench.compare({f"{model_name} b{batch_size} eager fp32": inference,
+                            f"{model_name} b{batch_size} TorchScript (legacy)": ts_call},
+                           batch_size=batch_size, max_time_s=max_time_s)
+add(cmp_ts.measurements[f"{model_name} b{batch_size} TorchScript (legacy)"], "TorchScript (legacy)")
+print(cmp_ts)
+
+# %% [markdown]
+# ## 8 · Loading onto a device, keeping the model fed, and profiling
+# **Device and `map_location`.** Weights saved on a GPU machine carry their device; `map_location`
+# puts them where *you* run. `weights_only=True` refuses anything but tensors and plain containers,
+# so a malicious file cannot run code when loaded (`optkit.io.load_state_dict` always does this).
+
+# %%
+device = "cuda" if torch.cuda.is_available() else "cpu"
+state_path = out / f"{model_name}_state.pt"
+io.save_state_dict(net, state_path, overwrite=True)
+state = torch.load(state_path, map_location=device, weights_only=True)
+print(f"device: {device}; {len(state)} tensors loaded onto {next(iter(state.values())).device} with weights_only=True")
+
+# %% [markdown]
+# **Keeping the model fed.** Throughput is capped by whatever feeds the model. Below, a `DataLoader`
+# applies a per-image transform in Python (as decoding or augmentation would). Worker processes move
+# that work off the main process, but on a 2-core machine they compete with PyTorch's own threads.
+# `pin_memory` only matters when copying to a GPU.
+
+# %%
+class DecodedImages(torch.utils.data.Dataset):
+    """Images stored as uint8 (like decoded files) converted per item, as a real input pipeline would."""
+
+    def __init__(self, split):
+        self.raw = (split.x * 255).round().astype(np.uint8)
+        self.y = split.y
+
+    def __len__(self):
+        return len(self.raw)
+
+    def __getitem__(self, i):
+        img = torch.from_numpy(self.raw[i]).float().div_(255.0)  # uint8 -> float in [0, 1], as training saw
+        return img, int(self.y[i])
+
+
+def feed_throughput(num_workers, prefetch_factor=None):
+    loader = torch.utils.data.DataLoader(DecodedImages(test_subset), batch_size=batch_size, num_workers=num_workers,
+                                         prefetch_factor=prefetch_factor, pin_memory=torch.cuda.is_available())
+    t0 = time.perf_counter()
+    n = 0
+    with torch.inference_mode():
+        for xs, _ in loader:
+            net_cl(xs.contiguous(memory_format=torch.channels_last))
+            n += len(xs)
+    return n / (time.perf_counter() - t0)
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+for workers, prefetch in [(0, None), (1, 2), (2, 2), (2, 4)]:
+    rate = feed_throughput(workers, prefetch)
+    print(f"num_workers={workers} prefetch_factor={prefetch}: {rate:,.0f} images/s end to end")
+print("Measured on:", bench.environment_line())
+
+# %% [markdown]
+# **Where does the time go?** `torch.profiler` lists operators by time. For a CNN on CPU, convolutions
+# dominate; if you see `copy_`/`to` or layout conversions near the top, fix the format before anything else.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+from torch.profiler import ProfilerActivity, profile
+
+with profile(activities=[ProfilerActivity.CPU]) as prof, torch.inference_mode():
+    for _ in range(5):
+        net(xb)
+print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=8))
+
+# %% [markdown]
+# ## 9 · On a GPU
+# These switches matter only with a CUDA GPU; without one this cell says so and moves on.
+# - `torch.backends.cudnn.benchmark = True` lets cuDNN time its algorithms for your shapes (fixed shapes only).
+# - Half precision: `model.half()` or `torch.autocast("cuda", dtype=torch.float16)` uses tensor cores.
+# - CUDA graphs record a whole forward pass once and replay it, removing per-kernel launch overhead
+#   (`torch.compile(mode="reduce-overhead")` does this for you).
+# - Several GPUs: one process per GPU (`DistributedDataParallel`-style launch with `torchrun`) beats
+#   `DataParallel`, which scatters each batch from one Python thread.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+if not torch.cuda.is_available():
+    print("No CUDA GPU on this machine (torch.cuda.is_available() is False): skipping cuDNN benchmark, "
+          "fp16, CUDA graphs and multi-GPU. Run this notebook on a GPU machine to fill this section.")
+else:
+    torch.backends.cudnn.benchmark = True
+    gnet = models.pretrained(model_name).cuda().eval().to(memory_format=torch.channels_last)
+    gx = xb.cuda().contiguous(memory_format=torch.channels_last)
+    sync = torch.cuda.synchronize
+
+    def g_fp32():
+        with torch.inference_mode():
+            gnet(gx)
+
+    def g_fp16():
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16):
+            gnet(gx)
+
+    static_in = gx.clone()
+    graph = torch.cuda.CUDAGraph()
+    with torch.inference_mode():
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                gnet(static_in)
+        torch.cuda.current_stream().wait_stream(side)
+        with torch.cuda.graph(graph):
+            static_out = gnet(static_in)
+
+    def g_graph():
+        graph.replay()
+
+    cmp_g = bench.compare({"GPU fp32": g_fp32, "GPU fp16 autocast": g_fp16, "GPU CUDA graph fp32": g_graph},
+                          batch_size=batch_size, max_time_s=max_time_s, sync=sync)
+    print(cmp_g)
+    print(f"{torch.cuda.device_count()} GPU(s): {torch.cuda.get_device_name(0)}")
+
+# %% [markdown]
+# ## 10 · Every variant on this machine
+# The table below is the point of this notebook: the same model, the same inputs, the same machine.
+# Speed-ups are against plain eager fp32 with `inference_mode`.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+print("Measured on:", bench.environment_line())
+baseline_name = f"{model_name} b{batch_size} inference_mode"
+table = report.table([r for r in records if r.batch_size == batch_size], baseline=baseline_name)
+record.save_records(records, out / "records.json")
+table.sort_values("speedup", ascending=False)
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+bsz = [r for r in records if r.batch_size == batch_size]
+best = min(bsz, key=lambda r: r.latency_ms)
+base = next(r for r in bsz if r.name == baseline_name)
+notebook.headline(f"best variant at batch {batch_size}", best.technique, note=f"{best.latency_ms:.2f} ms")
+notebook.headline(f"{best.technique} over eager fp32", base.latency_ms / best.latency_ms, "x", fmt=".2f",
+                  note=bench.environment_line())
+fig = report.plot_latency([cmp.measurements[k] for k in cmp.measurements] +
+                          [cmp_cl.measurements[k] for k in cmp_cl.measurements if "channels_last" in k])
+plt.show()
+
+# %% [markdown]
+# **What to take away.** Whatever the table says on your machine: `eval()` is about correctness,
+# not speed; `inference_mode` is free; layout and compilation often beat a clever technique; bf16 pays
+# only where the CPU has native support. Notebook 02 quantizes against the *best* fp32 row, not eager.
+#
+# ## Exercises
+# **1.** Write `predict(model, x)` that returns class ids with the model in eval mode and autograd off,
+# and leaves the model in whatever mode it was in before. *Hint:* remember `model.training`.
+
+# %%
+def predict(model, x):
+    # YOUR CODE HERE
+    raise NotImplementedError
+
+
+exercises.check_predict(predict)
+
+# %% [markdown]
+# <details><summary>Reference solution</summary>
+#
+# ```python
+# def predict(model, x):
+#     was_training = model.training
+#     model.eval()
+#     try:
+#         with torch.inference_mode():
+#             return model(x).argmax(dim=1)
+#     finally:
+#         model.train(was_training)
+# ```
+# </details>
+#
+# **2.** Write `export_dynamic(model, example)` returning a `torch.export.ExportedProgram` that runs at
+# any batch size. *Hint:* `torch.export.Dim`.
+
+# %%
+def export_dynamic(model, example):
+    # YOUR CODE HERE
+    raise NotImplementedError
+
+
+exercises.check_export_dynamic(export_dynamic)
+
+# %% [markdown]
+# <details><summary>Reference solution</summary>
+#
+# ```python
+# def export_dynamic(model, example):
+#     batch = torch.export.Dim("batch", min=1, max=4096)
+#     return torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+# ```
+# </details>
+#
+# **3.** (Open) Re-run with `-p model_name small_cnn`. Does `channels_last` still pay? Does compilation
+# pay more or less for a small model, and why (think of per-operator overhead versus arithmetic)?

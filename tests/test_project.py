@@ -1,0 +1,142 @@
+"""The project's own plumbing: pins, environment.yml, parameter checks, the summary page."""
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from optkit import notebook
+from optkit.errors import OptkitError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _pyproject_pins() -> dict[str, str]:
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    reqs = list(meta["dependencies"])
+    for name in ("notebooks", "tf"):
+        reqs += meta["optional-dependencies"][name]
+    pins = {}
+    for req in reqs:
+        m = re.fullmatch(r"([A-Za-z0-9_.\-]+)==([^\s;]+)", req)
+        assert m, f"pyproject requirement {req!r} is not an exact pin"
+        pins[m.group(1).lower()] = m.group(2)
+    return pins
+
+
+def _environment_pins() -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / "environment.yml").read_text().splitlines():
+        m = re.fullmatch(r"\s*-\s*([A-Za-z0-9_.\-]+)==(\S+)\s*", line)
+        if m:
+            pins[m.group(1).lower()] = m.group(2)
+    return pins
+
+
+def test_environment_yml_matches_pyproject():
+    assert _environment_pins() == _pyproject_pins()
+
+
+def test_torch_is_pinned_to_the_cpu_wheel_and_torchvision_absent():
+    pins = _pyproject_pins()
+    assert pins["torch"] == "2.13.0"
+    assert "torchvision" not in pins
+    assert "torchvision" not in (ROOT / "environment.yml").read_text()
+
+
+def test_installed_versions_match_pins():
+    from importlib.metadata import PackageNotFoundError, version
+
+    for name, pinned in _pyproject_pins().items():
+        try:
+            got = version(name)
+        except PackageNotFoundError:
+            pytest.fail(f"{name} is pinned but not installed; run `make env`")
+        assert got.split("+")[0] == pinned, f"{name}: installed {got}, pinned {pinned}"
+
+
+# ----------------------------------------------------------------- papermill parameters
+DECLARED = notebook.DECLARED_MARKER + "\nthreads = 2\nbatch_sizes = [1, 32]\nmax_time_s = 1.0\nlabel = 'x'\n"
+
+
+def test_check_parameters_accepts_defaults_and_overrides(capsys):
+    injected = "# Parameters\nthreads = 1\nmax_time_s = 2\n"
+    got = notebook.check_parameters(history=["import optkit", DECLARED, injected])
+    assert got == {"threads": 1, "batch_sizes": [1, 32], "max_time_s": 2, "label": "x"}
+    assert "set by papermill" in capsys.readouterr().out
+
+
+def test_check_parameters_rejects_unknown_name_with_suggestion():
+    with pytest.raises(OptkitError) as err:
+        notebook.check_parameters(history=[DECLARED, "# Parameters\nthread = 1\n"], quiet=True)
+    msg = str(err.value)
+    assert msg.startswith("thread=1: is not a parameter of this notebook")
+    assert "did you mean 'threads'" in msg and "batch_sizes" in msg
+
+
+@pytest.mark.parametrize("injected, fragment", [
+    ("threads = 'two'", "has type str but the default 2 is a int"),
+    ("batch_sizes = 32", "has type int but the default [1, 32] is a list"),
+    ("threads = 1.5", "has type float"),
+])
+def test_check_parameters_rejects_wrong_types(injected, fragment):
+    with pytest.raises(OptkitError, match=re.escape(fragment)):
+        notebook.check_parameters(history=[DECLARED, "# Parameters\n" + injected + "\n"], quiet=True)
+
+
+def test_check_parameters_ranges_and_choices():
+    with pytest.raises(OptkitError, match=r"threads=0: must lie in \[1, inf\]"):
+        notebook.check_parameters({"threads": (1, None)}, history=[DECLARED, "# Parameters\nthreads = 0\n"],
+                                  quiet=True)
+    with pytest.raises(OptkitError, match="batch_sizes"):
+        notebook.check_parameters({"batch_sizes": (1, 4096)},
+                                  history=[DECLARED, "# Parameters\nbatch_sizes = [0, 8]\n"], quiet=True)
+    with pytest.raises(OptkitError, match="is not one of the supported values"):
+        notebook.check_parameters(choices={"label": ["x", "y"]},
+                                  history=[DECLARED, "# Parameters\nlabel = 'z'\n"], quiet=True)
+
+
+def test_check_parameters_without_parameters_cell():
+    with pytest.raises(OptkitError, match="no executed cell starts with"):
+        notebook.check_parameters(history=["x = 1"], quiet=True)
+
+
+def test_explore_is_static_under_ci(monkeypatch):
+    monkeypatch.setenv("OPTKIT_STATIC", "1")
+    seen = {}
+
+    def show(bits, granularity, scale):
+        seen.update(bits=bits, granularity=granularity, scale=scale)
+        return "drawn"
+
+    assert notebook.explore(show, bits=(2, 8), granularity=["per-channel", "per-tensor"], scale=3) == "drawn"
+    assert seen == {"bits": 5, "granularity": "per-channel", "scale": 3}
+
+
+# ----------------------------------------------------------------- curriculum runner
+def test_summary_lists_each_notebook_and_headlines(tmp_path):
+    from optkit.curriculum import NotebookResult, write_summary
+
+    results = [
+        NotebookResult("00_measure_first", str(tmp_path / "00.ipynb"), True, 61.0,
+                       headlines=[{"label": "fp32 latency b1", "value": 0.42, "unit": "ms"}]),
+        NotebookResult("01_x", str(tmp_path / "01.ipynb"), False, 5.0, error="OptkitError: threads=0: bad"),
+    ]
+    write_summary(results, tmp_path)
+    md = (tmp_path / "summary.md").read_text()
+    assert "fp32 latency b1: 0.42 ms" in md and "**failed**: OptkitError: threads=0: bad" in md
+    html = (tmp_path / "summary.html").read_text()
+    assert "00_measure_first" in html and "failed" in html
+    import json
+
+    data = json.loads((tmp_path / "summary.json").read_text())
+    assert [r["ok"] for r in data["results"]] == [True, False]
+
+
+def test_curriculum_only_rejects_unknown_prefix():
+    from optkit.curriculum import notebooks
+
+    with pytest.raises(OptkitError, match="matches no notebook"):
+        notebooks(["99"])
