@@ -233,7 +233,7 @@ def make_fn(bs):
 
 sweep = bench.throughput_sweep(make_fn, sweep_batch_sizes, name="resnet_cnn", max_time_s=max_time_s / 2)
 fig = report.plot_throughput({"resnet_cnn fp32": sweep})
-plt.show()
+display(fig)
 best = max(sweep, key=lambda m: m.throughput)
 notebook.headline("resnet_cnn best throughput", best.throughput, "images/s", fmt=",.0f",
                   note=f"batch {best.batch_size}, {bench.environment_line()}")
@@ -273,7 +273,7 @@ medians = np.array([m.median_ms for m in repeats])
 print(f"spread of the five medians: {100 * (medians.max() - medians.min()) / medians.min():.1f} % "
       f"(on {bench.environment_line()})")
 fig = report.plot_latency(repeats)
-plt.show()
+display(fig)
 
 # %% [markdown]
 # ## 4 · Can we trust the harness?
@@ -340,7 +340,7 @@ summary
 # NBVAL_IGNORE_OUTPUT
 fig = report.plot_pareto([r for r in baseline_records if r.batch_size == max(batch_sizes)],
                          x="latency_ms", y="accuracy")
-plt.show()
+display(fig)
 
 # %% [markdown]
 # ## Exercises

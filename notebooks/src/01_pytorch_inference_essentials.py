@@ -196,7 +196,7 @@ cmp_bf = bench.compare({f"{model_name} b{batch_size} eager fp32": inference,
 print(cmp_bf)
 
 # %%
-acc_bf16 = models.evaluate(net_bf16, test_subset).accuracy
+acc_bf16 = models.evaluate(lambda x: net_bf16(x.to(torch.bfloat16)), test_subset).accuracy
 print(f"bf16 weights: accuracy {100 * acc_bf16:.2f} % vs fp32 {100 * accuracy_eval:.2f} %; "
       f"state dict {io.model_size(net_bf16) / 1e6:.2f} MB vs {io.model_size(net) / 1e6:.2f} MB")
 add(cmp_bf.measurements[f"{model_name} b{batch_size} bf16 weights"], "bf16 weights", accuracy=acc_bf16,
@@ -462,7 +462,7 @@ notebook.headline(f"{best.technique} over eager fp32", base.latency_ms / best.la
                   note=bench.environment_line())
 fig = report.plot_latency([cmp.measurements[k] for k in cmp.measurements] +
                           [cmp_cl.measurements[k] for k in cmp_cl.measurements if "channels_last" in k])
-plt.show()
+display(fig)
 
 # %% [markdown]
 # **What to take away.** Whatever the table says on your machine: `eval()` is about correctness,
