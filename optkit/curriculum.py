@@ -6,7 +6,8 @@
 and its headline figures (see :func:`optkit.notebook.headline`).
 
 ``python -m optkit.curriculum test`` is what ``make test`` and CI run: the unit tests, papermill
-execution of every notebook (plus parameterized runs), and nbval on the committed notebooks.
+execution of every notebook (plus parameterized runs), and nbval's output comparison between the
+committed notebooks and papermill's executed copies (:mod:`optkit.nbcheck`).
 
 Used by the README's two commands; taught nowhere.
 """
@@ -199,13 +200,16 @@ def test(only: list[str] | None = None) -> int:
         return all(r.ok for r in results)
 
     def nbval() -> bool:
+        # nbval's comparison of each committed notebook with papermill's fresh copy (optkit.nbcheck):
+        # executing every notebook a second time under `pytest --nbval` would double the CPU time.
         paths = [str(p.relative_to(ROOT)) for p in notebooks(only)]
-        cmd = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval", "--nbval-current-env",
-               "--nbval-sanitize-with", "notebooks/nbval_sanitize.cfg", "--nbval-cell-timeout", "1800", *paths]
+        cmd = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "optkit.nbcheck",
+               "--nbcheck-executed", str(out_dir), "--nbval-sanitize-with", "notebooks/nbval_sanitize.cfg", *paths]
         return subprocess.call(cmd, cwd=ROOT, env=env) == 0
 
     ok = True
-    for name, fn in [("unit tests", unit), ("papermill (every notebook)", papermill_all), ("nbval", nbval)]:
+    for name, fn in [("unit tests", unit), ("papermill (every notebook)", papermill_all),
+                     ("nbval (committed vs executed outputs)", nbval)]:
         ok = _stage(name, times, fn) and ok
     print("\n===== stage times =====")
     for name, seconds, passed in times:

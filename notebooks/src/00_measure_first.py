@@ -353,7 +353,7 @@ def percentile(samples, q):
     raise NotImplementedError
 
 
-exercises.check_percentile(percentile)
+exercises.check_percentile(percentile);
 
 # %% [markdown]
 # <details><summary>Reference solution</summary>
@@ -375,7 +375,7 @@ exercises.check_percentile(percentile)
 # NBVAL_IGNORE_OUTPUT
 # (the right answer depends on this machine's speed)
 answer = None  # YOUR ANSWER
-exercises.check_batch_budget(answer, sweep, latency_budget_ms)
+exercises.check_batch_budget(answer, sweep, latency_budget_ms);
 
 # %% [markdown]
 # <details><summary>Reference solution</summary>
