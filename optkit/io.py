@@ -1,0 +1,390 @@
+"""Model files in and out, loaded safely and written atomically, and their sizes.
+
+- Loading is safe by default. A ``.pt``/``.pth`` file is read with ``torch.load(weights_only=True)``,
+  which only rebuilds tensors and plain containers: nothing in the file can run code. A file that
+  holds a pickled whole model is refused unless you pass ``allow_pickle=True``, because unpickling
+  runs whatever code the file names. ``.pt2`` files (``torch.export``) and ``.onnx`` files (checked
+  by ``onnx.checker``) are graphs, not pickles.
+- Writing is atomic: the bytes go to a temporary file in the destination folder, which then
+  replaces the destination in one ``os.replace``. A crash never leaves half a model behind, and
+  ``overwrite=False`` (the default) refuses to replace an existing file.
+- Sizes: :func:`file_size` (folders and ONNX external-data files included), :func:`gzip_size`
+  (how well the bytes compress: pruned and clustered weights compress, dense fp32 hardly does),
+  :func:`model_size` (bytes of the serialized state dict, without touching the disk).
+
+Taught in 00_measure_first (sizes) and 01_pytorch_inference_essentials (safe loading, export).
+"""
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import io as _io
+import os
+import pickle
+import re
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+from optkit.errors import OptkitError, check_path_exists
+
+__all__ = [
+    "atomic_write",
+    "save_state_dict",
+    "load_state_dict",
+    "save_program",
+    "load_program",
+    "save_onnx",
+    "load_onnx",
+    "load_model",
+    "file_size",
+    "gzip_size",
+    "model_size",
+    "sha256",
+    "SUPPORTED_FORMATS",
+]
+
+#: Suffix -> what :func:`load_model` does with it.
+SUPPORTED_FORMATS = {
+    ".pt": "state dict via torch.load(weights_only=True)",
+    ".pth": "state dict via torch.load(weights_only=True)",
+    ".pt2": "torch.export program via torch.export.load",
+    ".onnx": "ONNX model via onnx.load + onnx.checker",
+}
+# Recognized, loaded by optkit.tf (notebook 07) rather than here.
+_TF_FORMATS = {".keras": "Keras 3 model", ".h5": "Keras HDF5 model", ".hdf5": "Keras HDF5 model",
+               ".tflite": "TFLite flat buffer"}
+
+
+# --------------------------------------------------------------------------- writing
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success move it onto ``path`` atomically.
+
+    Write the file to the yielded path. If the block raises, the temporary file is removed and
+    ``path`` is left as it was. With ``overwrite=False`` an existing ``path`` is refused before
+    anything is written.
+
+    Taught in 00_measure_first.
+    """
+    path = Path(path).expanduser()
+    if path.exists() and not overwrite:
+        raise OptkitError("path", str(path), "already exists", "pass overwrite=True to replace it, or choose a new name")
+    if not path.parent.is_dir():
+        raise OptkitError("path", str(path), f"its folder {str(path.parent)!r} does not exist",
+                          "create the folder first (Path(...).mkdir(parents=True))")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
+        os.replace(tmp_path, path)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp_path.unlink()
+
+
+def _state_dict_of(model_or_state: Any) -> dict:
+    if isinstance(model_or_state, nn.Module):
+        return model_or_state.state_dict()
+    if isinstance(model_or_state, dict):
+        return model_or_state
+    raise OptkitError("model", type(model_or_state).__name__, "is neither an nn.Module nor a state dict",
+                      "pass the model, or model.state_dict()")
+
+
+def save_state_dict(model: nn.Module | dict, path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Save ``model.state_dict()`` (or a state dict) with ``torch.save``, atomically; return the path.
+
+    A state dict holds tensors only, so it loads back with ``weights_only=True``. Rebuild the
+    model in code and call :func:`load_state_dict`. Equal weights give byte-identical files.
+
+    Taught in 00_measure_first.
+    """
+    state = _state_dict_of(model)
+    path = Path(path).expanduser()
+    with atomic_write(path, overwrite=overwrite) as tmp:
+        # Through a file object, torch names the archive's records "archive/..."; given a path it
+        # would use the temporary file's random name, and equal weights would give unequal files.
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+    return path
+
+
+def save_program(exported_program, path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Save a ``torch.export.ExportedProgram`` to a ``.pt2`` file, atomically; return the path.
+
+    Taught in 01_pytorch_inference_essentials.
+    """
+    if not isinstance(exported_program, torch.export.ExportedProgram):
+        raise OptkitError("exported_program", type(exported_program).__name__, "is not an ExportedProgram",
+                          "pass the result of torch.export.export(model, (example,))")
+    path = Path(path).expanduser()
+    if path.suffix != ".pt2":
+        raise OptkitError("path", str(path), "must end in .pt2 (torch.export refuses other names)",
+                          f"use {path.with_suffix('.pt2').name!r}")
+    with atomic_write(path, overwrite=overwrite) as tmp:
+        # torch.export.save wants the .pt2 suffix, so write through an open file object.
+        with open(tmp, "wb") as f:
+            torch.export.save(exported_program, f)
+    return path
+
+
+def save_onnx(model_proto, path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Save an ``onnx.ModelProto`` as one self-contained ``.onnx`` file, atomically; return the path.
+
+    Models over 2 GB need external data, which this function does not write.
+
+    Taught in 06_onnx_and_onnx_runtime.
+    """
+    import onnx
+
+    if not isinstance(model_proto, onnx.ModelProto):
+        raise OptkitError("model_proto", type(model_proto).__name__, "is not an onnx.ModelProto",
+                          "pass onnx.load(...) or torch.onnx.export(...).model_proto")
+    path = Path(path).expanduser()
+    with atomic_write(path, overwrite=overwrite) as tmp:
+        tmp.write_bytes(model_proto.SerializeToString())
+    return path
+
+
+# --------------------------------------------------------------------------- loading
+
+def _pickle_refused(path: Path, what: str) -> OptkitError:
+    return OptkitError(
+        "path", str(path),
+        f"{what}; loading it means unpickling, which runs any code the file names (the safe "
+        "weights_only=True load refused it)",
+        "if you trust where the file came from, pass allow_pickle=True; better, save "
+        "model.state_dict() and load that into a model built in code")
+
+
+def _looks_pickled(path: Path) -> bool:
+    """A torch.save zip archive, or a legacy torch.save / plain pickle stream (protocol 2+)."""
+    if zipfile.is_zipfile(path):
+        return True
+    with open(path, "rb") as f:
+        return f.read(1) == b"\x80"
+
+
+def load_state_dict(path: str | os.PathLike, model: nn.Module | None = None, *, strict: bool = True,
+                    allow_pickle: bool = False):
+    """Load a state dict with ``torch.load(weights_only=True)``; into ``model`` if given.
+
+    Returns ``model`` (weights loaded, ``strict`` key matching) or, without a model, the state
+    dict. A file holding a pickled whole module raises an ``OptkitError`` unless
+    ``allow_pickle=True`` (then it is unpickled and returned as it is).
+
+    Taught in 00_measure_first and 01_pytorch_inference_essentials.
+    """
+    path = check_path_exists("path", path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if not _looks_pickled(path):
+            raise OptkitError("path", str(path), "is not a PyTorch file (not a torch.save archive)",
+                              "check the path; state dicts are written by torch.save or "
+                              "optkit.io.save_state_dict") from None
+        if not allow_pickle:
+            found = re.search(r"GLOBAL ([\w.]+)", str(e))
+            what = f" ({found.group(1)})" if found else ""
+            raise _pickle_refused(path, f"holds a pickled Python object{what}, e.g. a whole nn.Module, not "
+                                        "only tensors") from None
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except RuntimeError as e:
+        if "TorchScript" in str(e):
+            if not allow_pickle:
+                raise OptkitError("path", str(path), "is a TorchScript archive, not a state dict",
+                                  "load it with torch.jit.load (deprecated), or pass allow_pickle=True") from None
+            obj = torch.load(path, map_location="cpu", weights_only=False)
+        else:
+            raise OptkitError("path", str(path), f"is not a readable PyTorch file ({str(e).splitlines()[0]})",
+                              "check that the file is complete and was written by torch.save") from None
+    except (KeyError, EOFError, ValueError, zipfile.BadZipFile) as e:
+        raise OptkitError("path", str(path), f"is not a PyTorch file ({type(e).__name__})",
+                          "check the path; state dicts are written by torch.save or optkit.io.save_state_dict") from None
+    if model is None or not isinstance(obj, dict):
+        return obj
+    try:
+        model.load_state_dict(obj, strict=strict)
+    except RuntimeError as e:
+        raise OptkitError("model", type(model).__name__, f"does not match the weights in {path.name}: "
+                          f"{' '.join(str(e).split())[:400]}",
+                          "build the model with the same architecture and arguments as when it was saved") from None
+    return model
+
+
+def load_program(path: str | os.PathLike):
+    """Load a ``.pt2`` file written by ``torch.export.save`` (or :func:`save_program`).
+
+    Returns the ``ExportedProgram``; call ``.module()`` for a callable. An AOTInductor package
+    (also ``.pt2``) is not an exported program: load that with ``torch._inductor.aoti_load_package``.
+
+    Taught in 01_pytorch_inference_essentials.
+    """
+    path = check_path_exists("path", path)
+    if not zipfile.is_zipfile(path):
+        raise OptkitError("path", str(path), "is not a .pt2 archive (not a zip file)",
+                          "pass a file written by torch.export.save")
+    try:
+        with open(path, "rb") as f:
+            return torch.export.load(f)
+    except Exception as e:  # torch raises several types for a wrong archive
+        raise OptkitError("path", str(path), f"is not a torch.export program ({type(e).__name__})",
+                          "pass a file written by torch.export.save; an AOTInductor package loads "
+                          "with torch._inductor.aoti_load_package") from None
+
+
+def load_onnx(path: str | os.PathLike, check: bool = True):
+    """Load an ``.onnx`` model (with its external-data file if any) and run ``onnx.checker`` on it.
+
+    A file that is not ONNX, or that fails the checker, raises an ``OptkitError``.
+
+    Taught in 06_onnx_and_onnx_runtime.
+    """
+    import onnx
+
+    path = check_path_exists("path", path)
+    try:
+        proto = onnx.load(str(path))
+    except Exception as e:  # protobuf DecodeError, missing external data, ...
+        raise OptkitError("path", str(path), f"is not a readable ONNX model ({type(e).__name__}: "
+                          f"{str(e).splitlines()[0][:200] if str(e) else ''})",
+                          "export it with torch.onnx.export; keep its .onnx.data file beside it") from None
+    if len(proto.graph.node) == 0 and not proto.opset_import:
+        raise OptkitError("path", str(path), "holds no ONNX graph", "pass a file written by torch.onnx.export")
+    if check:
+        try:
+            # the path form also checks models with external data
+            onnx.checker.check_model(str(path))
+        except Exception as e:
+            raise OptkitError("path", str(path), f"fails onnx.checker: {str(e).splitlines()[0][:300]}",
+                              "re-export the model, or pass check=False to inspect it anyway") from None
+    return proto
+
+
+def _is_saved_model(path: Path) -> bool:
+    return path.is_dir() and ((path / "saved_model.pb").exists() or (path / "saved_model.pbtxt").exists())
+
+
+def load_model(path: str | os.PathLike, *, allow_pickle: bool = False, model: nn.Module | None = None):
+    """Load any model file optkit knows, choosing by its suffix; safe unless told otherwise.
+
+    - ``.pt`` / ``.pth``: a state dict with ``torch.load(weights_only=True)``, loaded into ``model``
+      when given (returns the model), else returned as a dict. A pickled whole module raises an
+      ``OptkitError``: unpickling runs code from the file, so only ``allow_pickle=True`` opts in.
+    - ``.pt2``: a ``torch.export`` program (``ExportedProgram``).
+    - ``.onnx``: an ``onnx.ModelProto``, checked with ``onnx.checker``.
+    - ``.keras``, ``.h5``, ``.tflite`` and SavedModel folders are recognized but not loaded here:
+      they raise an ``OptkitError`` pointing to ``optkit.tf`` (notebook 07_tensorflow_and_tflite),
+      so that this module never imports TensorFlow.
+
+    Any other suffix, or a missing path, raises an ``OptkitError``.
+
+    Taught in 01_pytorch_inference_essentials.
+    """
+    p = check_path_exists("path", path)
+    suffix = p.suffix.lower()
+    if _is_saved_model(p) or suffix in _TF_FORMATS:
+        kind = "TensorFlow SavedModel" if p.is_dir() else _TF_FORMATS[suffix]
+        raise OptkitError("path", str(p), f"is a {kind}, which optkit.io does not load",
+                          "load it with optkit.tf (taught in 07_tensorflow_and_tflite), or with "
+                          "tf.keras.models.load_model / ai_edge_litert directly")
+    if suffix in (".pt", ".pth"):
+        return load_state_dict(p, model, allow_pickle=allow_pickle)
+    if suffix == ".pt2":
+        return load_program(p)
+    if suffix == ".onnx":
+        return load_onnx(p)
+    formats = ", ".join(list(SUPPORTED_FORMATS) + list(_TF_FORMATS) + ["SavedModel folder"])
+    raise OptkitError("path", str(p), f"has a suffix ({suffix or 'none'}) optkit does not know",
+                      f"use one of: {formats}")
+
+
+# --------------------------------------------------------------------------- sizes
+
+def _onnx_external_files(path: Path) -> list[Path]:
+    """The external-data files an ONNX model refers to (e.g. ``model.onnx.data``)."""
+    try:
+        import onnx
+        from onnx.external_data_helper import _get_all_tensors, uses_external_data
+    except ImportError:
+        return []
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:
+        return []
+    names = set()
+    for tensor in _get_all_tensors(proto):
+        if uses_external_data(tensor):
+            for entry in tensor.external_data:
+                if entry.key == "location":
+                    names.add(entry.value)
+    return [path.parent / n for n in sorted(names) if (path.parent / n).is_file()]
+
+
+def file_size(path: str | os.PathLike, include_external_data: bool = True) -> int:
+    """Bytes on disk: a file, or every file under a folder (a SavedModel, say).
+
+    For an ``.onnx`` file the external-data files it refers to (``model.onnx.data``, written by
+    ``torch.onnx.export`` by default) are added, so the size is what you would ship.
+
+    Taught in 00_measure_first.
+    """
+    p = check_path_exists("path", path)
+    if p.is_dir():
+        return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+    size = p.stat().st_size
+    if include_external_data and p.suffix.lower() == ".onnx":
+        size += sum(f.stat().st_size for f in _onnx_external_files(p))
+    return size
+
+
+def gzip_size(path_or_bytes: str | os.PathLike | bytes, level: int = 9) -> int:
+    """Bytes after gzip compression (in memory, level 9) of a file, a folder's files, or bytes.
+
+    Compression finds repeated and zero bytes: a pruned model's zeros and a clustered model's
+    few distinct values show up here long before they show up in :func:`file_size`.
+
+    Taught in 00_measure_first and 03_pruning.
+    """
+    if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
+        return len(gzip.compress(bytes(path_or_bytes), compresslevel=level))
+    p = check_path_exists("path", path_or_bytes)
+    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    return sum(len(gzip.compress(f.read_bytes(), compresslevel=level)) for f in files)
+
+
+def model_size(model: nn.Module | dict) -> int:
+    """Bytes of ``torch.save(model.state_dict())``, written to memory (no file).
+
+    Close to 4 bytes per fp32 parameter plus a few kB of archive overhead; quantized models
+    count their packed int8 weights.
+
+    Taught in 00_measure_first.
+    """
+    buf = _io.BytesIO()
+    torch.save(_state_dict_of(model), buf)
+    return buf.getbuffer().nbytes
+
+
+def sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file, read in 1 MB blocks.
+
+    Taught in 00_measure_first.
+    """
+    p = check_path_exists("path", path)
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
