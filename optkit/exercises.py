@@ -69,13 +69,17 @@ def check_percentile(fn: Callable[[Sequence[float], float], float]) -> bool:
 
 def check_batch_budget(answer: int | None, sweep, budget_ms: float) -> bool:
     """Exercise 00.2: the largest batch size in ``sweep`` whose p90 latency fits ``budget_ms``."""
-    fitting = [m.batch_size for m in sweep if m.p90_ms <= budget_ms]
-    want = max(fitting) if fitting else None
-    if answer == want:
-        return _report(True, f"batch {want} is the largest whose p90 ({[m.p90_ms for m in sweep if m.batch_size == want][0]:.2f} ms) "
-                             f"fits {budget_ms} ms")
-    return _report(False, f"you answered {answer!r}; on this run the answer is {want!r}. Hint: compare each "
-                          "measurement's p90_ms (not the median) with the budget; look at the largest batch that fits")
+    fitting = [m for m in sweep if m.p90_ms <= budget_ms]
+    want = max(fitting, key=lambda m: m.batch_size) if fitting else None
+    if want is None:
+        if answer is None:
+            return _report(True, f"no batch size fits {budget_ms} ms at p90 on this machine, so None is right")
+        return _report(False, f"you answered {answer!r}, but no measured batch size has p90 within {budget_ms} ms "
+                              "on this machine: the answer is None")
+    if answer == want.batch_size:
+        return _report(True, f"batch {want.batch_size} is the largest whose p90 ({want.p90_ms:.2f} ms) fits {budget_ms} ms")
+    return _report(False, f"you answered {answer!r}; on this run the answer is {want.batch_size}. Hint: compare "
+                          "each measurement's p90_ms (not the median) with the budget; take the largest batch that fits")
 
 
 # ----------------------------------------------------------------------------- 01

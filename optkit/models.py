@@ -433,7 +433,7 @@ def _batches(data, split: str, batch_size: int):
     if isinstance(data, torch.utils.data.DataLoader):
         return data, None
     if isinstance(data, (tuple, list)) and len(data) == 2:
-        x, y = (torch.as_tensor(np.asarray(a)) if not isinstance(a, torch.Tensor) else a for a in data)
+        x, y = (torch.from_numpy(np.array(a)) if not isinstance(a, torch.Tensor) else a for a in data)
         if len(x) != len(y):
             raise OptkitError("data", f"{len(x)} inputs, {len(y)} labels", "lengths differ",
                               "pass as many labels as inputs")

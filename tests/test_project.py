@@ -141,3 +141,34 @@ def test_curriculum_only_rejects_unknown_prefix():
 
     with pytest.raises(OptkitError, match="matches no notebook"):
         notebooks(["99"])
+
+
+# ----------------------------------------------------------------- exercise checkers
+def test_exercise_checkers_accept_reference_solutions_and_reject_stubs(capsys):
+    from optkit import exercises
+
+    def stub(*args):
+        raise NotImplementedError
+
+    assert exercises.check_percentile(exercises.reference_percentile)
+    assert not exercises.check_percentile(stub)
+    assert not exercises.check_percentile(lambda xs, q: xs[int(len(xs) * q / 100) - 1])
+    assert exercises.check_predict(exercises.reference_predict)
+    assert not exercises.check_predict(lambda m, x: m(x).argmax(1))  # train mode, autograd on
+    assert exercises.check_export_dynamic(exercises.reference_export_dynamic)
+    assert not exercises.check_export_dynamic(lambda m, x: __import__("torch").export.export(m, (x,)))
+    out = capsys.readouterr().out
+    assert out.count("✓") == 3 and out.count("✗") == 4
+
+
+def test_batch_budget_checker():
+    import numpy as np
+
+    from optkit import exercises
+    from optkit.bench import Measurement
+
+    sweep = [Measurement(f"b{b}", np.full(20, ms / 1e3), batch_size=b) for b, ms in [(1, 1.0), (8, 3.0), (32, 9.0)]]
+    assert exercises.check_batch_budget(8, sweep, 5.0)
+    assert not exercises.check_batch_budget(32, sweep, 5.0)
+    assert exercises.check_batch_budget(None, sweep, 0.5)
+    assert not exercises.check_batch_budget(1, sweep, 0.5)
