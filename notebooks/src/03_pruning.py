@@ -15,7 +15,7 @@
 # - measure what sparsity buys (file size, not latency) and what structure buys (latency);
 # - remove channels physically while following the dependencies of a residual network.
 #
-# **Time:** about 4 minutes at the default parameters on a 2-core laptop (fine-tuning takes most of
+# **Time:** under 4 minutes at the default parameters on a 2-core laptop (fine-tuning takes most of
 # it; papermill parameters scale the fine-tuning up). **GPU:** not needed.
 #
 # Every number below is printed by the cell that measured it; timing cells say which machine and
@@ -41,12 +41,13 @@ scan_ratios = [0.3, 0.6, 0.9]  # ratios of the sensitivity scan
 global_sparsity = 0.8  # target of global unstructured pruning
 iterative_steps = 3  # pruning steps on the way to global_sparsity, each followed by fine-tuning
 channel_ratio = 0.5  # fraction of channels removed by structured pruning
-finetune_samples = 1500  # training images per fine-tuning epoch inside the iterative schedule
-structured_finetune_samples = 8000  # training images for fine-tuning the structurally pruned model
+finetune_samples = 5000  # training images per fine-tuning epoch inside the iterative schedule
+structured_finetune_samples = 40000  # training images for fine-tuning the structurally pruned model
 finetune_epochs = 1  # epochs of each fine-tuning
-finetune_lr = 1e-3  # AdamW learning rate for fine-tuning (cosine-decayed to zero)
+finetune_lr = 3e-4  # AdamW learning rate of the fine-tunes in the iterative schedule (cosine-decayed to zero)
+structured_finetune_lr = 2e-3  # AdamW learning rate for the structurally pruned model (it has more to relearn)
 max_drop_points = 1.0  # adaptive pruning stops when validation accuracy drops more than this (points)
-max_time_s = 1.0  # time budget per latency measurement (seconds)
+max_time_s = 0.5  # time budget per latency measurement (seconds)
 output_dir = "../runs/artifacts/03_pruning"
 
 # %%
@@ -54,7 +55,7 @@ params = notebook.check_parameters(
     ranges={"threads": (1, 256), "eval_samples": (100, 5000), "scan_ratios": (0.0, 0.99),
             "global_sparsity": (0.0, 0.99), "iterative_steps": (1, 20), "channel_ratio": (0.0, 0.95),
             "finetune_samples": (128, 55000), "structured_finetune_samples": (128, 55000),
-            "finetune_epochs": (1, 50), "finetune_lr": (1e-6, 1.0), "max_drop_points": (0.0, 100.0),
+            "finetune_epochs": (1, 50), "finetune_lr": (1e-6, 1.0), "structured_finetune_lr": (1e-6, 1.0), "max_drop_points": (0.0, 100.0),
             "max_time_s": (0.01, 600)})
 env = notebook.setup(threads=threads)
 
@@ -273,9 +274,9 @@ print(f"same sparsity, uniform per layer: validation accuracy {100 * val_acc(uni
 finetune_data = data.fashion_mnist(n_train=finetune_samples)
 
 
-def fine_tune(net, dataset=finetune_data, seed=0):
+def fine_tune(net, dataset=finetune_data, lr=finetune_lr, seed=0):
     """A short fine-tune, then fresh BatchNorm statistics for the weights it ended with."""
-    models.train(net, dataset, epochs=finetune_epochs, lr=finetune_lr, seed=seed, progress=False,
+    models.train(net, dataset, epochs=finetune_epochs, lr=lr, seed=seed, progress=False,
                  val_split=None)
     prune.recalibrate_batchnorm(net, fmnist.calib)
 
@@ -420,9 +421,10 @@ print(f"validation accuracy right after removal {100 * structured_pruned_val:.2f
 prune.recalibrate_batchnorm(structured, fmnist.calib)
 print(f"validation accuracy after BatchNorm recalibration {100 * val_acc(structured):.2f} %")
 structured_data = data.fashion_mnist(n_train=structured_finetune_samples)
-fine_tune(structured, structured_data)
+fine_tune(structured, structured_data, lr=structured_finetune_lr)
 structured_test = test_acc(structured)
-print(f"after fine-tuning on {structured_finetune_samples:,} images x {finetune_epochs} epoch(s): "
+print(f"after fine-tuning on {structured_finetune_samples:,} images x {finetune_epochs} epoch(s), "
+      f"learning rate {structured_finetune_lr:g}: "
       f"test accuracy {100 * structured_test:.2f} % (dense {100 * dense_test:.2f} %, "
       f"{100 * (structured_test - dense_test):+.2f} points)")
 notebook.headline(f"{100 * channel_ratio:.0f} % channels removed, accuracy change after fine-tuning",
@@ -599,6 +601,22 @@ for label, value, bound, unit in checks:
     ok = value >= bound if unit == "x" else value <= bound
     print(f"{'met   ' if ok else 'MISSED'} {label}: measured {value:.2f} {unit}")
 print("Measured on:", bench.environment_line())
+recipe = models.reference_info("resnet_cnn")["recipe"]
+print(f"fine-tuning at these parameters: unstructured {iterative_steps} steps x {finetune_samples:,} images, "
+      f"structured {structured_finetune_samples:,} images, {finetune_epochs} epoch(s) each; the dense reference "
+      f"was trained for {recipe['epochs']} epochs x {len(fmnist.train):,} images")
+
+# %% [markdown]
+# **Where the targets stand.** The issue asks for a 50 % channel cut that is at least 1.6x faster at
+# batch 32 within 2 accuracy points, and 80 % global sparsity within 1 point with a compressed file at
+# least 3x smaller. The cell above prints each as met or MISSED with the measured value; in the run
+# saved with this notebook all four read met. The speed and size targets follow from the structure
+# and the zeros themselves (the speed-up is a timing: re-check it on your machine). The accuracy
+# targets depend on how much fine-tuning you pay for, and the defaults fine-tune on a fraction of
+# what the reference was trained on (last line above) so that the notebook fits the CI's time
+# budget. The margins are therefore small: cut the fine-tuning (`-p structured_finetune_samples`,
+# `-p finetune_samples`) and the accuracy lines read MISSED first, the structured one soonest,
+# because that model keeps about a quarter of the parameters and MACs and has the most to relearn.
 
 # %% [markdown]
 # ## Exercises
