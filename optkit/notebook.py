@@ -45,6 +45,7 @@ def setup(threads: int | None = None, seed: int = 0, *, quiet: bool = False) -> 
     :func:`optkit.bench.environment` so a notebook can store it with its records.
     """
     import random
+    import warnings
 
     import numpy as np
     import torch
@@ -57,6 +58,13 @@ def setup(threads: int | None = None, seed: int = 0, *, quiet: bool = False) -> 
         raise OptkitError("threads", threads, "must be a positive whole number",
                           "pass e.g. threads=2, or None for every core")
     torch.set_num_threads(threads)
+    # torch.export's pytree code warns about its own internals on every export in torch 2.13;
+    # it says nothing to a learner, so it is silenced here, narrowly, by its exact message.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                            category=FutureWarning)
+    # Inductor's int8 convolution lowering copies a tensor the old way (torch 2.13); same reasoning.
+    warnings.filterwarnings("ignore", message="To copy construct from a tensor", category=UserWarning,
+                            module=r"torch\._inductor\.mkldnn_lowerings")
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
