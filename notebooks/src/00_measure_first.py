@@ -110,6 +110,8 @@ if "resnet_cnn" in nets:
 # real test images (latency does not depend on their content, but there is no reason to invent them).
 
 # %%
+# NBVAL_IGNORE_OUTPUT
+# (timings vary by machine)
 def forward_fn(net, x):
     def call():
         with torch.inference_mode():
