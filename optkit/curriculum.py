@@ -103,6 +103,10 @@ def execute(path: Path, output: Path, parameters: dict | None = None, *, kernel:
     return NotebookResult(path.stem, str(output), ok, seconds, parameters or {}, error, heads)
 
 
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def write_summary(results: list[NotebookResult], out_dir: Path, title: str = "optkit curriculum run") -> None:
     """Write summary.json, summary.md and summary.html for a run."""
     from . import bench
@@ -113,7 +117,7 @@ def write_summary(results: list[NotebookResult], out_dir: Path, title: str = "op
     (out_dir / "summary.json").write_text(json.dumps(data, indent=2, default=str))
 
     def heads_text(r: NotebookResult, sep: str) -> str:
-        items = [f"{h['label']}: {h['value']}{(' ' + h['unit']) if h.get('unit') else ''}" for h in r.headlines]
+        items = [f"{h['label']}: {_fmt(h['value'])}{(' ' + h['unit']) if h.get('unit') else ''}" for h in r.headlines]
         return sep.join(items) if items else "-"
 
     md = [f"# {title}", "", f"Finished {stamp} on {bench.environment_line()}.", "",

@@ -122,7 +122,7 @@ def test_summary_lists_each_notebook_and_headlines(tmp_path):
 
     results = [
         NotebookResult("00_measure_first", str(tmp_path / "00.ipynb"), True, 61.0,
-                       headlines=[{"label": "fp32 latency b1", "value": 0.42, "unit": "ms"}]),
+                       headlines=[{"label": "fp32 latency b1", "value": 0.4200000001, "unit": "ms"}]),
         NotebookResult("01_x", str(tmp_path / "01.ipynb"), False, 5.0, error="OptkitError: threads=0: bad"),
     ]
     write_summary(results, tmp_path)
