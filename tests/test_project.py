@@ -16,11 +16,11 @@ ROOT = Path(__file__).resolve().parent.parent
 def _pyproject_pins() -> dict[str, str]:
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     reqs = list(meta["dependencies"])
-    for name in ("notebooks", "tf"):
+    for name in ("notebooks", "tf", "models", "serve"):
         reqs += meta["optional-dependencies"][name]
     pins = {}
     for req in reqs:
-        m = re.fullmatch(r"([A-Za-z0-9_.\-]+)==([^\s;]+)", req)
+        m = re.fullmatch(r"([A-Za-z0-9_.\-]+)(?:\[[\w,]+\])?==([^\s;]+)", req)
         assert m, f"pyproject requirement {req!r} is not an exact pin"
         pins[m.group(1).lower()] = m.group(2)
     return pins
@@ -29,7 +29,7 @@ def _pyproject_pins() -> dict[str, str]:
 def _environment_pins() -> dict[str, str]:
     pins = {}
     for line in (ROOT / "environment.yml").read_text().splitlines():
-        m = re.fullmatch(r"\s*-\s*([A-Za-z0-9_.\-]+)==(\S+)\s*", line)
+        m = re.fullmatch(r"\s*-\s*([A-Za-z0-9_.\-]+)(?:\[[\w,]+\])?==(\S+)\s*", line)
         if m:
             pins[m.group(1).lower()] = m.group(2)
     return pins

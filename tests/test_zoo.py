@@ -1,0 +1,52 @@
+"""The offline pretrained models and sample images load, with the shapes and labels we rely on."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from optkit import zoo
+from optkit.errors import OptkitError
+
+
+def test_sample_images_shapes_labels_and_normalization():
+    x, y = zoo.sample_images("fashionMNIST")
+    assert x.shape == (20, 28, 28, 1) and x.dtype == np.uint8
+    assert y.dtype == np.int64 and set(y) <= set(range(10))
+    xn, yn = zoo.sample_images("imagenet", size=64, normalize=True)
+    assert xn.shape == (20, 3, 64, 64) and xn.dtype == np.float32
+    assert -1.0 <= xn.min() and xn.max() <= 1.0
+    assert (yn >= 0).all() and (yn < 1000).all()
+
+
+def test_sample_images_rejects_unknown_kind():
+    with pytest.raises(OptkitError, match="kind='svhn'"):
+        zoo.sample_images("svhn")
+
+
+@pytest.mark.slow
+def test_efficientnet_lite0_classifies_the_imagenet_samples():
+    x, y = zoo.sample_images("imagenet", size=224, normalize=True)
+    model = zoo.efficientnet_lite0()
+    with torch.no_grad():
+        pred = model(torch.from_numpy(x[:8])).argmax(1).numpy()
+    # A real ImageNet model: most of the 8 labelled samples are right (random would get ~0).
+    assert (pred == y[:8]).sum() >= 5
+
+
+@pytest.mark.slow
+def test_minilm_embeddings_are_unit_length_and_ignore_padding():
+    enc, tok = zoo.minilm()
+    batch = tok(["a moving, funny film", "dull"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        emb = enc(batch["input_ids"], batch["attention_mask"])
+        alone = tok(["dull"], return_tensors="pt")
+        single = enc(alone["input_ids"], alone["attention_mask"])
+    assert emb.shape == (2, 384)
+    torch.testing.assert_close(emb.norm(dim=1), torch.ones(2))
+    torch.testing.assert_close(emb[1:], single, atol=1e-5, rtol=1e-4)
+
+
+def test_fer_model_files_exist():
+    assert zoo.fer_model_path("keras").suffix == ".hdf5" and zoo.fer_model_path("keras").exists()
+    assert zoo.fer_model_path("tflite").exists()
