@@ -1,0 +1,836 @@
+# %% [markdown]
+# # 09 · Serving: dynamic batching, caching and load
+#
+# A fast model is half of a fast service. The other half is what happens around each call: how
+# requests that arrive one by one become batches, what waits where, what happens when more
+# arrives than the machine can take, and what a framework between the network and the model
+# costs. This notebook serves the int8 ONNX Runtime model from notebook 06 (exported again here)
+# in one process first, then behind HTTP with Ray Serve, and measures every step under load.
+#
+# **You will learn to**
+# - read throughput and latency against batch size, and tell when batching pays on a CPU and when it does not;
+# - write the rule of a dynamic batcher, and use one that hands each caller exactly its own result,
+#   pushes back when its queue is full, times requests out, passes model errors to every caller of a
+#   batch and never drops a request when it shuts down;
+# - key a prediction cache correctly (dtype, shape and content) and bound it by entries and bytes;
+#   know when a cache pays and when it only costs memory;
+# - load-test a service with a closed-loop generator and read latency-throughput curves;
+# - process a stream of frames one by one, with a thread pool, and in micro-batches, and count what is late or dropped;
+# - serve the same model with Ray Serve (`@serve.batch` behind HTTP, input checked at the edge),
+#   scale it to replicas, and measure what the framework costs.
+#
+# **Time:** about 2.5 minutes at the default parameters on a 2-core laptop, a third of it
+# starting, loading and stopping Ray. **GPU:** not needed; on a GPU batching pays far more (the
+# text says where).
+#
+# Every figure is printed by the cell that measured it, with the machine beside it. Load tests run
+# clients and server on the same cores, so absolute numbers depend on the machine; the ratios
+# between variants come from interleaved runs.
+
+# %%
+import concurrent.futures
+import threading
+import time
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+
+from optkit import bench, data, exercises_serve, models, notebook, onnx, record, report, serve
+
+# %% tags=["parameters"]
+# Default parameters (papermill -p NAME VALUE overrides them; `make params NB=09` lists them)
+threads = None  # intra-op threads of the batched sessions; None = every core this process may use
+model_name = "resnet_cnn"  # reference CNN to serve: "resnet_cnn" (int8 pays) or "small_cnn" (tiny, overhead-bound)
+batch_sizes = [1, 2, 4, 8, 16, 32, 64]  # batch sizes of the model-side sweep (section 1)
+max_batch_size = 32  # dynamic batcher and @serve.batch: most requests per model call
+max_wait_ms = 2.0  # dynamic batcher and @serve.batch: longest wait for a batch to fill (ms)
+batch_workers = None  # worker threads of each in-process batcher (one 1-thread model call each); None = one per core
+concurrencies = [1, 2, 4, 8, 16, 32, 64]  # concurrent clients of the load sweeps (section 4)
+requests_per_level = 256  # requests per concurrency level of each load sweep
+head_to_head_rounds = 3  # interleaved rounds of the 32-client comparison behind the targets
+soak_requests = 10000  # requests of each soak (in-process batcher, Ray Serve)
+cache_requests = 1600  # requests of each cache workload (section 3)
+stream_seconds = 1.0  # length of each frame stream (section 5)
+stream_load = 1.3  # frame rate as a multiple of what one-by-one processing sustains
+stream_max_delay_ms = 25.0  # a frame not started this long after it arrived is dropped; answered later = late
+stream_max_batch = 8  # micro-batches: most frames per call (one call must fit well inside the deadline)
+run_ray = True  # start a local Ray instance for section 6 (loopback only, stopped at the end)
+ray_concurrencies = [1, 16, 64]  # concurrent HTTP clients of the Ray Serve sweep
+ray_requests_per_level = 192  # requests per concurrency level of the Ray Serve sweep
+max_time_s = 0.3  # time budget per latency measurement of the model-side sweep (seconds)
+output_dir = "../runs/artifacts/09_serving_batching_and_caching"
+
+# %%
+params = notebook.check_parameters(
+    ranges={"threads": (1, 256), "batch_sizes": (1, 1024), "max_batch_size": (1, 1024), "max_wait_ms": (0.0, 1000.0),
+            "concurrencies": (1, 512), "requests_per_level": (16, 1_000_000), "head_to_head_rounds": (1, 20),
+            "soak_requests": (100, 10_000_000), "cache_requests": (100, 1_000_000), "stream_seconds": (0.1, 600.0),
+            "stream_load": (0.1, 10.0), "stream_max_delay_ms": (0.1, 10_000.0), "ray_concurrencies": (1, 512),
+            "ray_requests_per_level": (16, 1_000_000), "max_time_s": (0.01, 600), "batch_workers": (1, 256),
+            "stream_max_batch": (1, 1024)},
+    choices={"model_name": ["resnet_cnn", "small_cnn"], "run_ray": [True, False]})
+env = notebook.setup(threads=threads)
+n_threads = torch.get_num_threads()
+workers = batch_workers or n_threads
+out = Path(output_dir)
+out.mkdir(parents=True, exist_ok=True)
+
+# %% [markdown]
+# ## 0 · The model and its optimized artifacts
+# The reference CNN, exported to ONNX and quantized to int8 the way notebook 06 does it
+# (`optkit.onnx`: dynamo export with a dynamic batch, static QDQ per-channel U8S8 quantization
+# calibrated on 1,000 training images). A served model is a file: each replica of a service loads
+# it. Sessions are created with an explicit thread count, because a server decides how its cores
+# are shared between requests: the sessions that serve requests run **one thread per call**, and
+# the parallelism comes from several calls at once (many clients, or one batch worker per core).
+# Sessions with a thread per core measure the model itself in section 1.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+fmnist = data.fashion_mnist()
+net = models.pretrained(model_name)
+t0 = time.perf_counter()
+exported = onnx.export(net, fmnist.example_batch(1), out / f"{model_name}.onnx", overwrite=True)
+fp32_path = exported.path
+int8_path = onnx.quantize_static(fp32_path, out / f"{model_name}_int8.onnx",
+                                 [fmnist.calib.x[i:i + 100] for i in range(0, len(fmnist.calib), 100)],
+                                 overwrite=True)
+print(f"exported and quantized in {time.perf_counter() - t0:.1f} s: "
+      + ", ".join(f"{Path(p).name} ({Path(p).stat().st_size / 1e6:.2f} MB)" for p in (fp32_path, int8_path)))
+
+
+def ort_fn(path, n):
+    """A batched numpy function over an ONNX Runtime session with n intra-op threads."""
+    return serve.numpy_fn(onnx.session(path, threads=n))
+
+
+fp32 = ort_fn(fp32_path, n_threads)  # one call uses every core: the model-side sweep of section 1
+int8 = ort_fn(int8_path, n_threads)
+fp32_1t = ort_fn(fp32_path, 1)  # one thread per call: what serves requests (calls run side by side)
+int8_1t = ort_fn(int8_path, 1)
+
+# %% [markdown]
+# Requests in this notebook are real test images, one per request; every answer is checked
+# against the output the same model gives that image, so a lost, swapped or wrong answer shows up
+# as a count, not as a silently wrong number.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+X = np.ascontiguousarray(fmnist.test.x[:1024])
+y_test = fmnist.test.y[:2000]
+expected = {"fp32": fp32(X), "int8": int8(X)}
+accuracy = {name: float((fn(fmnist.test.x[:2000]).argmax(1) == y_test).mean()) for name, fn in
+            [("fp32", fp32), ("int8", int8)]}
+agree = float((expected["fp32"].argmax(1) == expected["int8"].argmax(1)).mean())
+for name in accuracy:
+    print(f"{model_name} ONNX Runtime {name}: accuracy {100 * accuracy[name]:.2f} % on the first 2,000 test images")
+print(f"int8 and fp32 agree on the top-1 class of {100 * agree:.2f} % of the 1,024 request images "
+      "(int8 kernels differ between CPUs, so this cell's output is not compared in CI)")
+
+# %% [markdown]
+# ## 1 · Why batching pays (and how much, here)
+# One call on a batch of *n* images costs a fixed part (calling into the runtime, launching each
+# operator, reading the weights) plus a part that grows with *n*. Batching spreads the fixed part
+# over more images. `bench.throughput_sweep` measures both models at each batch size:
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+sweeps = {name: bench.throughput_sweep(lambda bs, fn=fn: (lambda x=X[:bs]: fn(x)), batch_sizes, name=name,
+                                       max_time_s=max_time_s, warmup=2, min_repeats=3)
+          for name, fn in [(f"ORT fp32, {n_threads} threads", fp32), (f"ORT int8, {n_threads} threads", int8)]}
+display(report.plot_throughput(sweeps))
+rows = []
+for name, series in sweeps.items():
+    best = max(series, key=lambda m: m.throughput)
+    rows.append({"variant": name, "b1 ms/image": series[0].median_ms, "best batch": best.batch_size,
+                 "best ms/image": best.median_ms / best.batch_size,
+                 "gain from batching": best.throughput / series[0].throughput})
+print("Measured on:", bench.environment_line())
+notebook.headline(f"{model_name} ORT int8: throughput gained by batching (best batch vs batch 1)",
+                  rows[-1]["gain from batching"], "x", fmt=".2f", note=bench.environment_line())
+pd.DataFrame(rows).set_index("variant").round(3)
+
+# %% [markdown]
+# Read the last column. On a GPU the fixed part of a call is large (a kernel launch per operator,
+# a device round trip) and batching is worth 10-50x. On this CPU, ONNX Runtime's per-call cost is a
+# few microseconds and a convolution over a 28×28 image is already enough work to keep a core busy
+# at batch 1, so a batch mostly gains from splitting its work over the threads, and from weights
+# that stay in cache: a modest gain for the convolutional `resnet_cnn`, somewhat more for the tiny
+# `small_cnn`, whose per-call cost is a larger share (`-p model_name small_cnn`).
+#
+# The serving question is different anyway: requests arrive **one at a time** from many clients.
+# Something has to collect them into batches, and that something costs time per request.
+#
+# ## 2 · A dynamic batcher, written to be read
+# `serve.DynamicBatcher(fn, max_batch_size, max_wait_s)`: callers `submit(x)` one input and get a
+# `concurrent.futures.Future`; a worker thread waits for the first request, then for more until
+# `max_batch_size` are queued or `max_wait_s` has passed since the *oldest* one arrived, stacks
+# them, makes one call and sets each caller's Future to its own row. No polling, no shared result
+# dictionary keyed by `id(request)` (ids are reused once an object is freed, so two requests can
+# collide). The whole worker is about 60 lines of `optkit/serve.py`.
+#
+# **Exercise 1.** The heart of it is one decision, taken every time the worker wakes up. Write
+# `batch_ready(arrivals, now, max_batch_size, max_wait_s)`: given the arrival times of the queued
+# requests (oldest first), return how many to take now, or 0 to keep waiting.
+
+# %%
+def batch_ready(arrivals, now, max_batch_size, max_wait_s):
+    # YOUR CODE HERE
+    raise NotImplementedError
+
+
+exercises_serve.check_batch_ready(batch_ready);
+
+# %% [markdown]
+# <details><summary>Reference solution</summary>
+#
+# ```python
+# def batch_ready(arrivals, now, max_batch_size, max_wait_s):
+#     if not arrivals:
+#         return 0
+#     if len(arrivals) >= max_batch_size or now - arrivals[0] >= max_wait_s:
+#         return min(len(arrivals), max_batch_size)
+#     return 0
+# ```
+# </details>
+#
+# ### 2.1 Each caller gets its own answer
+# Eight threads send 50 requests each through a batcher around the fp32 model; every answer is
+# compared with the output expected for the image that request sent. The batcher takes any
+# function from a batch array to an output array: an ONNX Runtime session, a PyTorch model
+# (`serve.numpy_fn` adapts both), a LiteRT interpreter (`optkit.tf.LiteRT` is one already).
+
+# %%
+with serve.DynamicBatcher(fp32_1t, max_batch_size=max_batch_size, max_wait_s=max_wait_ms / 1e3,
+                         workers=workers) as batcher:
+    demo = serve.run_load(batcher.predict, X, concurrency=8, requests_per_client=50, expected=expected["fp32"],
+                          atol=1e-3, rtol=1e-3, warmup=0, name="batcher fp32")
+    demo_stats = batcher.stats()
+print(f"{demo.n} requests from 8 threads: {demo.counts['ok']} answered with their own image's output, "
+      f"{demo.counts['mismatch']} mismatched, {demo.lost} lost")
+print(f"fewer model calls than requests (the batcher formed batches): {demo_stats.batches < demo_stats.submitted}")
+# any batched numpy function will do: here the PyTorch model itself, through serve.numpy_fn
+with serve.DynamicBatcher(serve.numpy_fn(net), max_batch_size=max_batch_size) as batcher:
+    torch_out = batcher.predict(X[0])
+print(f"PyTorch model behind the same batcher: its answer matches ONNX Runtime's to 1e-4: "
+      f"{bool(np.allclose(torch_out, expected['fp32'][0], atol=1e-4))}")
+
+# %% [markdown]
+# ### 2.2 When things go wrong
+# To show the failure paths exactly, the model below waits for a signal before it runs, so we
+# decide what is queued behind it. First: **one bad input fails its whole batch**, and every caller
+# of that batch hears about it (a silent `None` would be the worst answer).
+
+# %%
+class GatedModel:
+    """The fp32 model, held at a gate so the notebook controls what queues behind it; raises on a poisoned image."""
+
+    def __init__(self):
+        self.gate = threading.Event()
+        self.busy = threading.Event()
+
+    def __call__(self, batch):
+        self.busy.set()
+        self.gate.wait(10)
+        if (batch < 0).any():
+            raise ValueError(f"negative pixel values in a batch of {len(batch)}")
+        return fp32(batch)
+
+
+gated = GatedModel()
+poisoned = -X[3]
+with serve.DynamicBatcher(gated, max_batch_size=4, max_wait_s=0.0) as batcher:
+    first = batcher.submit(X[0])
+    gated.busy.wait(5)  # the worker is inside the model with the first request
+    batch = [batcher.submit(x) for x in (X[1], X[2], poisoned, X[4])]  # these four queue: the next batch
+    gated.gate.set()
+    first.result()
+    for i, f in enumerate(batch):
+        err = f.exception(5)
+        print(f"request {i + 1}: {'ValueError: ' + str(err) if err else 'answered'}")
+    print(batcher.stats().batch_sizes, "(batch size: number of batches)")
+
+# %% [markdown]
+# Next: a **bounded queue pushes back**, and a request that waits past its deadline is answered
+# with `RequestTimeout` without ever reaching the model. An unbounded queue under overload only
+# grows: every request waits longer, and the ones at the back wait for answers nobody still wants.
+
+# %%
+gated = GatedModel()
+with serve.DynamicBatcher(gated, max_batch_size=8, max_wait_s=0.0, max_queue=3) as batcher:
+    first = batcher.submit(X[0])
+    gated.busy.wait(5)
+    queued = [batcher.submit(X[1], timeout_s=0.05), batcher.submit(X[2]), batcher.submit(X[3])]
+    try:
+        batcher.submit(X[4])
+    except serve.QueueFull as exc:
+        print("4th request while 3 are queued -> QueueFull:", exc)
+    time.sleep(0.1)  # the first queued request's 50 ms deadline passes while the model is busy
+    gated.gate.set()
+    outcome = [type(f.exception(5)).__name__ if f.exception(5) else "answered" for f in queued]
+    print("queued requests:", outcome)
+    s = batcher.stats()
+    print(f"{s.submitted} accepted: {s.completed} answered, {s.timed_out} timed out in the queue; {s.rejected} refused")
+
+# %% [markdown]
+# Finally **shutdown**: `close(drain=True)` runs what is queued before the worker stops;
+# `close(drain=False)` answers each queued request with `BatcherClosed`. Either way every Future
+# is resolved, so no caller waits forever, and a request submitted after `close` is refused at once.
+
+# %%
+for drain in (True, False):
+    gated = GatedModel()
+    batcher = serve.DynamicBatcher(gated, max_batch_size=2, max_wait_s=0.0)
+    first = batcher.submit(X[0])
+    gated.busy.wait(5)
+    queued = [batcher.submit(x) for x in X[1:6]]
+    refused = "accepted (unexpected)"
+    closer = threading.Thread(target=batcher.close, kwargs={"drain": drain})
+    closer.start()
+    time.sleep(0.05)
+    try:
+        batcher.submit(X[6])
+    except serve.BatcherClosed:
+        refused = "refused"
+    gated.gate.set()
+    closer.join()
+    states = [type(f.exception()).__name__ if f.exception() else "answered" for f in queued]
+    print(f"close(drain={drain}): 5 queued -> {states}; a new request -> {refused}")
+
+# %% [markdown]
+# ## 3 · A prediction cache
+# If the same input comes back, its answer can come from memory. Two details decide whether a
+# cache is correct and whether it pays.
+#
+# **The key.** Hashing an array's bytes is not enough: a float32 `[2, 3]` and a float32 `[3, 2]`
+# holding the same six numbers have identical bytes, and so do a float32 array and the int32
+# array with the same bit patterns. A model given the wrong one of those returns a different
+# answer (or fails), so the key must hold the dtype and the shape too.
+
+# %%
+a = np.arange(6, dtype=np.float32)
+print("same bytes:", a.reshape(2, 3).tobytes() == a.reshape(3, 2).tobytes())
+print("same key:  ", serve.cache_key(a.reshape(2, 3)) == serve.cache_key(a.reshape(3, 2)))
+print("key of a [2, 3] float32 array:", serve.cache_key(a.reshape(2, 3))[:2], "+ a 16-byte BLAKE2b digest")
+
+# %% [markdown]
+# **Exercise 2.** Write `cache_key(x)`: equal keys exactly for arrays with the same dtype, shape
+# and values (a transposed view and its contiguous copy are the same array).
+
+# %%
+def cache_key(x):
+    # YOUR CODE HERE
+    raise NotImplementedError
+
+
+exercises_serve.check_cache_key(cache_key);
+
+# %% [markdown]
+# <details><summary>Reference solution</summary>
+#
+# ```python
+# import hashlib
+#
+# def cache_key(x):
+#     a = np.ascontiguousarray(x)
+#     return (a.dtype.str, a.shape, hashlib.blake2b(a.tobytes(), digest_size=16).digest())
+# ```
+# </details>
+#
+# **The bounds.** `serve.PredictionCache(max_entries, max_bytes)` is an LRU cache bounded by both
+# (a few huge outputs can exhaust memory long before the entry count does), thread-safe, and
+# counting hits and misses. `serve.cached(batcher.predict, cache)` puts it *in front of* the
+# batcher, so a hit never waits in the queue. Three workloads of `cache_requests` requests each,
+# at 16 clients:
+# - **popular**: a few images are requested again and again (Zipf-distributed, as popular items
+#   are in practice);
+# - **uniform**: every one of 10,000 images equally likely, with room for 1,000 in the cache;
+# - **noisy**: the popular workload, but each request carries a little sensor noise, as a camera
+#   frame would: no two requests are byte-identical.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+rng = np.random.default_rng(0)
+zipf_ids = np.minimum(rng.zipf(1.3, cache_requests) - 1, len(fmnist.test) - 1)
+workloads = {
+    "popular": fmnist.test.x[zipf_ids],
+    "uniform": fmnist.test.x[rng.integers(0, len(fmnist.test), cache_requests)],
+    "noisy": (fmnist.test.x[zipf_ids] + rng.normal(0, 1e-3, (cache_requests, 1, 28, 28))).astype(np.float32),
+}
+cache_rows = []
+with serve.DynamicBatcher(int8_1t, max_batch_size=max_batch_size, max_wait_s=max_wait_ms / 1e3,
+                         workers=workers) as batcher:
+    for label, inputs in workloads.items():
+        want = int8(inputs)
+        plain = serve.run_load(batcher.predict, inputs, concurrency=16,
+                               requests_per_client=cache_requests // 16, expected=want, atol=1e-3, rtol=1e-3)
+        cache = serve.PredictionCache(max_entries=1000, max_bytes=4 * 2**20)
+        with_cache = serve.run_load(serve.cached(batcher.predict, cache), inputs, concurrency=16,
+                                    requests_per_client=cache_requests // 16, expected=want, atol=1e-3,
+                                    rtol=1e-3, warmup=0)
+        s = cache.stats()
+        cache_rows.append({"workload": label, "distinct inputs": len({serve.cache_key(x) for x in inputs}),
+                           "hit rate": s.hit_rate, "entries": s.entries, "cache bytes": s.bytes,
+                           "req/s without": plain.throughput, "req/s with cache": with_cache.throughput,
+                           "speed-up": with_cache.throughput / plain.throughput,
+                           "mismatched": plain.counts["mismatch"] + with_cache.counts["mismatch"]})
+print("Measured on:", bench.environment_line(), "| int8 model, 16 clients, cache of 1,000 entries / 4 MiB")
+pd.DataFrame(cache_rows).set_index("workload").round(3)
+
+# %% [markdown]
+# A cache pays exactly as much as its hit rate: on the popular workload most requests never reach
+# the model. On the uniform workload the cache holds a tenth of what is asked for, misses almost
+# always, and only costs memory plus a hash per request. On the noisy workload an exact-match cache
+# never hits at all: caching camera frames, sensor readings or anything with a timestamp inside
+# needs a coarser key (rounded or downsampled inputs, a content id from upstream), which is a
+# decision about accuracy, not just speed. Note also what is cached: 10 logits per image are 40
+# bytes; a detector's or a generator's outputs can be megabytes, which is why the byte bound
+# matters. The `mismatched` column counts answers that were not their image's: cached answers are
+# read-only copies, so no caller can change what the next one gets.
+#
+# ## 4 · Load: latency against throughput
+# A **closed-loop** load generator: *N* client threads each send a request, wait for the answer,
+# and send the next. `serve.sweep_load` runs it at each concurrency and records every request's
+# latency and outcome. Three ways to serve the same images:
+# - **(a) one call per request**: each client calls the fp32 session itself with its one image;
+#   the concurrent calls keep the cores busy;
+# - **(b) dynamic batcher, fp32**: clients submit to a batcher whose workers (one per core, the
+#   `batch_workers` parameter) each run a batch at a time on the same single-threaded session;
+# - **(c) dynamic batcher, int8**: the same with the int8 model.
+#
+# So (a) and (b) run the same session with the same cores; the only difference is batching.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+def one_call_per_request(x):
+    return fp32_1t(x[None])[0]
+
+
+batch_fp32 = serve.DynamicBatcher(fp32_1t, max_batch_size=max_batch_size, max_wait_s=max_wait_ms / 1e3,
+                                  workers=workers, name="batcher fp32")
+batch_int8 = serve.DynamicBatcher(int8_1t, max_batch_size=max_batch_size, max_wait_s=max_wait_ms / 1e3,
+                                  workers=workers, name="batcher int8")
+variants = {"(a) per request fp32": (one_call_per_request, expected["fp32"]),
+            "(b) batcher fp32": (batch_fp32.predict, expected["fp32"]),
+            "(c) batcher int8": (batch_int8.predict, expected["int8"])}
+t0 = time.perf_counter()
+curves = {name: serve.sweep_load(call, X, concurrencies, requests_per_level=requests_per_level, expected=want,
+                                 atol=1e-3, rtol=1e-3, name=name)
+          for name, (call, want) in variants.items()}
+print(f"{sum(r.n for c in curves.values() for r in c):,} requests in {time.perf_counter() - t0:.1f} s; "
+      f"lost {sum(r.lost for c in curves.values() for r in c)}, "
+      f"mismatched {sum(r.counts['mismatch'] for c in curves.values() for r in c)}")
+print("Measured on:", bench.environment_line())
+display(serve.plot_latency_throughput(curves))
+pd.DataFrame([r.summary() for c in curves.values() for r in c]).set_index(["name", "concurrency"])[
+    ["throughput", "p50_ms", "p99_ms", "ok", "mismatch", "lost"]].round(2).unstack(0)
+
+# %% [markdown]
+# How to read the curves: each point is one concurrency level, labelled with its number of clients.
+# Left to right, more clients ask for more; a curve bends upward where the service is saturated,
+# because from there more clients only make each of them wait longer (a closed loop obeys
+# Little's law, throughput = clients / latency: exercise 3). At one client the batcher is *slower*
+# than a direct call: a lone request waits up to `max_wait` for company that never comes. That
+# wait is the price of batching, and `max_wait` is the knob: small enough to be invisible against
+# your latency budget, large enough to form batches when load arrives. Compare medians with
+# tails too: direct calls have no queue, so nothing orders many threads competing for two cores
+# and Python's GIL, and their tail can be long even when their median is short; the batcher
+# answers in arrival order.
+#
+# The targets are checked on a separate, interleaved comparison at 32 clients (rounds rotating
+# the order of the variants, so a drift of the machine hits each alike). For the batcher the
+# issue's latency bound is `max_wait` plus two batch compute times: a request can arrive just
+# after a batch started, wait for it, then for its own. The compute time is the median model time
+# of the batches the batcher ran in this very comparison.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+for b in (batch_fp32, batch_int8):
+    b.reset_stats()
+per_client = max(8, requests_per_level // 32)
+h2h = {name: [] for name in variants}
+names = list(variants)
+for r in range(head_to_head_rounds):
+    for name in names[r % len(names):] + names[:r % len(names)]:
+        call, want = variants[name]
+        h2h[name].append(serve.run_load(call, X, concurrency=32, requests_per_client=per_client, expected=want,
+                                        atol=1e-3, rtol=1e-3, name=name))
+at32 = {name: {"throughput": float(np.median([r.throughput for r in rs])),
+               "p50_ms": float(np.median([r.p50_ms for r in rs])), "p99_ms": float(np.median([r.p99_ms for r in rs])),
+               "requests": sum(r.n for r in rs), "lost": sum(r.lost for r in rs),
+               "mismatch": sum(r.counts["mismatch"] for r in rs)} for name, rs in h2h.items()}
+batcher_stats = {"(b) batcher fp32": batch_fp32.stats(), "(c) batcher int8": batch_int8.stats()}
+compute_ms = {name: st.compute_ms_p50 for name, st in batcher_stats.items()}
+mean_batch = {name: st.mean_batch_size for name, st in batcher_stats.items()}
+speedup_b = at32["(b) batcher fp32"]["throughput"] / at32["(a) per request fp32"]["throughput"]
+speedup_c = at32["(c) batcher int8"]["throughput"] / at32["(a) per request fp32"]["throughput"]
+p99_bound = {k: max_wait_ms + 2 * v for k, v in compute_ms.items()}
+print(f"32 clients, {head_to_head_rounds} interleaved rounds of {32 * per_client} requests per variant "
+      f"(median of rounds); measured on {bench.environment_line()}")
+for name, row in at32.items():
+    extra = (f"; batches of {mean_batch[name]:.1f} on average, median compute {compute_ms[name]:.2f} ms, "
+             f"p99 bound {p99_bound[name]:.2f} ms" if name in compute_ms else "")
+    print(f"  {name:<22} {row['throughput']:8,.0f} req/s  p50 {row['p50_ms']:7.2f} ms  p99 {row['p99_ms']:7.2f} ms"
+          f"  lost {row['lost']} mismatched {row['mismatch']}{extra}")
+notebook.headline("dynamic batcher (fp32) vs one call per request, throughput at 32 clients", speedup_b, "x",
+                  fmt=".2f", note=f"target >= 3x; {bench.environment_line()}")
+notebook.headline("dynamic batcher + int8 vs one fp32 call per request, throughput at 32 clients", speedup_c, "x",
+                  fmt=".2f", note=bench.environment_line())
+
+# %% [markdown]
+# ### Soak: many requests, none lost or swapped
+# `soak_requests` requests from 64 clients through the int8 batcher, every answer checked against
+# its own image.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+t0 = time.perf_counter()
+soak = serve.run_load(batch_int8.predict, X, concurrency=64, requests_per_client=-(-soak_requests // 64),
+                      expected=expected["int8"], atol=1e-3, rtol=1e-3, name="soak batcher int8")
+print(soak, f"in {time.perf_counter() - t0:.1f} s")
+print(batch_int8.stats())
+soak_ok = soak.n >= soak_requests and soak.lost == 0 and soak.counts["ok"] == soak.n
+print(f"{'met   ' if soak_ok else 'MISSED'} soak through the batcher: {soak.n:,} requests, {soak.lost} lost, "
+      f"{soak.counts['mismatch']} mismatched, {soak.n - soak.counts['ok']} not ok")
+
+# %% [markdown]
+# ## 5 · A stream of frames
+# A camera does not wait for the model: frames arrive at a fixed rate whether or not the last one
+# is done. Here frames are test images arriving at `stream_load` times the rate that one-by-one
+# processing sustains on this machine (measured first, so the experiment means the same on any
+# machine). A frame not started within `stream_max_delay_ms` of its arrival is stale and dropped;
+# one answered after that is late. Three ways to keep up:
+# - **one by one**: a single worker, one frame per call (a batcher with `max_batch_size=1`, whose
+#   deadline drops stale frames);
+# - **thread pool**: `concurrent.futures.ThreadPoolExecutor` with one worker per core, one frame
+#   per call, every frame queued (an executor has no deadline: nothing is dropped, frames are late instead);
+# - **micro-batches**: the dynamic batcher (one worker per core), waiting at most one frame
+#   interval to batch frames, and taking at most `stream_max_batch` of them: a stream has a latency
+#   budget, and one call on a batch must fit well inside it (32 frames at about a millisecond each
+#   would already overrun a 25 ms deadline on their own).
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+single_ms = bench.measure(lambda: fp32_1t(X[:1]), max_time_s=0.3, warmup=3).median_ms
+fps = stream_load * 1000 / single_ms
+frames = np.ascontiguousarray(fmnist.test.x[:max(10, int(stream_seconds * fps))])
+delay_s = stream_max_delay_ms / 1e3
+print(f"one frame takes {single_ms:.3f} ms -> one by one sustains {1000 / single_ms:,.0f} fps; the stream runs at "
+      f"{fps:,.0f} fps ({len(frames):,} frames)")
+
+pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers)
+strategies = {
+    "one by one": serve.DynamicBatcher(fp32_1t, max_batch_size=1, max_wait_s=0, max_queue=4096, timeout_s=delay_s),
+    f"thread pool ({workers} workers)": None,
+    "micro-batches": serve.DynamicBatcher(fp32_1t, max_batch_size=stream_max_batch, max_wait_s=1 / fps,
+                                          max_queue=4096, timeout_s=delay_s, workers=workers),
+}
+streams = {}
+for label, b in strategies.items():
+    submit = b.submit if b is not None else (lambda frame: pool.submit(lambda f=frame: fp32_1t(f[None])[0]))
+    streams[label] = serve.run_stream(submit, frames, fps, deadline_s=delay_s, name=label)
+    if b is not None:
+        b.close()
+pool.shutdown()
+fig, ax = plt.subplots(figsize=(8, 3.4))
+for label, s in streams.items():
+    ax.plot(s.scheduled_s * 1e3, s.latency_s * 1e3, ".", ms=2, label=label)
+ax.axhline(stream_max_delay_ms, color="grey", ls="--", lw=1)
+ax.set(xlabel="frame arrival (ms into the stream)", ylabel="end-to-end latency (ms)", yscale="log",
+       title=f"{fps:,.0f} fps stream; dashed: {stream_max_delay_ms:g} ms deadline (dropped frames not drawn)")
+ax.legend(fontsize=8)
+plt.show()
+print("Measured on:", bench.environment_line())
+pd.DataFrame([s.summary() for s in streams.values()]).set_index("name").round(2)
+
+# %% [markdown]
+# One by one cannot keep up by construction: the queue grows until frames go stale and are
+# dropped, and those that do run have waited. The thread pool uses both cores, so it keeps up when
+# two cores are at least `stream_load` times one; if not, its queue grows without bound and every
+# later frame is later than the last (it never drops anything, which for video is the wrong
+# choice: a stale frame is worth less than a fresh one). Micro-batches use every core as well and
+# add what section 1 showed batching gains on this CPU, at the price of waiting up to one frame
+# interval, and their deadline drops stale frames instead of processing them late. On a real camera
+# feed you would also drop from the *front* of the queue (keep the newest frame) rather than
+# refuse the newest, which is what a deadline approximates here.
+#
+# ## 6 · Past one process: Ray Serve
+# One process is one machine's cores and one point of failure. Ray Serve runs the model in
+# **replicas** (Ray actors, each its own process) behind an HTTP **proxy**, routes requests to
+# them, restarts them when they fail, and adds replicas on more machines when one is not enough.
+# `serve.ray_deployment(artifact, ...)` builds the deployment for any optkit artifact (`.onnx`,
+# `.pt2`, `.tflite`): each replica loads the file, checks every request's input at the edge
+# (`serve.parse_request`), and batches requests with `@serve.batch(max_batch_size,
+# batch_wait_timeout_s)`, Ray's own dynamic batcher (the same rule as exercise 1, in asyncio). The
+# model runs in a thread, so the replica keeps accepting requests while a batch computes.
+#
+# `serve.LocalServe` starts Ray on this machine only (loopback, no dashboard, Ray's logs kept in
+# its session folder) and stops it at the end of the notebook. Starting Ray takes several seconds;
+# it is a cluster, even on one machine.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+cluster = None
+if run_ray:
+    import ray
+
+    cluster = serve.LocalServe(num_cpus=2).start()
+    print(f"Ray {ray.__version__} with Serve started in {cluster.startup_s:.1f} s: {cluster}")
+    t0 = time.perf_counter()
+    ray_app = serve.ray_deployment(int8_path, max_batch_size=max_batch_size, batch_wait_timeout_s=max_wait_ms / 1e3,
+                                   num_replicas=1, num_cpus=1, threads=1, max_request_items=64)
+    url = cluster.run(ray_app, name="optkit", route_prefix="/predict")
+    client = serve.HttpClient(url)
+    print(f"deployed in {time.perf_counter() - t0:.1f} s at {url}; replicas: {cluster.replicas('optkit')}")
+    print("GET", url, "->", client.post(None, method="GET"))
+else:
+    print("run_ray=False: section 6 is skipped")
+
+# %% [markdown]
+# The same load generator, now sending JSON over HTTP (`serve.HttpClient` keeps one connection per
+# client thread), then an interleaved comparison at 32 clients with the in-process int8 batcher:
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+if run_ray:
+    ray_curve = serve.sweep_load(client, X, ray_concurrencies, requests_per_level=ray_requests_per_level,
+                                 expected=expected["int8"], atol=1e-3, rtol=1e-3, name="(d) Ray Serve int8, HTTP")
+    ray_h2h = {"(c) batcher int8": [], "(d) Ray Serve int8, HTTP": []}
+    ray_calls = {"(c) batcher int8": batch_int8.predict, "(d) Ray Serve int8, HTTP": client}
+    cpu_used = {name: {} for name in ray_calls}  # CPU seconds per process, summed over the runs
+    for r in range(2):
+        for name in (list(ray_calls) if r % 2 == 0 else list(ray_calls)[::-1]):
+            before = serve.cpu_by_process()
+            ray_h2h[name].append(serve.run_load(ray_calls[name], X, concurrency=32,
+                                                requests_per_client=max(4, ray_requests_per_level // 32),
+                                                expected=expected["int8"], atol=1e-3, rtol=1e-3, name=name))
+            for proc, sec in serve.cpu_used(before, serve.cpu_by_process()).items():
+                cpu_used[name][proc] = cpu_used[name].get(proc, 0.0) + sec
+    ray_at32 = {name: float(np.median([r.throughput for r in rs])) for name, rs in ray_h2h.items()}
+    ray_p99 = {name: float(np.median([r.p99_ms for r in rs])) for name, rs in ray_h2h.items()}
+    ray_overhead = ray_at32["(c) batcher int8"] / ray_at32["(d) Ray Serve int8, HTTP"]
+    groups = {"this process": "notebook (clients, JSON)", "ray::ProxyActor": "Serve HTTP proxy",
+              "ray::ServeReplica": "replica (model, JSON)"}
+    for name in ray_at32:
+        n_req = sum(r.n for r in ray_h2h[name])
+        by_group = {}
+        for proc, sec in cpu_used[name].items():
+            label = next((g for k, g in groups.items() if proc.startswith(k)), "other Ray processes")
+            by_group[label] = by_group.get(label, 0.0) + sec
+        parts = ", ".join(f"{g} {1e3 * v / n_req:.2f}" for g, v in sorted(by_group.items(), key=lambda kv: -kv[1])
+                          if v / n_req >= 5e-5)
+        print(f"  {name:<26} {ray_at32[name]:8,.0f} req/s, p99 {ray_p99[name]:7.2f} ms at 32 clients; "
+              f"CPU per request {1e3 * sum(by_group.values()) / n_req:.2f} ms ({parts})")
+    print(f"in-process batcher / Ray Serve throughput: {ray_overhead:.1f}x; measured on {bench.environment_line()}")
+    notebook.headline("in-process batcher / Ray Serve (HTTP) throughput at 32 clients", ray_overhead, "x", fmt=".1f",
+                      note=f"target <= 2x; {bench.environment_line()}")
+    display(serve.plot_latency_throughput({"(c) batcher int8": curves["(c) batcher int8"],
+                                           "(d) Ray Serve, HTTP": ray_curve}))
+
+# %% [markdown]
+# Where the difference goes: the CPU time per request printed above, process by process. In
+# process, a request is a Python function call and a Future. Through Ray Serve it is JSON
+# encoding (784 floats as text, about 8 KB) in the client, an HTTP request to the proxy process,
+# routing, a remote call to the replica process, JSON parsing and validation there, the batch,
+# and the same way back: several processes and milliseconds of CPU per request, on a machine
+# whose two cores also run the clients and the model. With a model that needs tens of
+# milliseconds per request, or a GPU replica, that overhead disappears in the model time; with a
+# sub-millisecond CNN it dominates. What Ray buys is not speed on one machine: it is process
+# isolation, HTTP, health checks and restarts, and the same code on many machines.
+#
+# ### Input validation at the edge
+# A bad request gets a 4xx with a message, decided before it reaches the batch queue, and the
+# replica keeps serving:
+
+# %%
+if run_ray:
+    bad_requests = {
+        "malformed JSON": b'{"inputs": [0.1, 0.2',
+        "no inputs field": {"pixels": X[0].tolist()},
+        "wrong shape (28x28, no channel axis)": {"inputs": X[0, 0].tolist()},
+        "wrong dtype declared": {"inputs": X[0].tolist(), "dtype": "float64"},
+        "strings instead of numbers": {"inputs": [[["a"] * 28] * 28]},
+        "too large a batch (65 images)": {"inputs": X[:65].tolist()},
+    }
+    for label, body in bad_requests.items():
+        status, answer = client.post(body)
+        print(f"{label:<38} -> {status}: {answer['error'][:95]}")
+    still = client(X[10])
+    print(f"and the next good request is answered: class {int(np.argmax(still))} "
+          f"(expected {int(np.argmax(expected['int8'][10]))})")
+
+# %% [markdown]
+# ### Scaling out: replicas and a cluster
+# The same deployment with two replicas, each reserving one of Ray's CPUs and running one
+# intra-op thread; the proxy spreads requests over them. Then the soak: `soak_requests` requests
+# over HTTP from 64 clients, every answer checked.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+if run_ray:
+    t0 = time.perf_counter()
+    url = cluster.run(serve.ray_deployment(int8_path, max_batch_size=max_batch_size,
+                                           batch_wait_timeout_s=max_wait_ms / 1e3, num_replicas=2, num_cpus=1,
+                                           threads=1), name="optkit", route_prefix="/predict")
+    client2 = serve.HttpClient(url)
+    print(f"redeployed with {cluster.replicas('optkit')} running replicas in {time.perf_counter() - t0:.1f} s")
+    two = serve.run_load(client2, X, concurrency=32, requests_per_client=max(4, ray_requests_per_level // 32),
+                         expected=expected["int8"], atol=1e-3, rtol=1e-3, name="(e) Ray Serve int8, 2 replicas")
+    print(two)
+    one_replica = ray_at32["(d) Ray Serve int8, HTTP"]
+    print(f"2 replicas / 1 replica throughput at 32 clients: {two.throughput / one_replica:.2f}x")
+    t0 = time.perf_counter()
+    ray_soak = serve.run_load(client2, X, concurrency=64, requests_per_client=-(-soak_requests // 64),
+                              expected=expected["int8"], atol=1e-3, rtol=1e-3, name="soak Ray Serve")
+    print(ray_soak, f"in {time.perf_counter() - t0:.1f} s")
+    ray_soak_ok = ray_soak.n >= soak_requests and ray_soak.lost == 0 and ray_soak.counts["ok"] == ray_soak.n
+    print(f"{'met   ' if ray_soak_ok else 'MISSED'} soak through Ray Serve: {ray_soak.n:,} requests, "
+          f"{ray_soak.lost} lost, {ray_soak.counts['mismatch']} mismatched, {ray_soak.n - ray_soak.counts['ok']} not ok")
+    print("Measured on:", bench.environment_line())
+
+# %% [markdown]
+# On two cores, a second replica mostly shows the mechanism: the replicas, the proxy and the
+# clients share the same two cores, so there is little to gain. Replicas pay when each gets its own
+# cores (or GPU). The same application object scales with configuration only:
+#
+# - `num_replicas=N` and `ray_actor_options={"num_cpus": k}` (here `num_cpus=`): N copies, each
+#   reserving k CPUs; Ray places them wherever the resources are;
+# - `autoscaling_config`: replicas added and removed between bounds to hold a target number of
+#   requests in flight per replica (below, built but not deployed);
+# - a cluster: start Ray on each machine (`ray start --head` on one, `ray start --address=HEAD:6379`
+#   on the others), connect with `ray.init(address="auto")` instead of `LocalServe`, and
+#   `serve.run` the same application: replicas spread over the nodes, and the artifact path must
+#   exist on each (shared storage) or be baked into the image.
+
+# %%
+if run_ray:
+    autoscaled = serve.ray_deployment(int8_path, num_replicas=None, num_cpus=1, threads=1,
+                                      autoscaling_config={"min_replicas": 1, "max_replicas": 8,
+                                                          "target_ongoing_requests": 32})
+    print(f"built an {type(autoscaled).__name__} that Ray Serve scales between 1 and 8 replicas of 1 CPU each, "
+          "aiming at 32 requests in flight per replica (deploy it with cluster.run(autoscaled))")
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+if run_ray:
+    t0 = time.perf_counter()
+    cluster.shutdown()
+    print(f"Serve and Ray stopped in {time.perf_counter() - t0:.1f} s; ray.is_initialized() = {ray.is_initialized()}")
+
+# %% [markdown]
+# ## 7 · Summary
+# Every serving variant at 32 clients from the interleaved comparisons above (sections 4 and 6):
+# throughput in requests per second, median and p99 latency, file size and accuracy of the model
+# behind it. The ratios that matter are taken between variants measured in the same rounds.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+sizes = {"fp32": Path(fp32_path).stat().st_size, "int8": Path(int8_path).stat().st_size}
+summary_rows = [("(a) per request fp32", "one call per request", "fp32"),
+                ("(b) batcher fp32", "dynamic batcher", "fp32"), ("(c) batcher int8", "dynamic batcher", "int8")]
+records = [record.Record(name=name, technique=technique, runtime="onnxruntime in process", batch_size=1,
+                         latency_ms=at32[name]["p50_ms"], p99_ms=at32[name]["p99_ms"],
+                         throughput=at32[name]["throughput"], size_bytes=sizes[model], accuracy=accuracy[model],
+                         env=env, extra={"concurrency": 32, "lost": at32[name]["lost"],
+                                         "mismatched": at32[name]["mismatch"], "requests": at32[name]["requests"]})
+           for name, technique, model in summary_rows]
+if run_ray:
+    rays = ray_h2h["(d) Ray Serve int8, HTTP"]
+    records.append(record.Record(name="(d) Ray Serve int8, HTTP", technique="@serve.batch behind HTTP, 1 replica",
+                                 runtime="ray serve", batch_size=1,
+                                 latency_ms=float(np.median([r.p50_ms for r in rays])),
+                                 p99_ms=float(np.median([r.p99_ms for r in rays])),
+                                 throughput=float(np.median([r.throughput for r in rays])),
+                                 size_bytes=sizes["int8"], accuracy=accuracy["int8"], env=env,
+                                 extra={"concurrency": 32, "lost": sum(r.lost for r in rays),
+                                        "mismatched": sum(r.counts["mismatch"] for r in rays),
+                                        "in_process_over_ray": ray_overhead}))
+record.save_records(records, out / "serving.json")
+summary = report.table(records, baseline="(a) per request fp32")
+summary.insert(summary.columns.get_loc("throughput") + 1, "throughput_ratio",
+               summary["throughput"] / summary.loc["(a) per request fp32", "throughput"])
+summary = summary.drop(columns=["speedup"])  # a latency ratio, misleading at a fixed number of clients
+print("Measured on:", bench.environment_line(), "| 32 concurrent clients; latency_ms is the median")
+summary.round(3)
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+checks = [
+    ("dynamic batcher >= 3x the throughput of one call per request at 32 clients", speedup_b, ">=", 3.0, "x"),
+    ("batcher p99 <= max_wait + 2 batch compute times at 32 clients",
+     at32["(b) batcher fp32"]["p99_ms"], "<=", p99_bound["(b) batcher fp32"], "ms"),
+    (f"soak of >= 10,000 requests through the batcher with 0 lost or mismatched ({soak.n:,} sent)",
+     soak.lost + soak.counts["mismatch"] + (10_000 - min(soak.n, 10_000)), "<=", 0, "bad"),
+]
+if run_ray:
+    checks += [
+        (f"soak of >= 10,000 requests through Ray Serve with 0 lost or mismatched ({ray_soak.n:,} sent)",
+         ray_soak.lost + ray_soak.counts["mismatch"] + (10_000 - min(ray_soak.n, 10_000)), "<=", 0, "bad"),
+        ("Ray Serve within 2x of the in-process batcher's throughput (ratio in-process / Ray)",
+         ray_overhead, "<=", 2.0, "x"),
+    ]
+for label, value, op, bound, unit in checks:
+    ok = value >= bound if op == ">=" else value <= bound
+    print(f"{'met   ' if ok else 'MISSED'} {label}: measured {value:.2f} {unit} (target {op} {bound:g})")
+print("Measured on:", bench.environment_line())
+
+# %% [markdown]
+# **Where the targets stand.** The cell above prints each target as met or MISSED with its
+# measured value. Soaks are about correctness and do not depend on the machine: every request is
+# answered with its own image's output, or the count says otherwise. The throughput targets are
+# timings and depend on the machine, and two of them were set with accelerator-sized gains in
+# mind:
+#
+# - *3x from dynamic batching* presumes that a batch of 32 costs far less than 32 single calls.
+#   Section 1 measured what it costs here: with ONNX Runtime on a CPU, a small convolutional
+#   network already keeps a core busy at batch 1, so batching gains what the batch-size sweep
+#   shows, not 3x, and the batcher's own per-request work (a Future, a lock, waking a thread,
+#   all under Python's GIL, on the same two cores as 32 client threads) eats into that. Where the
+#   per-call cost is large (a GPU, a Python model with many small operators, a GEMV-bound MLP) the
+#   same batcher pays several times over. The latency bound holds or not depending on how much of
+#   that per-request work piles up behind each batch: read the p99 next to its bound.
+# - *Ray Serve within 2x of the in-process batcher*: section 6 printed the CPU time Ray spends per
+#   request (HTTP proxy, replica, JSON at both ends): milliseconds, against a fraction of a
+#   millisecond of model time, on two cores shared with the model and the clients. That caps it far
+#   below an in-process call to a sub-millisecond model. The honest reading is the ratio printed
+#   above; it shrinks as the model's own cost per request grows.
+#
+# ## Exercises
+# Exercises 1 and 2 are in sections 2 and 3.
+#
+# **3.** A closed loop with *N* clients and mean latency *L* can only deliver *N / L* requests per
+# second (Little's law). Write `littles_law(concurrency, mean_latency_ms)` returning requests per
+# second; the checker then compares it with what the 32-client runs of section 4 measured.
+
+# %%
+def littles_law(concurrency, mean_latency_ms):
+    # YOUR CODE HERE
+    raise NotImplementedError
+
+
+exercises_serve.check_littles_law(littles_law, [rs[0] for rs in h2h.values()]);
+
+# %% [markdown]
+# <details><summary>Reference solution</summary>
+#
+# ```python
+# def littles_law(concurrency, mean_latency_ms):
+#     return concurrency / (mean_latency_ms / 1000)
+# ```
+# </details>
+#
+# **4.** Re-run with `-p max_wait_ms 0.5` and with `-p max_wait_ms 10`. Which end of the
+# latency-throughput curve moves? At what concurrency does a longer wait stop costing latency?
+#
+# **5.** Re-run with `-p model_name small_cnn`. The model is far cheaper per image; what happens to the
+# batcher's advantage, to int8's, and to the in-process/Ray ratio? What does that say about where
+# the time goes when the model is cheap?
+
+# %%
+# Clean up the in-process batchers of section 4 (their queues are empty; drain=True runs anything left)
+for b in (batch_fp32, batch_int8):
+    b.close(drain=True)
+print("batchers closed:", batch_fp32.closed and batch_int8.closed)
