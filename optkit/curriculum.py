@@ -38,6 +38,11 @@ KERNEL = "optkit"
 #: Extra papermill runs that prove parameterization works: (notebook stem, parameters).
 PARAMETERIZED_RUNS: list[tuple[str, dict[str, Any]]] = [
     ("00_measure_first", {"batch_sizes": [1, 8], "max_time_s": 0.3, "models_to_measure": ["small_cnn"]}),
+    # The capstone on three models of different kinds (its default run is the ONNX CNN with labels).
+    ("10_optimize_your_own_model", {"model_path": "../data/capstone/text_transformer.onnx",
+                                    "data_path": "../data/capstone/rotten_tomatoes_512.npz", "time_budget_s": 25.0}),
+    ("10_optimize_your_own_model", {"model_path": "../data/capstone/keras_cnn.keras",
+                                    "data_path": "../data/capstone/fashion_mnist_nhwc_256.npz", "time_budget_s": 25.0}),
 ]
 
 
@@ -158,10 +163,13 @@ def run(out_dir: Path | None = None, only: list[str] | None = None, parameters: 
         r = execute(path, out_dir / path.name, parameters)
         print(f"[run] {path.stem}: {'passed' if r.ok else 'FAILED: ' + r.error} in {r.seconds:.0f} s", flush=True)
         results.append(r)
+    seen: dict[str, int] = {}
     for stem, params in extra_runs or []:
         path = NOTEBOOK_DIR / f"{stem}.ipynb"
+        seen[stem] = seen.get(stem, 0) + 1  # several runs of one notebook each keep their own copy
+        suffix = "parameterized" if seen[stem] == 1 else f"parameterized-{seen[stem]}"
         print(f"[run] {stem} with {params} ...", flush=True)
-        r = execute(path, out_dir / f"{stem}.parameterized.ipynb", params)
+        r = execute(path, out_dir / f"{stem}.{suffix}.ipynb", params)
         print(f"[run] {stem} (parameterized): {'passed' if r.ok else 'FAILED: ' + r.error} in {r.seconds:.0f} s",
               flush=True)
         results.append(r)
