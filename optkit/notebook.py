@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import logging
 import os
 from typing import Any, Callable
 
@@ -65,6 +66,9 @@ def setup(threads: int | None = None, seed: int = 0, *, quiet: bool = False) -> 
     # Inductor's int8 convolution lowering copies a tensor the old way (torch 2.13); same reasoning.
     warnings.filterwarnings("ignore", message="To copy construct from a tensor", category=UserWarning,
                             module=r"torch\._inductor\.mkldnn_lowerings")
+    # torchao registers its Enum types with torch's pytree lazily, on first compile, and torch logs a
+    # warning about its own registration API; a log record, not a Python warning, hence the logger.
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)

