@@ -1,0 +1,545 @@
+# %% [markdown]
+# # 04 · Knowledge distillation
+#
+# Quantization and pruning shrink a trained model. Distillation trains a *different*, smaller
+# model, the **student**, to imitate a large trained **teacher**. The student's architecture is
+# chosen for speed; the teacher contributes what it has learned, through its outputs. A teacher's
+# output is more than its top-1 answer: "this 7 looks a bit like a 1" is information a one-hot
+# label does not carry, and the student learns from it.
+#
+# **You will learn to**
+# - write the soft-target loss (temperature, the T² factor, alpha) and check it against a hand computation;
+# - distil a 15 %-sized student from the residual teacher, with the same initial weights and batches as a student trained from scratch;
+# - sweep the temperature and alpha and read the sweep with its noise;
+# - match intermediate features through forward hooks and a learned projection, without touching either model's `forward`;
+# - self-distil with an EMA copy of the student as its own teacher;
+# - tell a gain from noise: several seeds, paired differences, confidence intervals.
+#
+# **Time:** about 2 minutes at the default parameters on a 2-core laptop (the 27 short student
+# trainings take most of it; papermill parameters scale data, epochs and seeds up). **GPU:** not
+# needed; on one, the same code runs unchanged with the models and tensors moved to `cuda`.
+#
+# Every number below is printed by the cell that measured it; timing cells say which machine and
+# thread count they ran on.
+
+# %%
+import copy
+import math
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from IPython.display import display
+
+import optkit
+from optkit import bench, data, distill, exercises_distill, models, notebook, record, report
+
+# %% tags=["parameters"]
+# Default parameters (papermill -p NAME VALUE overrides them; `make params NB=04` lists them)
+threads = None  # torch intra-op threads; None = every core this process may use
+n_train = 5000  # training images every student sees (the teacher's outputs on them are computed once)
+epochs = 2  # epochs of every student training
+batch_size = 32  # student batch size
+lr = 5e-3  # AdamW learning rate (cosine-decayed to zero)
+seeds = 3  # seeds per method; seed s fixes the initial weights and the batch order for every method
+student_width = 16  # channels of the student's first conv (the second has twice as many)
+student_hidden = 64  # units of the student's hidden linear layer
+temperature = 2.0  # distillation temperature T of the main runs
+alpha = 0.5  # weight of the soft-target term (1 - alpha on the labels)
+sweep_temperatures = [1.0, 2.0, 4.0, 8.0]  # temperatures of the sweep (at alpha)
+sweep_alphas = [0.0, 0.5, 1.0]  # alphas of the sweep (at temperature)
+student_layer = "pool2"  # student layer whose output is matched in feature distillation
+teacher_layer = "layer3"  # teacher layer it is matched to
+feature_weight = 0.1  # weight of the feature-matching term
+ema_decay = 0.99  # decay of the EMA teacher in self-distillation
+max_time_s = 0.3  # time budget per latency measurement (seconds)
+output_dir = "../runs/artifacts/04_knowledge_distillation"
+
+# %%
+params = notebook.check_parameters(
+    ranges={"threads": (1, 256), "n_train": (256, 55000), "epochs": (1, 100), "batch_size": (1, 4096),
+            "lr": (1e-6, 1.0), "seeds": (1, 50), "student_width": (1, 256), "student_hidden": (1, 4096),
+            "temperature": (0.05, 100.0), "alpha": (0.0, 1.0), "sweep_temperatures": (0.05, 100.0),
+            "sweep_alphas": (0.0, 1.0), "feature_weight": (0.0, 100.0), "ema_decay": (0.0, 0.9999),
+            "max_time_s": (0.01, 600)})
+env = notebook.setup(threads=threads)
+
+# %% [markdown]
+# ## 0 · Teacher and student
+# The teacher is the deeper reference CNN (`ResNetCNN`: BatchNorm, three stages of residual blocks),
+# trained on all 55,000 Fashion-MNIST training images. The student (`distill.StudentCNN`) is two
+# small convolutions and two linear layers: a quarter of the teacher's parameters at most, and a
+# far smaller share of its multiply-adds. Students train on a `n_train`-image subset of the
+# training split for a couple of epochs: the regime where a teacher has most to give, and one that
+# fits the notebook's time budget. Accuracies are on the full 10,000-image test split; the sweep
+# (section 3) is scored on the validation split, so nothing is tuned on the test set.
+
+# %%
+fmnist = data.fashion_mnist()
+train = data.fashion_mnist(n_train=n_train)
+teacher = models.pretrained("resnet_cnn")
+# a copy in channels_last, the faster memory layout for this CNN on CPU, for the teacher's bulk work
+teacher_cl = copy.deepcopy(teacher).to(memory_format=torch.channels_last)
+x1, x32 = fmnist.example_batch(1), fmnist.example_batch(32)
+
+
+def make_student():
+    return distill.StudentCNN(width=student_width, hidden=student_hidden)
+
+
+student_params, teacher_params = models.count_params(make_student()), models.count_params(teacher)
+student_macs, teacher_macs = models.count_macs(make_student(), x1), models.count_macs(teacher, x1)
+teacher_test = models.evaluate(teacher_cl, fmnist, split="test").accuracy
+print(f"teacher ResNetCNN: {teacher_params:,} parameters, {teacher_macs:,} MACs per image, "
+      f"test accuracy {100 * teacher_test:.2f} %")
+print(f"student StudentCNN(width={student_width}, hidden={student_hidden}): {student_params:,} parameters "
+      f"({100 * student_params / teacher_params:.1f} % of the teacher's), {student_macs:,} MACs per image "
+      f"({100 * student_macs / teacher_macs:.1f} %)")
+print(f"students train on {len(train.train):,} images x {epochs} epochs, batch {batch_size}")
+if student_params > teacher_params / 4:
+    print("note: this student has more than a quarter of the teacher's parameters")
+
+# %% [markdown]
+# ## 1 · Soft targets
+# A softmax with **temperature** `T`, `p = softmax(z / T)`, spreads the probability mass: at `T = 1`
+# the teacher is nearly certain; at higher `T` the small probabilities it gives the *other* classes
+# become visible. Those are what the student learns from. One test image, the teacher's
+# probabilities at four temperatures:
+
+# %%
+with torch.no_grad():
+    z = teacher(x1)[0]
+fig, ax = plt.subplots(figsize=(9, 3))
+width_ = 0.2
+for i, t_ in enumerate([1, 2, 4, 8]):
+    ax.bar(np.arange(10) + (i - 1.5) * width_, torch.softmax(z / t_, 0).numpy(), width_, label=f"T = {t_}")
+ax.set_xticks(range(10), fmnist.classes, rotation=30, ha="right", fontsize=8)
+ax.set(ylabel="probability", title=f"teacher on one test image (label: {fmnist.classes[int(fmnist.test.y[0])]})")
+ax.legend()
+fig.tight_layout()
+plt.show()
+for t_ in (1, 4):
+    p = torch.softmax(z / t_, 0)
+    print(f"T = {t_}: " + ", ".join(f"{c} {100 * v:.2f} %" for c, v in zip(fmnist.classes, p.tolist()) if v > 0.005))
+
+# %% [markdown]
+# The **distillation loss** (Hinton, Vinyals & Dean, 2015) mixes two terms:
+#
+# $$\mathcal{L} = \alpha\, T^2\, \mathrm{KL}\big(\mathrm{softmax}(z_t/T)\,\|\,\mathrm{softmax}(z_s/T)\big) + (1-\alpha)\, \mathrm{CE}(z_s, y)$$
+#
+# - the **soft term** pulls the student's softened distribution toward the teacher's;
+#   `KL(p || q) = Σ p_c (log p_c − log q_c)`, averaged over the batch;
+# - the **hard term** is the ordinary cross-entropy with the labels;
+# - **`T²`**: the soft term's gradient with respect to the student's logits is `(q − p) / T`, and
+#   `q − p` itself shrinks like `1 / T` as the distributions flatten, so without the factor the soft
+#   term would fade by `1/T²` as `T` grows, and `alpha` would mean something different at every `T`;
+# - **`alpha`** in [0, 1]: 0 is training from scratch, 1 soft targets only.
+#
+# `distill.kd_loss` is that formula, term by term. The check: two examples, three classes, computed
+# by hand with `math.exp` and compared with the function:
+
+# %%
+S, T_, Y = [[1.0, 2.0, 0.0], [0.5, -1.0, 1.5]], [[2.0, 1.0, 0.0], [0.0, 0.0, 3.0]], [1, 2]
+
+
+def softmax_(row, t):
+    e = [math.exp(v / t) for v in row]
+    return [v / sum(e) for v in e]
+
+
+for t_, a_ in [(1.0, 0.5), (4.0, 0.9), (2.0, 0.0)]:
+    soft = sum(sum(p * (math.log(p) - math.log(q)) for p, q in zip(softmax_(zt, t_), softmax_(zs, t_)))
+               for zs, zt in zip(S, T_)) / 2
+    hard = sum(-math.log(softmax_(zs, 1.0)[y]) for zs, y in zip(S, Y)) / 2
+    by_hand = a_ * t_ ** 2 * soft + (1 - a_) * hard
+    ours = float(distill.kd_loss(torch.tensor(S), torch.tensor(T_), torch.tensor(Y), temperature=t_, alpha=a_))
+    print(f"T = {t_}, alpha = {a_}: by hand {by_hand:.6f}   distill.kd_loss {ours:.6f}   "
+          f"{'equal' if abs(by_hand - ours) < 1e-5 else 'DIFFERENT'}")
+
+# %% [markdown]
+# The `T²` factor, measured: the gradient norm of the soft term for the same random logits, with
+# and without it. Without it the gradient falls about 4x for every doubling of `T`; with it, it
+# settles to a constant:
+
+# %%
+g = torch.Generator().manual_seed(0)
+zt, zs0 = torch.randn(64, 10, generator=g) * 3, torch.randn(64, 10, generator=g) * 3
+print(f"{'T':>4} {'grad norm, with T^2':>20} {'without T^2':>12}")
+for t_ in [1, 2, 4, 8, 16]:
+    zs = zs0.clone().requires_grad_(True)
+    distill.soft_target_loss(zs, zt, t_).backward()
+    with_t2 = float(zs.grad.norm())
+    print(f"{t_:>4} {with_t2:>20.5f} {with_t2 / t_ ** 2:>12.5f}")
+
+# %% [markdown]
+# A temperature must be above zero, and alpha a weight in [0, 1]; anything else is a clear error:
+
+# %%
+for kw in [{"temperature": 0.0}, {"alpha": 1.5}]:
+    try:
+        distill.kd_loss(torch.tensor(S), torch.tensor(T_), torch.tensor(Y), **kw)
+    except optkit.errors.OptkitError as exc:
+        print("OptkitError:", exc)
+
+# %% [markdown]
+# ## 2 · From scratch vs distilled, same start
+# The teacher is frozen, and without data augmentation its output for an image never changes, so
+# `distill.cache_teacher` runs it **once** over the training subset and keeps its logits (and the
+# feature map that section 4 needs). `distill.train_student` then looks them up by example index:
+# distilling costs hardly more than training from scratch.
+
+# %%
+cache = distill.cache_teacher(teacher_cl, train, feature_layers=[teacher_layer])
+print(f"cached for {len(cache):,} images: logits {tuple(cache.logits.shape[1:])}, {teacher_layer} "
+      f"{tuple(cache.features[teacher_layer].shape[1:])}, {cache.nbytes / 1e6:.1f} MB in memory")
+print(f"the teacher's accuracy on these training images: "
+      f"{100 * float((cache.logits.argmax(1).numpy() == train.train.y).mean()):.2f} %")
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+print(f"teacher forward pass over {len(cache):,} images: {cache.seconds:.1f} s, once "
+      f"(an epoch of distillation with a live teacher would pay it every epoch)")
+print("Measured on:", bench.environment_line())
+
+# %% [markdown]
+# Gains from distillation are small on a task this easy, so one run proves nothing: a different
+# random initialization moves a short training by about as much. Every method therefore runs with
+# `seeds` seeds, and `distill.train_seeds` makes seed *s* mean the **same initial weights and the
+# same batch order** for every method. Then the methods can be compared seed by seed.
+
+# %%
+common = dict(epochs=epochs, batch_size=batch_size, lr=lr)
+evals = {"test": fmnist.test, "val": fmnist.val}
+scratch = distill.train_seeds(make_student, train, seeds=seeds, eval_data=evals, **common)
+kd = distill.train_seeds(make_student, train, seeds=seeds, eval_data=evals, teacher=cache,
+                         temperature=temperature, alpha=alpha, **common)
+print(scratch)
+print(kd)
+print(f"\ndistilled - scratch, test accuracy points: {distill.paired_difference(scratch.accuracy, kd.accuracy)}")
+
+# %% [markdown]
+# (`train_seeds` calls `models.set_seed(s)` right before `make_student()`, so two methods with seed
+# *s* start from bit-identical weights; and `train_student(seed=s)` draws the same permutation of
+# the training images each epoch. With `alpha = 0` a "distilled" run *is* the scratch run, weight
+# for weight: the test suite checks it.)
+#
+# Each dot is one seed; the grey lines join the same seed across methods:
+
+# %%
+display(distill.plot_runs({"from scratch": scratch, f"distilled (T={temperature:g}, alpha={alpha:g})": kd},
+                          reference="from scratch"))
+diff_kd = distill.paired_difference(scratch.accuracy, kd.accuracy)
+wins = sum(b > a for a, b in zip(scratch.accuracy, kd.accuracy))
+print(f"distilled beats scratch on {wins} of {len(kd.seeds)} seeds; mean gain {diff_kd.mean:+.2f} points, "
+      f"{'inside' if diff_kd.inside_noise else 'outside'} the noise (95 % CI [{diff_kd.low:+.2f}, {diff_kd.high:+.2f}])")
+notebook.headline("distilled student vs from scratch, mean test accuracy", diff_kd.mean, "points", fmt="+.2f",
+                  note=f"{len(kd.seeds)} seeds, 95 % CI [{diff_kd.low:+.2f}, {diff_kd.high:+.2f}]")
+
+# %% [markdown]
+# **Reading it.** The spread *between* seeds is about as large as the gain, so comparing means
+# alone would be weak evidence. The pairing is what makes it readable: a lucky initialization
+# helps both methods of that seed, and the paired difference removes it. The 95 % interval is
+# Student's t with `seeds - 1` degrees of freedom: with 3 seeds its multiplier is 4.3, so only a
+# very consistent gain gets an interval that excludes zero. When it does not, the honest statement
+# is "no difference shown", not "no difference".
+#
+# ## 3 · Temperature and alpha
+# Each point is `seeds` students, scored on the validation split. The runs at the main setting
+# (and alpha = 0, which is the scratch run) are reused from section 2.
+
+# %%
+sweep_runs = {(temperature, alpha): kd}
+
+
+def kd_runs(t_, a_):
+    if a_ == 0.0:
+        return scratch  # alpha = 0 ignores the teacher: the scratch run, weight for weight
+    if (t_, a_) not in sweep_runs:
+        sweep_runs[(t_, a_)] = distill.train_seeds(make_student, train, seeds=seeds, eval_data={"val": fmnist.val},
+                                                   teacher=cache, temperature=t_, alpha=a_, **common)
+    return sweep_runs[(t_, a_)]
+
+
+by_t = {t_: kd_runs(float(t_), alpha) for t_ in sweep_temperatures}
+by_a = {a_: kd_runs(temperature, float(a_)) for a_ in sweep_alphas}
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), sharey=True)
+base = 100 * np.array(scratch.scores["val"])
+for ax, runs_, xlabel, log in [(axes[0], by_t, "temperature T", True), (axes[1], by_a, "alpha", False)]:
+    xs = list(runs_)
+    vals = np.array([[100 * v for v in runs_[x_].scores["val"]] for x_ in xs])
+    ax.axhspan(base.mean() - base.std(ddof=1), base.mean() + base.std(ddof=1), color="0.85",
+               label="from scratch, mean +- 1 sd")
+    ax.errorbar(xs, vals.mean(1), yerr=vals.std(1, ddof=1), fmt="o-", capsize=4, label=f"distilled ({seeds} seeds)")
+    if log:
+        ax.set_xscale("log", base=2)
+    ax.set(xlabel=xlabel, title=(f"alpha = {alpha:g}" if log else f"T = {temperature:g}"))
+axes[0].set_ylabel("validation accuracy (%)")
+axes[1].legend(fontsize=8)
+fig.tight_layout()
+plt.show()
+print(f"{'setting':<18} {'val mean':>9} {'sd':>6}   paired vs scratch (points)")
+for label, r in [*[(f"T={t_:g}, alpha={alpha:g}", by_t[t_]) for t_ in by_t],
+                 *[(f"T={temperature:g}, alpha={a_:g}", by_a[a_]) for a_ in by_a if a_ != alpha]]:
+    v = 100 * np.array(r.scores["val"])
+    d = distill.paired_difference(scratch.scores["val"], r.scores["val"])
+    print(f"{label:<18} {v.mean():>9.2f} {v.std(ddof=1):>6.2f}   {d}")
+
+# %% [markdown]
+# How to read it. In the run saved here every distilled setting's mean lies above the scratch
+# mean, so the soft targets help at every temperature tried; which temperature is *best* is a
+# different question, and most neighbouring points differ by less than their error bars. Two effects pull in
+# opposite directions: a high `T` asks the student to match the teacher's whole logit vector (in
+# the limit, its logits up to a constant), which a small model fits slowly in a few hundred steps,
+# while `T = 1` passes on little beyond the teacher's top class. `alpha = 1` (soft targets only)
+# throws the labels away and relies on the teacher where it is wrong (about 5 % of these training
+# images). Read the shape, not single points, and re-run with more seeds (`-p seeds 10`) before
+# trusting a ranking. The main runs keep `T = 2, alpha = 0.5`, fixed before this sweep: picking
+# the sweep's winner afterwards would be selecting on noise.
+#
+# ## 4 · Feature distillation
+# The teacher's intermediate representations carry more than its logits. **FitNets**-style hints
+# make a student layer reproduce a teacher layer. Nothing needs a special `forward`:
+# `distill.FeatureHooks` registers a forward hook on each named layer and keeps its latest output.
+# When the widths differ (here 32 student channels against 128), a learned **projection** (a 1x1
+# conv, trained with the student and discarded after) maps the student's features to the teacher's
+# width; the loss is the mean squared error between them.
+
+# %%
+student = make_student()
+with distill.FeatureHooks(student, [student_layer]) as s_hooks, \
+        distill.FeatureHooks(teacher, [teacher_layer], detach=True) as t_hooks:
+    with torch.no_grad():
+        student(x32)
+        teacher(x32)
+    s_feat, t_feat = s_hooks[student_layer], t_hooks[teacher_layer]
+    proj = distill.projection(s_feat.shape[1:], t_feat.shape[1:])
+    print(f"student {student_layer}: {tuple(s_feat.shape)}   teacher {teacher_layer}: {tuple(t_feat.shape)}")
+    print(f"projection: {proj}  ({sum(p.numel() for p in proj.parameters()):,} parameters, dropped after training)")
+    with torch.no_grad():
+        print(f"feature loss of an untrained student: {float(distill.feature_loss(s_feat, t_feat, proj)):.4f}")
+print(f"hooks removed on exit: {not s_hooks.active and not student.get_submodule(student_layer)._forward_hooks}")
+
+# %% [markdown]
+# Training adds `feature_weight x MSE` to the soft-target loss. The teacher's feature maps were
+# cached with its logits in section 2 (25 kB an image at 128x7x7).
+
+# %%
+feat = distill.train_seeds(make_student, train, seeds=seeds, eval_data={"test": fmnist.test}, teacher=cache,
+                           temperature=temperature, alpha=alpha,
+                           feature_layers={student_layer: teacher_layer}, feature_weight=feature_weight, **common)
+print(feat)
+print(f"\nfeatures + soft targets - scratch: {distill.paired_difference(scratch.accuracy, feat.accuracy)}")
+print(f"features + soft targets - soft targets alone: {distill.paired_difference(kd.accuracy, feat.accuracy)}")
+
+# %% [markdown]
+# Hints help most when the student is deep and thin and has trouble finding good intermediate
+# representations on its own (FitNets' setting). This student is two convolutions deep and learns
+# its features quickly, and matching a 128-channel map through a 1x1 projection is itself a
+# regression task competing for the same few hundred steps. Whether the extra term helps here is
+# for the numbers above to say, with their interval. Try `-p feature_weight 1.0`: too large a weight
+# lets the feature term crowd out the classification objective.
+#
+# ## 5 · Self-distillation with an EMA teacher
+# No separate teacher at all: the student is distilled from an **exponential moving average** of
+# its own weights. `distill.EMATeacher` takes a `copy.deepcopy` of the student before training, and
+# after every optimizer step moves each of its weights toward the student's:
+#
+# $$	heta_{	ext{EMA}} \leftarrow d\,	heta_{	ext{EMA}} + (1 - d)\,	heta_{	ext{student}}$$
+#
+# The average is smoother than the student (it is an ensemble of the student's recent selves, the
+# "mean teacher" idea), and its soft outputs regularize the student. With `warmup`, the decay at
+# update *n* is `min(d, (1 + n) / (10 + n))`, so the copy is not anchored to the random initial weights:
+
+# %%
+torch.manual_seed(0)
+toy = torch.nn.Linear(2, 1)
+ema = distill.EMATeacher(toy, decay=ema_decay)
+print(ema)
+print("decay used at updates 0, 10, 100, 1000:",
+      [round(min(ema_decay, (1 + n) / (10 + n)), 4) for n in (0, 10, 100, 1000)])
+before = ema.module.weight.detach().clone()
+with torch.no_grad():
+    toy.weight.add_(1.0)
+d0 = ema.current_decay()
+ema.update(toy)
+print(f"one update with decay {d0}: {before.tolist()} -> {ema.module.weight.tolist()} "
+      f"(formula: {(d0 * before + (1 - d0) * toy.weight.detach()).tolist()})")
+
+# %%
+self_kd = distill.train_seeds(make_student, train, seeds=seeds, eval_data={"test": fmnist.test}, ema_decay=ema_decay,
+                              temperature=temperature, alpha=alpha, **common)
+ema_weights = [models.evaluate(r.ema.module, fmnist.test).accuracy for r in self_kd.results]
+print(self_kd)
+print(f"its EMA copy (the averaged weights themselves): test {100 * np.mean(ema_weights):.2f} % "
+      f"(per seed {', '.join(f'{100 * a:.2f}' for a in ema_weights)})")
+print(f"\nself-distilled - scratch: {distill.paired_difference(scratch.accuracy, self_kd.accuracy)}")
+print(f"self-distilled - distilled from ResNetCNN: {distill.paired_difference(kd.accuracy, self_kd.accuracy)}")
+
+# %% [markdown]
+# Compare the last line: a student taught by *itself* can do about as well here as one taught by a
+# network 6.6x its size. In a regime this short, much of what soft targets give is regularization
+# (targets smoothed toward plausible classes, much like label smoothing) rather than knowledge only
+# the big teacher holds. The usual finding is that the teacher's own knowledge matters more as the
+# student trains longer on more data and can absorb it; try `-p n_train 20000 -p seeds 5` and compare
+# the two again.
+
+# %% [markdown]
+# ## 6 · Signal or noise?
+# All methods together, on the test split, with the paired difference from the scratch student:
+
+# %%
+methods = {"from scratch": scratch, "soft targets": kd, "soft targets + features": feat,
+           "self-distilled (EMA)": self_kd}
+display(distill.plot_runs(methods, reference="from scratch",
+                          title=f"test accuracy, {seeds} seeds per method ({n_train:,} images x {epochs} epochs)"))
+table_ = distill.summarize({name: r.accuracy for name, r in methods.items()}).round(2)
+diffs = {name: distill.paired_difference(scratch.accuracy, r.accuracy) for name, r in methods.items()}
+table_["vs scratch"] = [f"{d.mean:+.2f}" if name != "from scratch" else "" for name, d in diffs.items()]
+table_["95 % CI"] = [f"[{d.low:+.2f}, {d.high:+.2f}]" if name != "from scratch" else "" for name, d in diffs.items()]
+table_["verdict"] = ["" if name == "from scratch" else ("inside the noise" if d.inside_noise else "a real gain" if
+                     d.mean > 0 else "a real loss") for name, d in diffs.items()]
+table_
+
+# %% [markdown]
+# "Inside the noise" means the 95 % interval of the paired difference contains zero: with this many
+# seeds, the data cannot tell the method from training from scratch. It does not mean the method
+# does nothing; more seeds (`-p seeds 10`) narrow the interval by roughly `sqrt(3 / seeds)`, and more
+# data or epochs change the regime itself.
+#
+# ## 7 · Summary
+# Parameters, latency (one interleaved measurement of every variant, batch 1 and 32) and test
+# accuracy (mean and spread over the seeds) of the teacher and each student. The students share
+# one architecture, so their latencies agree within the noise: what distillation changes is the
+# accuracy of a model whose cost was fixed when its architecture was chosen. The teacher is timed
+# in both memory layouts and the faster is the baseline, so the student's speed-up is not flattered
+# by a slow teacher.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+def forward_fn(net, x):
+    def call():
+        with torch.inference_mode():
+            net(x)
+    return call
+
+
+variants = {"teacher": (teacher, None), **{name: (r.students[0], r) for name, r in methods.items()}}
+latency = {}
+for bs, x in [(1, x1), (32, x32)]:
+    fns = {"teacher (channels_last)": forward_fn(teacher_cl, x.to(memory_format=torch.channels_last))}
+    fns.update({name: forward_fn(net, x) for name, (net, _) in variants.items()})
+    latency[bs] = bench.compare(fns, batch_size=bs, max_time_s=max_time_s)
+best_teacher = {bs: min(["teacher", "teacher (channels_last)"], key=lambda n: cmp[n].median_ms)
+                for bs, cmp in latency.items()}
+records = []
+for name, (net, runs_) in variants.items():
+    key = {bs: best_teacher[bs] if name == "teacher" else name for bs in latency}
+    accs = [teacher_test] if runs_ is None else runs_.accuracy
+    records.append(record.Record.from_measurement(
+        latency[32][key[32]], name=name, technique="reference" if runs_ is None else runs_.method,
+        runtime="pytorch eager", accuracy=float(np.mean(accs)), params=models.count_params(net),
+        macs=models.count_macs(net, x1), env=env,
+        extra={"latency_b1_ms": latency[1][key[1]].median_ms, "accuracy_sd": float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0,
+               "accuracy_min": float(min(accs)), "accuracy_max": float(max(accs)), "seeds": len(accs),
+               "layout_b32": "channels_last" if key[32].endswith("(channels_last)") else "default"}))
+Path(output_dir).mkdir(parents=True, exist_ok=True)
+record.save_records(records, Path(output_dir) / "distillation.json")
+summary = report.table(records, baseline="teacher")
+summary.insert(summary.columns.get_loc("accuracy") + 1, "acc_sd", [100 * r.extra["accuracy_sd"] for r in records])
+summary["accuracy"] = 100 * summary["accuracy"]
+summary["latency_b1_ms"] = [r.extra["latency_b1_ms"] for r in records]
+summary["speedup_b1"] = records[0].extra["latency_b1_ms"] / summary["latency_b1_ms"]
+print("Measured on:", bench.environment_line(), f"| latency_ms, speedup: batch 32 (teacher: its faster layout, "
+      f"{records[0].extra['layout_b32']}) | accuracy in %, mean over {seeds} seeds")
+summary.round(3)
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+student_speedup = summary.loc["from scratch", "speedup"]
+print(f"a student is {student_speedup:.1f}x faster than the teacher at batch 32 and "
+      f"{summary.loc['from scratch', 'speedup_b1']:.1f}x at batch 1, with "
+      f"{teacher_params / student_params:.1f}x fewer parameters")
+notebook.headline("student speed-up over the teacher at batch 32", student_speedup, "x", fmt=".1f",
+                  note=bench.environment_line())
+
+# %%
+distilled = {name: r for name, r in methods.items() if name != "from scratch"}
+best_name = max(distilled, key=lambda n: distilled[n].mean)
+margin = 100 * (distilled[best_name].mean - scratch.mean)
+d_best = distill.paired_difference(scratch.accuracy, distilled[best_name].accuracy)
+print(f"{'met   ' if margin > 0 else 'MISSED'} a distilled student beats the student trained from scratch on mean test "
+      f"accuracy over {seeds} seeds: best is {best_name}, {100 * distilled[best_name].mean:.2f} % vs "
+      f"{100 * scratch.mean:.2f} % ({margin:+.2f} points; paired {d_best.mean:+.2f}, 95 % CI "
+      f"[{d_best.low:+.2f}, {d_best.high:+.2f}], {'inside' if d_best.inside_noise else 'outside'} the noise)")
+for name, r in distilled.items():
+    d = diffs[name]
+    print(f"       {name:<24} {100 * r.mean:.2f} % (sd {100 * r.std:.2f})  vs scratch {d.mean:+.2f} points, "
+          f"{'inside' if d.inside_noise else 'outside'} the noise")
+print(f"teacher {100 * teacher_test:.2f} %; every student: {student_params:,} parameters, "
+      f"{n_train:,} training images x {epochs} epochs")
+
+# %% [markdown]
+# **Where the target stands.** The issue asks that a distilled student beat the student trained
+# from scratch on mean test accuracy over at least 3 seeds, and that the margin be reported
+# honestly. The cell above prints it, with the paired interval that says whether the margin is
+# outside the noise. Gains of this size (under a point here) are typical for distillation on an
+# easy data set; with 3 seeds the 95 % interval is wide (its t multiplier is 4.3), so a gain this
+# size reads "inside the noise" even when every seed improves. More seeds narrow the interval
+# (`-p seeds 10`); more data changes the regime: with `-p n_train 20000 -p seeds 5`, check which
+# intervals still contain zero, and whether self-distillation keeps up with the real teacher.
+#
+# ## Exercises
+# **1.** Write `kd_loss(student_logits, teacher_logits, labels, temperature, alpha)`: the loss of
+# section 1, averaged over the batch.
+
+# %%
+def kd_loss(student_logits, teacher_logits, labels, temperature, alpha):
+    # YOUR CODE HERE
+    raise NotImplementedError
+
+
+exercises_distill.check_kd_loss(kd_loss);
+
+# %% [markdown]
+# <details><summary>Reference solution</summary>
+#
+# ```python
+# import torch.nn.functional as F
+#
+# def kd_loss(student_logits, teacher_logits, labels, temperature, alpha):
+#     t = temperature
+#     log_q = F.log_softmax(student_logits / t, dim=1)
+#     log_p = F.log_softmax(teacher_logits / t, dim=1)
+#     soft = (log_p.exp() * (log_p - log_q)).sum(dim=1).mean() * t * t
+#     return alpha * soft + (1 - alpha) * F.cross_entropy(student_logits, labels)
+# ```
+# (`F.kl_div(log_q, log_p, log_target=True, reduction="batchmean")` computes the same KL term.)
+# </details>
+#
+# **2.** Write `ema_update(ema, weight, decay)`: return the new moving average of one tensor.
+
+# %%
+def ema_update(ema, weight, decay):
+    # YOUR CODE HERE
+    raise NotImplementedError
+
+
+exercises_distill.check_ema_update(ema_update);
+
+# %% [markdown]
+# <details><summary>Reference solution</summary>
+#
+# ```python
+# def ema_update(ema, weight, decay):
+#     return decay * ema + (1 - decay) * weight
+# ```
+# </details>
+#
+# **3.** (Open) Re-run with `-p seeds 8`. Which verdicts of section 6 change? Compute by hand how
+# much the interval's half-width shrinks from 3 to 8 seeds if the spread of the paired differences
+# stays the same (the t multiplier goes from 4.30 to 2.36).
+#
+# **4.** (Open) Give the student the teacher's full training set (`-p n_train 55000 -p epochs 1`).
+# Does distillation still help when the student has plenty of labels? Where would you expect it to
+# help most: little labelled data, or a student much smaller than the teacher?

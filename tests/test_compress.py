@@ -1,0 +1,216 @@
+"""optkit.compress: k-means sharing, storage accounting, SVD factorization, efficient blocks."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from optkit import compress, exercises_compress, models
+from optkit.errors import OptkitError
+
+
+@pytest.fixture(scope="module")
+def net():
+    torch.manual_seed(0)
+    return models.SmallCNN(in_size=8).eval()
+
+
+def test_kmeans_holds_at_most_k_values_and_assigns_nearest():
+    torch.manual_seed(1)
+    w = torch.randn(40, 30)
+    for k in (1, 2, 5, 16):
+        centroids, idx = compress.kmeans_1d(w, k)
+        rebuilt = centroids[idx]
+        assert rebuilt.shape == w.shape and torch.unique(rebuilt).numel() <= k
+        nearest = (w.reshape(-1, 1) - centroids.reshape(1, -1)).abs().argmin(1).reshape(w.shape)
+        assert torch.equal(centroids[nearest], rebuilt)
+    # every value its own centroid: exact
+    c, idx = compress.kmeans_1d(torch.tensor([3.0, -1.0, 0.5]), 3)
+    assert torch.equal(c[idx], torch.tensor([3.0, -1.0, 0.5]))
+
+
+def test_kmeans_rejects_k_larger_than_the_weights():
+    with pytest.raises(OptkitError) as err:
+        compress.kmeans_1d(torch.randn(10), 11)
+    assert str(err.value).startswith("k=11: is larger than the number of weights (10)")
+    with pytest.raises(OptkitError, match="larger than the number of weights of 'fc2'"):
+        compress.share_weights(models.SmallCNN(in_size=8), {"fc2": 10_000})
+    with pytest.raises(OptkitError, match="k=0"):
+        compress.kmeans_1d(torch.randn(10), 0)
+
+
+def test_shared_layers_hold_at_most_k_values_and_match_their_dense_form(net):
+    shared = compress.share_weights(net, 8)
+    layers = compress.shared_layers(shared)
+    assert set(layers) == {"conv1", "conv2", "fc1", "fc2"}
+    for layer in layers.values():
+        assert layer.distinct_values() <= 8 and layer.indices.dtype == torch.uint8
+    x = torch.randn(5, 1, 8, 8)
+    dense = compress.decompress(shared)
+    assert not compress.shared_layers(dense)
+    assert torch.allclose(dense(x), shared(x), atol=1e-6)
+    assert isinstance(dense.fc1, nn.Linear) and isinstance(dense.conv1, nn.Conv2d)
+
+
+def test_centroid_gradient_is_the_sum_of_its_weights_gradients(net):
+    layer = compress.SharedLinear.from_linear(net.fc2, k=4)
+    x = torch.randn(3, net.fc2.in_features)
+    w = layer.weight.detach().clone().requires_grad_(True)
+    (nn.functional.linear(x, w, layer.bias) ** 2).sum().backward()
+    (layer(x) ** 2).sum().backward()
+    idx = layer.indices.long()
+    want = torch.stack([w.grad[idx == c].sum() for c in range(4)])
+    assert torch.allclose(layer.codebook.grad, want, atol=1e-5)
+
+
+def test_shared_state_dict_round_trips(net):
+    shared = compress.share_weights(net, 16)
+    fresh = compress.SharedConv2d(1, 16, 3, padding=1, k=16)
+    fresh.load_state_dict(shared.conv1.state_dict())
+    x = torch.randn(2, 1, 8, 8)
+    assert torch.equal(fresh(x), shared.conv1(x))
+
+
+@pytest.mark.parametrize("bits", range(1, 9))
+def test_pack_unpack_round_trip_at_every_width(bits):
+    g = torch.Generator().manual_seed(bits)
+    n = 1001
+    idx = torch.randint(0, 2 ** bits, (n,), generator=g)
+    packed = compress.pack_indices(idx, bits)
+    assert len(packed) == math.ceil(n * bits / 8)
+    assert torch.equal(compress.unpack_indices(packed, bits, n), idx)
+
+
+def test_pack_rejects_indices_too_wide():
+    with pytest.raises(OptkitError, match="does not fit in 2 bits"):
+        compress.pack_indices(torch.tensor([0, 4]), 2)
+
+
+def test_storage_report_counts_bits_and_codebooks(net):
+    assert [compress.index_bits(k) for k in (1, 2, 3, 4, 5, 16, 17, 256)] == [0, 1, 2, 2, 3, 4, 5, 8]
+    shared = compress.share_weights(net, 16)
+    rep = compress.storage_report(shared)
+    fc1 = next(layer for layer in rep.layers if layer.name == "fc1")
+    n = net.fc1.weight.numel()
+    assert (fc1.index_bytes, fc1.codebook_bytes, fc1.fp32_bytes) == (math.ceil(n * 4 / 8), 64, 4 * n)
+    assert fc1.int8_bytes == n + 4 * net.fc1.out_features
+    assert rep.fp32_bytes == 4 * sum(m.weight.numel() for m in (net.conv1, net.conv2, net.fc1, net.fc2))
+    biases = 4 * sum(m.bias.numel() for m in (net.conv1, net.conv2, net.fc1, net.fc2))
+    assert rep.other_bytes == biases
+    packed = sum(len(compress.pack_indices(m.indices, 4)) for m in compress.shared_layers(shared).values())
+    assert packed == sum(layer.index_bytes for layer in rep.layers)
+    # 4-bit indices + small codebooks: close to 8x smaller than fp32
+    assert 7.0 < rep.ratio < 8.0 and rep.int8_ratio < 4.0
+    dense_rep = compress.storage_report(net)
+    assert dense_rep.ratio == pytest.approx(1.0) and "StorageReport" in repr(dense_rep)
+
+
+@pytest.mark.parametrize("shape", [(12, 20), (20, 12)])
+def test_factorized_linear_at_full_rank_reproduces_the_original(shape):
+    torch.manual_seed(2)
+    lin = nn.Linear(shape[1], shape[0])
+    low = compress.factorize_linear(lin, min(shape))
+    x = torch.randn(7, shape[1])
+    assert torch.allclose(low(x), lin(x), atol=1e-5)
+    assert low.rank == low.full_rank == min(shape)
+
+
+def test_factorized_conv_at_full_rank_reproduces_the_original():
+    torch.manual_seed(3)
+    conv = nn.Conv2d(4, 6, 3, stride=2, padding=1)
+    low = compress.factorize_conv2d(conv, 6)
+    x = torch.randn(2, 4, 9, 9)
+    assert torch.allclose(low(x), conv(x), atol=1e-5)
+    wide = nn.Conv2d(2, 32, 3, padding=1, bias=False)  # full rank = min(32, 2 * 9) = 18
+    low_wide = compress.factorize_conv2d(wide, 18)
+    assert low_wide.second.bias is None and torch.allclose(low_wide(x[:, :2]), wide(x[:, :2]), atol=1e-5)
+
+
+def test_truncated_factorization_is_the_best_rank_r_approximation():
+    torch.manual_seed(4)
+    lin = nn.Linear(30, 10, bias=False)
+    s = compress.singular_values(lin)
+    for r in (1, 4, 9):
+        low = compress.factorize_linear(lin, r)
+        product = low.second.weight @ low.first.weight
+        err = torch.linalg.norm(lin.weight - product)
+        assert float(err.detach()) == pytest.approx(float(s[r:].pow(2).sum().sqrt()), rel=1e-4)
+
+
+def test_rank_above_full_rank_and_bad_layers_are_clear_errors():
+    with pytest.raises(OptkitError) as err:
+        compress.factorize_linear(nn.Linear(8, 5), 6)
+    assert str(err.value).startswith("rank=6: is above the full rank") and "between 1 and 5" in str(err.value)
+    with pytest.raises(OptkitError, match="rank=0"):
+        compress.factorize_conv2d(nn.Conv2d(3, 4, 3), 0)
+    with pytest.raises(OptkitError, match="grouped"):
+        compress.factorize_conv2d(nn.Conv2d(4, 4, 3, groups=4), 1)
+    with pytest.raises(OptkitError, match="exactly one"):
+        compress.choose_rank(nn.Linear(8, 8))
+
+
+def test_choose_rank_by_energy_and_by_compression():
+    w = torch.diag(torch.tensor([4.0, 2.0, 1.0, 1.0]))  # energies 16, 4, 1, 1 of 22
+    assert compress.choose_rank(w, energy=16 / 22) == 1
+    assert compress.choose_rank(w, energy=0.9) == 2
+    assert compress.choose_rank(w, energy=1.0) == 4
+    lin = nn.Linear(1568, 128)
+    r = compress.choose_rank(lin, compression=2.0)
+    assert r * (1568 + 128) <= 1568 * 128 / 2 < (r + 1) * (1568 + 128)
+    with pytest.raises(OptkitError, match="cannot be reached"):
+        compress.choose_rank(nn.Linear(2, 2), compression=4.0)
+
+
+def test_factorize_model_replaces_layers_drop_in(net):
+    small = compress.factorize(net, layers=["fc1", "conv2"], compression=2.0)
+    assert isinstance(small.fc1, compress.LowRankLinear) and isinstance(small.conv2, compress.LowRankConv2d)
+    assert isinstance(net.fc1, nn.Linear)  # original untouched
+    x = torch.randn(3, 1, 8, 8)
+    assert small(x).shape == net(x).shape
+    fc1_params = sum(p.numel() for p in small.fc1.parameters())
+    assert fc1_params <= sum(p.numel() for p in net.fc1.parameters()) / 2 + net.fc1.out_features
+    full = compress.factorize(net, {"fc1": 128, "conv2": 32})
+    assert torch.allclose(full(x), net(x), atol=1e-4)
+    with pytest.raises(OptkitError, match="not a Linear or Conv2d"):
+        compress.factorize(net, {"relu1": 2})
+
+
+def test_macs_of_a_factorized_model_count_the_thin_layers_only(net):
+    x = torch.zeros(1, 1, 8, 8)
+    low = compress.factorize(net, {"fc1": 8, "conv2": 4})
+    saved_fc1 = 128 * 128 - 8 * (128 + 128)
+    saved_conv2 = 4 * 4 * 32 * 16 * 9 - 4 * 4 * (4 * 16 * 9 + 32 * 4)  # 4x4 output pixels after the first pool
+    assert models.count_macs(low, x) == models.count_macs(net, x) - saved_fc1 - saved_conv2
+
+
+def test_efficient_blocks_keep_shapes_and_cut_parameters():
+    c, x = 32, torch.randn(2, 32, 14, 14)
+    std = compress.ConvBNReLU(c, c)
+    ds = compress.DepthwiseSeparableConv(c, c)
+    ir = compress.InvertedResidual(c, c, expansion=6)
+    for block in (std, ds, ir):
+        assert block.eval()(x).shape == (2, c, 14, 14)
+    conv_params = lambda m: sum(p.numel() for mod in m.modules() if isinstance(mod, nn.Conv2d)  # noqa: E731
+                                for p in mod.parameters())
+    assert conv_params(std) == 9 * c * c
+    assert conv_params(ds) == 9 * c + c * c
+    assert conv_params(ir) == 2 * 6 * c * c + 9 * 6 * c
+    assert ir.use_residual and not compress.InvertedResidual(c, 64, stride=2).use_residual
+    assert compress.InvertedResidual(c, 64, stride=2).eval()(x).shape == (2, 64, 7, 7)
+    assert models.count_macs(ds.eval(), x[:1]) == 14 * 14 * (9 * c + c * c)
+
+
+def test_exercise_checkers_accept_reference_and_reject_common_mistakes(capsys):
+    assert exercises_compress.check_shared_storage_bytes(exercises_compress.reference_shared_storage_bytes)
+    assert not exercises_compress.check_shared_storage_bytes(lambda n, k: math.ceil(n * math.log2(max(k, 2)) / 8))
+    assert exercises_compress.check_low_rank(exercises_compress.reference_low_rank)
+
+    def smallest(w, r):
+        u, s, vh = torch.linalg.svd(w, full_matrices=False)
+        return u[:, -r:] * s[-r:], vh[-r:]
+
+    assert not exercises_compress.check_low_rank(smallest)
+    out = capsys.readouterr().out
+    assert out.count("✓") == 2 and out.count("✗") == 2
