@@ -27,7 +27,7 @@ from optkit import bench, data, exercises, io, models, notebook, record, report
 
 # %% tags=["parameters"]
 # Default parameters (papermill -p NAME VALUE overrides them; `make params NB=00` lists them)
-threads = None  # torch intra-op threads; None = every core this process may use
+threads = None  # torch intra-op threads; None: every core this process may use
 models_to_measure = ["small_cnn", "resnet_cnn", "mlp", "text_lstm"]
 batch_sizes = [1, 32]  # batch sizes for the baseline table
 sweep_batch_sizes = [1, 2, 4, 8, 16, 32, 64, 128, 256]  # for the throughput curve

@@ -29,12 +29,12 @@ from optkit import bench, data, exercises, io, models, notebook, record, report
 
 # %% tags=["parameters"]
 # Default parameters (papermill -p NAME VALUE overrides them; `make params NB=01` lists them)
-threads = None  # torch intra-op threads; None = every core this process may use
+threads = None  # torch intra-op threads; None: every core this process may use
 model_name = "resnet_cnn"  # the model most sections time: resnet_cnn or small_cnn
 batch_size = 32  # the batch size of the closing table (batch 1 is measured too)
 max_time_s = 1.0  # time budget per measurement (seconds)
 run_compile = True  # torch.compile and AOTInductor take ~10-40 s each to compile
-eval_samples = 2000  # test images used for the accuracy checks (10000 = the whole test split)
+eval_samples = 2000  # test images used for the accuracy checks (10000: the whole test split)
 output_dir = "../runs/artifacts/01_pytorch_inference_essentials"
 
 # %%

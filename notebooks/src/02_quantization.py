@@ -43,7 +43,7 @@ with quantize.quiet_torchao():  # torchao prints harmless "Failed to load ..._C_
 
 # %% tags=["parameters"]
 # Default parameters (papermill -p NAME VALUE overrides them; `make params NB=02` lists them)
-threads = None  # torch intra-op threads; None = every core this process may use
+threads = None  # torch intra-op threads; None: every core this process may use
 calibration_sizes = [8, 64, 512]  # images used to calibrate static quantization (the sweep)
 calibration_size = 512  # images used for the main static model
 sweep_test_size = 2000  # test images used to score each variant of the sweeps (the main models use all 10,000)

@@ -35,7 +35,7 @@ from optkit import bench, data, exercises_prune, models, notebook, prune, record
 
 # %% tags=["parameters"]
 # Default parameters (papermill -p NAME VALUE overrides them; `make params NB=03` lists them)
-threads = None  # torch intra-op threads; None = every core this process may use
+threads = None  # torch intra-op threads; None: every core this process may use
 eval_samples = 400  # validation images for the scan, the slider and the schedule (the table uses the full test split)
 scan_ratios = [0.3, 0.6, 0.9]  # ratios of the sensitivity scan
 global_sparsity = 0.8  # target of global unstructured pruning

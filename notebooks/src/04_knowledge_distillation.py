@@ -37,7 +37,7 @@ from optkit import bench, data, distill, exercises_distill, models, notebook, re
 
 # %% tags=["parameters"]
 # Default parameters (papermill -p NAME VALUE overrides them; `make params NB=04` lists them)
-threads = None  # torch intra-op threads; None = every core this process may use
+threads = None  # torch intra-op threads; None: every core this process may use
 n_train = 5000  # training images every student sees (the teacher's outputs on them are computed once)
 epochs = 2  # epochs of every student training
 batch_size = 32  # student batch size

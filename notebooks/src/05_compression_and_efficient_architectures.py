@@ -40,7 +40,7 @@ from optkit import bench, compress, data, exercises_compress, models, notebook, 
 
 # %% tags=["parameters"]
 # Default parameters (papermill -p NAME VALUE overrides them; `make params NB=05` lists them)
-threads = None  # torch intra-op threads; None = every core this process may use
+threads = None  # torch intra-op threads; None: every core this process may use
 kmeans_k = 16  # centroids per layer for the main weight-sharing model
 small_k = 4  # a second, harsher codebook size, to show what fine-tuning the centroids recovers
 k_sweep = [2, 4, 8, 16, 32]  # codebook sizes of the sweep
@@ -54,8 +54,8 @@ svd_sweep = [2.0, 4.0, 8.0, 16.0, 32.0]  # compressions of the sweep (no fine-tu
 conv_layers = ["conv2"]  # conv layers factorized by retained energy
 conv_energy = 0.9  # fraction of the squared singular values the conv factorization keeps
 svd_lr = 3e-4  # AdamW learning rate for fine-tuning the factorized model
-block_channels = 64  # input = output channels of the block comparison
-block_size = 28  # input height = width of the block comparison
+block_channels = 64  # input and output channels of the block comparison
+block_size = 28  # input height and width of the block comparison
 block_batch = 8  # batch size of the block comparison
 expansion = 6  # MobileNetV2 expansion factor t
 max_time_s = 0.3  # time budget per latency measurement (seconds)

@@ -38,7 +38,7 @@ from optkit import tf as otf
 
 # %% tags=["parameters"]
 # Default parameters (papermill -p NAME VALUE overrides them; `make params NB=07` lists them)
-threads = None  # TensorFlow intra-op threads; None = every core this process may use
+threads = None  # TensorFlow intra-op threads; None: every core this process may use
 n_train = 20000  # Fashion-MNIST training images for the Keras model
 epochs = 1  # training epochs of the Keras model
 width = 32  # filters of the CNN's first conv (the second has twice as many)

@@ -42,12 +42,12 @@ from optkit import bench, data, exercises_serve, models, notebook, onnx, record,
 
 # %% tags=["parameters"]
 # Default parameters (papermill -p NAME VALUE overrides them; `make params NB=09` lists them)
-threads = None  # intra-op threads of the batched sessions; None = every core this process may use
+threads = None  # intra-op threads of the batched sessions; None: every core this process may use
 model_name = "resnet_cnn"  # reference CNN to serve: "resnet_cnn" (int8 pays) or "small_cnn" (tiny, overhead-bound)
 batch_sizes = [1, 2, 4, 8, 16, 32, 64]  # batch sizes of the model-side sweep (section 1)
 max_batch_size = 32  # dynamic batcher and @serve.batch: most requests per model call
 max_wait_ms = 2.0  # dynamic batcher and @serve.batch: longest wait for a batch to fill (ms)
-batch_workers = None  # worker threads of each in-process batcher (one 1-thread model call each); None = one per core
+batch_workers = None  # worker threads of each in-process batcher (one 1-thread model call each); None: one per core
 concurrencies = [1, 2, 4, 8, 16, 32, 64]  # concurrent clients of the load sweeps (section 4)
 requests_per_level = 256  # requests per concurrency level of each load sweep
 head_to_head_rounds = 3  # interleaved rounds of the 32-client comparison behind the targets
@@ -55,7 +55,7 @@ soak_requests = 10000  # requests of each soak (in-process batcher, Ray Serve)
 cache_requests = 1600  # requests of each cache workload (section 3)
 stream_seconds = 1.0  # length of each frame stream (section 5)
 stream_load = 1.3  # frame rate as a multiple of what one-by-one processing sustains
-stream_max_delay_ms = 25.0  # a frame not started this long after it arrived is dropped; answered later = late
+stream_max_delay_ms = 25.0  # a frame not started this long after it arrived is dropped; answered later counts as late
 stream_max_batch = 8  # micro-batches: most frames per call (one call must fit well inside the deadline)
 run_ray = True  # start a local Ray instance for section 6 (loopback only, stopped at the end)
 ray_concurrencies = [1, 16, 64]  # concurrent HTTP clients of the Ray Serve sweep

@@ -1,0 +1,907 @@
+# %% [markdown]
+# # 06 · ONNX and ONNX Runtime
+#
+# ONNX is a file format for a model's graph and weights that many runtimes read; ONNX Runtime (ORT)
+# is the runtime most teams ship it with, on CPUs and GPUs. Moving a model there is three steps that
+# each can go wrong quietly: **export** (does the file compute what the PyTorch model computed, for
+# every batch size?), **optimize** (graph rewrites, threads, memory), **quantize** (int8, which pays
+# only in the formats this CPU runs fast). This notebook does all three on real models and checks
+# every step against its source.
+#
+# **You will learn to**
+# - export with the current `torch.onnx.export` (dynamo exporter): dynamic batch, opset, one file or external
+#   data, `onnx.checker` and shape inference, and what to do when export fails;
+# - verify a converted model against its source on real inputs, and make it fail loudly;
+# - measure ORT's graph optimization levels, save an optimized model, and simplify with onnxslim;
+# - choose session options (threads, execution mode, memory pattern, arena, providers, IO binding) by measuring them;
+# - quantize with ORT: dynamic int8 for a transformer, static QDQ per-channel for a CNN, calibration methods,
+#   the formats that are slow on x86, and the layer that hurts most;
+# - convert a Keras model with tf2onnx.
+#
+# **Time:** about 2.5 minutes at the default parameters on a 2-core laptop. **GPU:** not needed; the CUDA
+# provider and GPU IO binding run where a GPU is present and are skipped with the reason otherwise.
+#
+# Every number below is printed by the cell that measured it; timing cells say which machine and
+# thread count they ran on. The helpers live in `optkit.onnx` (one verb per step, each tested).
+
+# %%
+import copy
+import math
+import warnings
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+from optkit import bench, data, exercises_onnx, models, notebook, quantize, record, report, verify, zoo
+from optkit import io as oio
+from optkit import onnx as ox
+from optkit.errors import OptkitError
+
+with quantize.quiet_torchao():  # transformers imports torchao, which prints harmless "Failed to load" lines
+    import torchao  # noqa: F401
+
+# %% tags=["parameters"]
+# Default parameters (papermill -p NAME VALUE overrides them; `make params NB=06` lists them)
+threads = None  # intra-op threads for torch and ONNX Runtime; None = every core this process may use
+calibration_batches = 8  # batches of 32 calibration-split images for static quantization
+test_samples = 1000  # test images scoring each quantization variant (the closing table uses all 10,000)
+minilm_train = 400  # training snippets embedded to fit MiniLM's downstream classifier
+minilm_test = 300  # test snippets scoring each MiniLM variant
+minilm_max_length = 40  # MiniLM tokens per snippet (padded/cut to a fixed length)
+max_time_s = 0.5  # time budget per latency measurement (seconds)
+output_dir = "../runs/artifacts/06_onnx_and_onnx_runtime"
+
+# %%
+params = notebook.check_parameters(
+    ranges={"threads": (1, 256), "calibration_batches": (1, 31), "test_samples": (100, 10_000),
+            "minilm_train": (50, 10_000), "minilm_test": (50, 1275), "minilm_max_length": (8, 128),
+            "max_time_s": (0.01, 600)})
+env = notebook.setup(threads=threads)
+n_threads = env["torch_threads"]
+out = Path(output_dir)
+out.mkdir(parents=True, exist_ok=True)
+
+# %% [markdown]
+# ## 1 · Export
+# ### 1.1 The reference CNN, with a dynamic batch
+# `ResNetCNN` (residual blocks with BatchNorm) trained on Fashion-MNIST. `ox.export` calls
+# `torch.onnx.export(model, args, dynamo=True, dynamic_shapes=...)`: the **dynamo exporter**
+# (`torch.export` captures the graph, onnxscript translates it), the default since PyTorch 2.9.
+# A dynamic batch is declared with `torch.export.Dim("batch")` on dim 0 of every input. Two details
+# `ox.export` takes care of, and you should know about:
+#
+# - `torch.export` *specializes* dimensions of size 0 and 1, so a batch-1 example cannot prove that
+#   the code works for every batch size: the example is repeated to batch 2 first;
+# - after writing, it runs the file in ORT on the example **and on a batch size the exporter never
+#   saw**, and compares with PyTorch (section 2). A batch dimension that came out fixed is an error.
+
+# %%
+fmnist = data.fashion_mnist()
+cnn = models.pretrained("resnet_cnn")
+x1, x32 = fmnist.example_batch(1), fmnist.example_batch(32)
+x_test, y_test = np.array(fmnist.test.x), np.array(fmnist.test.y)
+
+cnn_export = ox.export(cnn, x1, out / "resnet_cnn.onnx", overwrite=True)
+cnn_onnx = cnn_export.path
+print(f"exporter: {cnn_export.exporter}, opset {cnn_export.opset}, dynamic batch: {cnn_export.dynamic_batch}, "
+      f"warnings: {cnn_export.warnings or 'none'}")
+info = ox.inspect(cnn_onnx)
+print(f"inputs {info.inputs}, outputs {info.outputs}")
+print(f"{info.node_count} nodes: {info.op_counts}")
+print(f"file {info.size_bytes:,} B for {models.count_params(cnn):,} parameters "
+      f"({info.size_bytes / models.count_params(cnn):.2f} B per parameter)")
+
+# %% [markdown]
+# There is no `BatchNormalization` node: in eval mode the exporter's optimizer folded every BatchNorm
+# into the conv before it. The file holds fp32 weights, about 4 bytes per parameter.
+#
+# ### 1.2 Opset and external data
+# The **opset** is the version of the ONNX operator set the file uses; the runtime must support it
+# (ORT 1.32 runs opsets up to 23; older runtimes on phones or in TensorRT lag behind). `opset=None`
+# takes the exporter's default (20 here). **External data** stores the weights in a side file
+# `<name>.onnx.data` (`torch.onnx.export`'s own default): needed past protobuf's 2 GB limit, and
+# handy for diffing graphs, but the two files must travel together. `ox.export` writes one
+# self-contained file unless asked.
+
+# %%
+ext = ox.export(cnn, x32, out / "resnet_cnn_opset18_ext.onnx", opset=18, external_data=True, overwrite=True)
+files = sorted(p.name for p in out.glob("resnet_cnn_opset18_ext*"))
+ext_info = ox.inspect(ext.path)
+print(f"opset {ext.opset}, files {files}: graph {ext.path.stat().st_size:,} B + data "
+      f"{(out / 'resnet_cnn_opset18_ext.onnx.data').stat().st_size:,} B (ox.inspect counts both: "
+      f"{ext_info.size_bytes:,} B)")
+print(f"same operators as opset 20: {ext_info.op_counts == info.op_counts}")
+
+# %% [markdown]
+# `onnx.checker` validates the graph against the operator schemas; **shape inference** annotates every
+# intermediate tensor with its type and shape, which later tools (the quantizer, TensorRT's parser)
+# rely on. The dynamo exporter already records them (the two counts below agree); files written by
+# other tools often do not, and strict shape inference is where a broken graph shows up.
+# `ox.check` runs both (by path, so external data works):
+
+# %%
+proto = onnx.load(str(cnn_onnx))
+inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=True)
+print(f"tensors with a known shape: {len(proto.graph.value_info)} in the file, "
+      f"{len(inferred.graph.value_info)} after shape inference")
+print(ox.check(cnn_onnx))
+
+# %% [markdown]
+# ### 1.3 Two real pretrained models
+# **EfficientNet-Lite0** (ImageNet, 4.65 M parameters) and the **all-MiniLM-L6-v2** sentence encoder
+# (6 BERT layers, 22.7 M parameters, two int64 inputs), both shipped offline (`optkit.zoo`). MiniLM's
+# inputs share one dynamic `batch`; the token length is fixed at `minilm_max_length`.
+
+# %%
+effnet = zoo.efficientnet_lite0()
+images, image_labels = zoo.sample_images("imagenet", size=224, normalize=True)
+eff_export = ox.export(effnet, torch.from_numpy(images[:2]), out / "efficientnet_lite0.onnx", overwrite=True)
+
+encoder, tokenizer = zoo.minilm()
+text = data.rotten_tomatoes()
+ids, mask, _ = zoo.tokenize_fixed(tokenizer, text.texts["train"][:4], max_length=minilm_max_length)
+mini_export = ox.export(encoder, (ids, mask), out / "minilm.onnx", overwrite=True)
+for name, res in [("EfficientNet-Lite0", eff_export), ("MiniLM", mini_export)]:
+    i = ox.inspect(res.path)
+    print(f"{name:<18} {res.exporter}, opset {res.opset}, {i.node_count} nodes, {i.size_bytes / 1e6:.1f} MB, "
+          f"inputs {i.inputs}")
+
+# %% [markdown]
+# ## 2 · Parity: the check every conversion goes through
+# `ox.verify(reference, candidate, inputs)` runs both on the same **real** inputs and returns a
+# `Parity`: max absolute error, max error relative to the output's scale, SQNR (dB) and top-1
+# agreement. Past the tolerances it raises `ParityError` naming each failed criterion. Every later
+# conversion in this course (TFLite, TensorRT, the capstone) goes through it.
+#
+# **Exercise 1.** Write `parity_metrics(ref, test)` for two `[batch, classes]` arrays: return
+# `(max_abs, max_rel, top1)` where `max_rel` is `max_abs` divided by the largest `|ref|`.
+
+# %%
+def parity_metrics(ref, test):
+    # YOUR CODE HERE
+    raise NotImplementedError
+
+
+exercises_onnx.check_parity_metrics(parity_metrics);
+
+# %% [markdown]
+# <details><summary>Reference solution</summary>
+#
+# ```python
+# def parity_metrics(ref, test):
+#     max_abs = np.abs(ref - test).max()
+#     return max_abs, max_abs / np.abs(ref).max(), (ref.argmax(1) == test.argmax(1)).mean()
+# ```
+# </details>
+#
+# The three exports against their PyTorch sources: the CNN on 1,000 test images, EfficientNet on the
+# 20 ImageNet sample images, MiniLM on 64 real review snippets (its output is an embedding, so top-1
+# does not apply; SQNR does).
+
+# %%
+mini_ids, mini_mask, _ = zoo.tokenize_fixed(tokenizer, text.texts["test"][:64], max_length=minilm_max_length)
+parities = {
+    "ResNetCNN": ox.verify(cnn, cnn_onnx, x_test[:1000], batch_size=500),
+    "EfficientNet-Lite0": ox.verify(effnet, eff_export.path, images, batch_size=10),
+    "MiniLM": ox.verify(encoder, mini_export.path, (mini_ids.numpy(), mini_mask.numpy()), batch_size=32),
+}
+for name, p in parities.items():
+    top1 = "n/a" if p.top1_agreement is None else f"{100 * p.top1_agreement:.0f} %"
+    print(f"{name:<18} max abs error <= 1e-4: {p.max_abs <= 1e-4}   top-1 agreement {top1:>5}   "
+          f"SQNR > 80 dB: {p.sqnr_db > 80}   ({p.n} real inputs)")
+eff_top1 = np.mean(ox.Runner(eff_export.path)(images).argmax(1) == image_labels)
+print(f"EfficientNet-Lite0 in ORT labels {100 * eff_top1:.0f} % of the 20 sample images correctly "
+      "(20 images check agreement, they are far too few to state an accuracy)")
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+for name, p in parities.items():
+    print(f"{name:<18} {p}")
+worst = max(p.max_abs for p in parities.values())
+notebook.headline("fp32 export parity: largest max abs error on real inputs", worst, fmt=".1e",
+                  note="target <= 1e-4: " + ("met" if worst <= 1e-4 else "MISSED") + "; top-1 agreement "
+                       + ", ".join(f"{100 * p.top1_agreement:.0f} %" for p in parities.values()
+                                   if p.top1_agreement is not None))
+
+# %% [markdown]
+# Errors around 1e-6 come from a different order of floating-point additions (ORT's kernels are not
+# PyTorch's), not from a wrong graph. A wrong graph looks like the next cell, where a tolerance far
+# below float rounding makes the check fail, loudly and with the reason:
+
+# %%
+try:
+    ox.verify(cnn, cnn_onnx, x_test[:256], atol=1e-9)
+except verify.ParityError as exc:
+    print("ParityError:", exc.failures)
+
+# %% [markdown]
+# ## 3 · Graph optimization
+# When ORT creates a session it rewrites the graph at the requested level:
+# **basic** (constant folding, redundant nodes removed), **extended** (fusions: Conv+Add+ReLU,
+# GELU, LayerNorm, attention), **all** (plus layout changes such as NCHWc blocks for this CPU's
+# vector width). Node counts after each level (ORT saves the rewritten graph when asked), and latency:
+
+# %%
+levels = ["disable", "basic", "extended", "all"]
+node_counts = {}
+for level in levels:
+    counts = {}
+    for name, path in [("ResNetCNN", cnn_onnx), ("MiniLM", mini_export.path)]:
+        saved = out / f"{path.stem}.{level}.onnx"
+        ox.session(path, optimization=level, threads=1, optimized_model_path=saved)
+        counts[name] = ox.inspect(saved).node_count
+        saved.unlink()
+    node_counts[level] = counts
+print("nodes after each level:", node_counts)
+saved = out / "resnet_cnn.extended.onnx"
+ox.session(cnn_onnx, optimization="extended", threads=1, optimized_model_path=saved)
+print("ResNetCNN operators at 'extended':", ox.inspect(saved).op_counts)
+saved.unlink()
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+x32_np = np.array(x_test[:32])
+level_runners = {level: ox.Runner(cnn_onnx, optimization=level, threads=n_threads) for level in levels}
+level_cmp = bench.compare({level: (lambda r=r: r(x32_np)) for level, r in level_runners.items()},
+                          batch_size=32, max_time_s=max_time_s)
+print(level_cmp.table()[["median_ms", "ci_lo_ms", "ci_hi_ms"]].round(2).to_string())
+print(f"'all' vs 'disable' at batch 32: {level_cmp.ratio('disable', 'all'):.2f}x faster  |  "
+      f"Measured on: {bench.environment_line()}")
+
+# %% [markdown]
+# Fusions cut the node count (each fused node is one kernel launch and one pass over memory instead
+# of two or three), and `all` adds the NCHWc layout that most of the speed comes from on this CPU.
+# The rewriting happens at **every session creation**; `ox.optimize` does it once and saves the
+# result. Save at `extended`: `all` bakes in layouts for this CPU's instruction set, and ORT's
+# documentation warns that such a file may not run, or run well, elsewhere.
+
+# %%
+cnn_opt = ox.optimize(cnn_onnx, out / "resnet_cnn.optimized.onnx", level="extended", overwrite=True)
+mini_opt = ox.optimize(mini_export.path, out / "minilm.optimized.onnx", level="extended", overwrite=True)
+for name, src, dst in [("ResNetCNN", cnn_onnx, cnn_opt), ("MiniLM", mini_export.path, mini_opt)]:
+    print(f"{name}: {ox.inspect(src).node_count} -> {ox.inspect(dst).node_count} nodes, saved as {dst.name}")
+ox.verify(cnn, ox.Runner(cnn_opt, optimization="disable"), x_test[:500]);
+ox.verify(encoder, ox.Runner(mini_opt, optimization="disable"), (mini_ids.numpy(), mini_mask.numpy()));
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+import time  # noqa: E402
+
+starts = {}
+for name, path, level in [("original, optimized at load", mini_export.path, "all"),
+                          ("optimized offline, loaded as is", mini_opt, "disable")]:
+    t0 = time.perf_counter()
+    for _ in range(3):
+        ox.session(path, optimization=level, threads=n_threads)
+    starts[name] = (time.perf_counter() - t0) / 3
+    print(f"MiniLM session creation, {name}: {1000 * starts[name]:.0f} ms")
+print("Measured on:", bench.environment_line())
+
+# %% [markdown]
+# Whether the saved optimization shortens start-up depends on the model: for these graphs (hundreds of
+# nodes) rewriting takes milliseconds and loading 91 MB of weights dominates, so the two are close
+# (read the cell above). It pays for graphs of thousands of nodes and for start-up-sensitive services.
+#
+# **A simplifier.** onnxslim (maintained, used by Ultralytics and others) folds constants, removes
+# dead and redundant nodes and simplifies shape arithmetic *in the file*, so every runtime that reads
+# it benefits, not only ORT. On the dynamo exporter's output there is little left to do (its own
+# optimizer already ran); on legacy exports and on models from other frameworks it helps more.
+#
+# Why not the old **onnxoptimizer** with its long pass lists (`fuse_bn_into_conv`,
+# `eliminate_nop_transpose`, ...)? Those passes are now done by the exporter's optimizer, by ORT at
+# session creation and by onnxslim; picking passes by hand ties you to the opsets the package knows
+# (its passes lag new opsets), and a model is only as correct as its least-tested pass. Use the
+# runtime's optimizer plus one maintained simplifier, and verify.
+
+# %%
+for name, src in [("ResNetCNN", cnn_onnx), ("MiniLM", mini_export.path)]:
+    slim = ox.simplify(src, out / f"{src.stem}.slim.onnx", overwrite=True)
+    print(f"{name:<10} {ox.inspect(src).node_count:>4} -> {ox.inspect(slim).node_count:>4} nodes")
+ox.verify(encoder, out / "minilm.slim.onnx", (mini_ids.numpy(), mini_mask.numpy()));
+
+# %% [markdown]
+# ## 4 · Session options, measured
+# - **intra-op threads** split one operator across cores; **inter-op threads** run independent nodes
+#   at once, and only in `execution_mode="parallel"` (a CNN or a BERT is a chain: nothing to overlap).
+# - **memory pattern** plans buffers from the first run (pays with fixed shapes);
+#   the **CPU arena** keeps freed memory for reuse instead of returning it to the OS.
+#
+# Every option is read back from the session (`ox.session_options_of`), so what was measured is
+# what ran. One interleaved comparison at batch 32 and one at batch 1:
+
+# %%
+option_sets = {
+    "default": {},
+    "1 thread": {"threads": 1},
+    f"{n_threads} threads": {"threads": n_threads},
+    "parallel, 2 inter-op": {"threads": n_threads, "execution_mode": "parallel", "inter_op_threads": 2},
+    "no memory pattern": {"threads": n_threads, "enable_mem_pattern": False},
+    "no CPU arena": {"threads": n_threads, "enable_cpu_mem_arena": False},
+}
+option_runners = {name: ox.Runner(cnn_onnx, **kw) for name, kw in option_sets.items()}
+for name, r in option_runners.items():
+    o = ox.session_options_of(r.session)
+    print(f"{name:<22} threads={o['threads']} inter_op={o['inter_op_threads']} mode={o['execution_mode']:<10} "
+          f"mem_pattern={o['enable_mem_pattern']} arena={o['enable_cpu_mem_arena']}")
+demoted = ox.session(cnn_onnx, execution_mode="parallel", inter_op_threads=1)
+print("parallel mode with 1 inter-op thread reads back as:", ox.session_options_of(demoted)["execution_mode"])
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+x1_np = np.array(x_test[:1])
+for bs, x in [(1, x1_np), (32, x32_np)]:
+    cmp = bench.compare({name: (lambda r=r, x=x: r(x)) for name, r in option_runners.items()},
+                        batch_size=bs, max_time_s=max_time_s)
+    table = cmp.table()
+    print(f"batch {bs}:", ", ".join(f"{n} {table.loc[n, 'median_ms']:.2f} ms" for n in option_runners))
+print("Measured on:", bench.environment_line())
+
+# %% [markdown]
+# What to read in these numbers: on a quiet machine, threads matter most (one thread vs all cores);
+# on a busy one (another process on the same cores) one thread can win, because threads that wait
+# for a busy core spin. The parallel executor only adds scheduling on a chain-shaped model; memory pattern and arena change little for one fixed
+# shape on a CPU, and matter for many shapes or on a GPU. *ORT's defaults are good;* set `threads`
+# explicitly when several processes share a machine (see ARCHITECTURE's note on oversubscription).
+#
+# **Providers** are tried in order and each node runs on the first that supports it: the fallback
+# chain `["CUDAExecutionProvider", "CPUExecutionProvider"]` runs what CUDA can on the GPU and the
+# rest on the CPU. `ox.default_providers()` builds it from what this onnxruntime build has.
+# **IO binding** hands ORT pre-placed input and output buffers so no copy happens per call; it
+# pays on a GPU, where it avoids host-device copies. On the CPU it is still correct, and measured:
+
+# %%
+print("onnxruntime build has:", ort.get_available_providers(), "-> chain used:", ox.default_providers())
+sess = option_runners[f"{n_threads} threads"].session
+binding = sess.io_binding()
+binding.bind_cpu_input("x", x32_np)
+binding.bind_output("output")
+sess.run_with_iobinding(binding)
+bound_out = binding.copy_outputs_to_cpu()[0]
+print("IO binding gives the same output as run():",
+      np.array_equal(bound_out, option_runners[f"{n_threads} threads"](x32_np)))
+if "CUDAExecutionProvider" in ort.get_available_providers():
+    gpu_sess = ox.session(cnn_onnx, providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+    x_gpu = ort.OrtValue.ortvalue_from_numpy(x32_np, "cuda", 0)
+    gpu_binding = gpu_sess.io_binding()
+    gpu_binding.bind_ortvalue_input("x", x_gpu)
+    gpu_binding.bind_output("output", "cuda")
+    gpu_sess.run_with_iobinding(gpu_binding)
+    print("GPU IO binding ran; output stays on the GPU until copy_outputs_to_cpu()")
+else:
+    print("GPU IO binding skipped: this onnxruntime build has no CUDAExecutionProvider "
+          "(install onnxruntime-gpu on a machine with an NVIDIA GPU)")
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+plain = option_runners[f"{n_threads} threads"]
+io_cmp = bench.compare({"run()": lambda: plain(x32_np), "run_with_iobinding()": lambda: sess.run_with_iobinding(binding)},
+                       batch_size=32, max_time_s=max_time_s / 2, min_repeats=5, warmup=2)
+print(io_cmp.table()[["median_ms"]].round(3).to_string(), "\nMeasured on:", bench.environment_line())
+
+# %% [markdown]
+# ## 5 · Quantization with ONNX Runtime
+# ### 5.1 Pre-processing
+# `quant_pre_process` (ORT's recommended first step, `ox.preprocess`) runs symbolic shape inference
+# and ORT's basic optimizations, so the quantizer sees every tensor's shape and fuses what it should.
+# The recipes call it themselves; here it is once, by hand:
+
+# %%
+cnn_pre = ox.preprocess(cnn_onnx, out / "resnet_cnn.pre.onnx", overwrite=True)
+print(f"ResNetCNN: {ox.inspect(cnn_onnx).node_count} -> {ox.inspect(cnn_pre).node_count} nodes after pre-processing")
+
+# %% [markdown]
+# ### 5.2 Static QDQ for the CNN
+# **Static** quantization fixes activation scales ahead of time from **calibration** data (images of
+# the calibration split, never the test split). A `CalibrationDataReader` feeds them to ORT: it
+# returns one `{input name: batch}` dict per call and `None` when done.
+#
+# **Exercise 2.** Write the reader: `ArrayReader(x, batch_size, input_name)`.
+
+# %%
+from onnxruntime.quantization import CalibrationDataReader  # noqa: E402
+
+
+class ArrayReader(CalibrationDataReader):
+    def __init__(self, x, batch_size, input_name):
+        # YOUR CODE HERE
+        raise NotImplementedError
+
+    def get_next(self):
+        # YOUR CODE HERE
+        raise NotImplementedError
+
+
+exercises_onnx.check_calibration_reader(ArrayReader);
+
+# %% [markdown]
+# <details><summary>Reference solution</summary>
+#
+# ```python
+# class ArrayReader(CalibrationDataReader):
+#     def __init__(self, x, batch_size, input_name):
+#         self.batches = [x[i:i + batch_size].astype(np.float32) for i in range(0, len(x), batch_size)]
+#         self.input_name, self.position = input_name, 0
+#
+#     def get_next(self):
+#         if self.position >= len(self.batches):
+#             return None
+#         self.position += 1
+#         return {self.input_name: self.batches[self.position - 1]}
+# ```
+# (`ox.calibration_reader` builds one from a list of arrays or dicts, and refuses an empty one.)
+# </details>
+#
+# The QDQ format inserts `QuantizeLinear`/`DequantizeLinear` pairs around each quantized operator;
+# ORT fuses each pattern into an int8 kernel. Each pair computes `(clip(round(x/s) + z) - z) * s`.
+#
+# **Exercise 3.** Write `fake_quantize(x, scale, zero_point)` (uint8): the checker compares it with ORT
+# running a real QuantizeLinear → DequantizeLinear graph.
+
+# %%
+def fake_quantize(x, scale, zero_point):
+    # YOUR CODE HERE
+    raise NotImplementedError
+
+
+exercises_onnx.check_fake_quantize(fake_quantize);
+
+# %% [markdown]
+# <details><summary>Reference solution</summary>
+#
+# ```python
+# def fake_quantize(x, scale, zero_point):
+#     q = np.clip(np.rint(x / scale) + zero_point, 0, 255)   # rint: round half to even, as ONNX does
+#     return (q - zero_point) * scale
+# ```
+# </details>
+#
+# Now the CNN, per-channel weight scales, uint8 activations with int8 weights (**U8S8**), min-max
+# calibration on `calibration_batches` x 32 images, and the variants worth comparing: the other
+# calibration methods, per-tensor weights, int8 activations (**S8S8**, ORT's documented default), the
+# older **QOperator** format (`QLinearConv` nodes), and **dynamic** quantization applied to the CNN.
+# Each static variant is scored on `test_samples` test images against the fp32 model in ORT.
+
+# %%
+calib_x = np.array(fmnist.calib.x[:32 * calibration_batches])
+calib = [calib_x[i:i + 32] for i in range(0, len(calib_x), 32)]
+eval_x, eval_y = x_test[:test_samples], y_test[:test_samples]
+fp32_runner = ox.Runner(cnn_onnx, threads=n_threads)
+
+
+def accuracy(run, x, y, batch=500):
+    return float(np.mean(np.concatenate([run(x[i:i + batch]).argmax(1) for i in range(0, len(x), batch)]) == y))
+
+
+cnn_variants = {
+    "QDQ U8S8 per-channel, min-max": dict(),
+    "QDQ U8S8 per-channel, entropy": dict(method="entropy"),
+    "QDQ U8S8 per-channel, percentile": dict(method="percentile"),
+    "QDQ U8S8 per-tensor, min-max": dict(per_channel=False),
+    "QDQ S8S8 per-channel, min-max": dict(activation_type="int8"),
+    "QOperator U8S8 per-channel": dict(quant_format="qoperator"),
+}
+cnn_int8 = {}
+for name, kw in cnn_variants.items():
+    fname = name.lower().replace(",", "").replace(" ", "_").replace("-", "") + ".onnx"
+    cnn_int8[name] = ox.quantize_static(cnn_pre, out / fname, calib, preprocess=False, overwrite=True, **kw)
+
+fp32_acc = accuracy(fp32_runner, eval_x, eval_y)
+fp32_size = ox.inspect(cnn_onnx).size_bytes
+print(f"{'fp32 (ORT)':<36} accuracy {100 * fp32_acc:.2f} %   {fp32_size / 1e6:.2f} MB")
+cnn_quality = {}
+for name, path in cnn_int8.items():
+    runner = ox.Runner(path, threads=n_threads)
+    acc = accuracy(runner, eval_x, eval_y)
+    p = verify.compare_outputs(fp32_runner(eval_x[:500]), runner(eval_x[:500]))
+    cnn_quality[name] = (acc, p.sqnr_db)
+    print(f"{name:<36} accuracy {100 * acc:.2f} % ({100 * (acc - fp32_acc):+.2f})   SQNR {p.sqnr_db:4.1f} dB   "
+          f"{ox.inspect(path).size_bytes / 1e6:.2f} MB ({fp32_size / ox.inspect(path).size_bytes:.2f}x smaller)")
+# dynamic quantization of the convs: so slow (next cell) that it is checked on 100 images only
+cnn_int8["dynamic (ConvInteger)"] = ox.quantize_dynamic(cnn_onnx, out / "resnet_cnn.dynamic.onnx", overwrite=True)
+p = verify.compare_outputs(fp32_runner(eval_x[:100]), ox.Runner(cnn_int8["dynamic (ConvInteger)"])(eval_x[:100]))
+print(f"{'dynamic (ConvInteger)':<36} SQNR {p.sqnr_db:4.1f} dB on 100 images, "
+      f"{fp32_size / ox.inspect(cnn_int8['dynamic (ConvInteger)']).size_bytes:.2f}x smaller")
+
+# %% [markdown]
+# All keep the accuracy within a fraction of a point here, and all are about 3.7x smaller (int8 weights
+# plus fp32 scales and biases). **Calibration methods:** min-max keeps every activation seen;
+# entropy (KL divergence, TensorRT's classic method) and percentile clip rare large values to resolve
+# the common ones more finely. On post-ReLU activations of a small CNN, clipping costs more than it
+# gains (lower SQNR); on activations with long tails (transformers), it can be the other way round.
+# A trap found on the way: ORT 1.32's `quantize_static` builds its entropy calibrator with 128
+# histogram bins for 128 quantized bins, which leaves exactly one candidate threshold, the full range.
+# "Entropy" then silently equals min-max; `ox.quantize_static` calibrates the entropy ranges itself
+# with finer histograms and hands them to ORT as a calibration cache.
+#
+# Accuracy is not the whole story. The same comparison for speed, at batch 32:
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+speed_variants = ["QDQ U8S8 per-channel, min-max", "QDQ S8S8 per-channel, min-max", "QOperator U8S8 per-channel",
+                  "dynamic (ConvInteger)"]
+int8_runners = {name: ox.Runner(cnn_int8[name], threads=n_threads) for name in speed_variants}
+fmt_cmp = bench.compare({"fp32": lambda: fp32_runner(x32_np),
+                         **{n: (lambda r=r: r(x32_np)) for n, r in int8_runners.items()}},
+                        batch_size=32, max_time_s=max_time_s, min_repeats=5, warmup=2)
+for name in ["fp32"] + speed_variants:
+    print(f"{name:<34} {fmt_cmp[name].median_ms:8.2f} ms   {fmt_cmp.ratio('fp32', name):5.2f}x fp32's speed")
+print("Measured on:", bench.environment_line())
+print("ops in the dynamic model:", {k: v for k, v in ox.inspect(cnn_int8["dynamic (ConvInteger)"]).op_counts.items()
+                                    if "Integer" in k or "Dynamic" in k})
+
+# %% [markdown]
+# **Why some int8 models are slower than fp32 on x86** (read the ratios above):
+# - **Dynamic quantization of convolutions** emits `ConvInteger`: ORT quantizes each activation at run
+#   time, runs an integer convolution without the fused, blocked kernels its fp32 path has, then
+#   converts back. It is the slowest variant by far. Dynamic quantization is for MatMul-heavy models.
+# - **S8S8** (int8 activations): x86's int8 dot-product instructions (`vpmaddubsw`, VNNI's `vpdpbusd`)
+#   multiply *unsigned* by *signed* bytes. With signed activations MLAS has to shift them into the
+#   unsigned range and correct the result, or fall back to slower paths; U8S8 maps straight onto the
+#   instruction. ORT documents S8S8 as the default because it is best on ARM and for accuracy
+#   in some models, so measure on the target.
+# - **QOperator vs QDQ**: on this CNN both reach ORT's int8 convolution kernels; which of the two was
+#   faster changed between our runs on this shared machine, so choose on portability, not speed.
+#   QOperator hard-codes quantized operators (`QLinearConv`, `QLinearAdd`...):
+#   an operator without a `QLinear*` version stays float with conversions around it, and few other
+#   runtimes read the format. QDQ is what TensorRT, QNN and OpenVINO read and where ORT's newer
+#   fusions land: prefer it.
+#
+# ### 5.3 Which layer hurts? (`qdq_loss_debug`)
+# `ox.layer_errors` runs the fp32 and the QDQ model on calibration batches with every intermediate
+# tensor exposed (ORT's `qdq_loss_debug`) and ranks tensors by SQNR, worst first:
+
+# %%
+worst_layers = ox.layer_errors(cnn_pre, cnn_int8["QDQ U8S8 per-channel, min-max"], calib[:2], top=5)
+for tensor, db in worst_layers:
+    print(f"{tensor:<14} SQNR {db:5.1f} dB")
+
+# %% [markdown]
+# Errors accumulate along the network: the last residual stage and the tensors right after
+# residual adds sit at the bottom. Here every tensor keeps more than ~20 dB (a good int8 model); a
+# layer far below the rest is the one to keep in float with `nodes_to_exclude=[...]`, or to give
+# another calibration method.
+#
+# ### 5.4 Dynamic int8 for the transformer
+# For MiniLM the work is in 36 large `MatMul`s: dynamic quantization stores their weights in int8
+# and quantizes activations per batch at run time (`MatMulInteger`). Its quality is measured
+# **downstream**: a logistic regression trained on fp32 embeddings of `minilm_train` training snippets
+# scores each variant's embeddings of `minilm_test` test snippets. Per-tensor weight scales are
+# compared with per-channel ones.
+
+# %%
+from sklearn.linear_model import LogisticRegression  # noqa: E402
+
+mini_dyn = {
+    "int8 dynamic, per-tensor": ox.quantize_dynamic(mini_export.path, out / "minilm.dynamic.onnx", overwrite=True),
+    "int8 dynamic, per-channel": ox.quantize_dynamic(mini_export.path, out / "minilm.dynamic_pc.onnx",
+                                                     per_channel=True, overwrite=True),
+}
+mini_fp32_runner = ox.Runner(mini_export.path, threads=n_threads)
+
+
+def encode(runner):
+    return lambda ids, mask: runner(ids.numpy(), mask.numpy())
+
+
+def embeddings(runner, texts):
+    return zoo.embed(encode(runner), tokenizer, texts, batch_size=32, max_length=minilm_max_length)
+
+
+train_texts, test_texts = text.texts["train"][:minilm_train], text.texts["test"][:minilm_test]
+y_mini_train, y_mini_test = np.array(text.train.y[:minilm_train]), np.array(text.test.y[:minilm_test])
+clf = LogisticRegression(max_iter=2000).fit(embeddings(mini_fp32_runner, train_texts), y_mini_train)
+mini_emb = {"fp32 (ORT)": embeddings(mini_fp32_runner, test_texts)}
+mini_emb |= {name: embeddings(ox.Runner(path, threads=n_threads), test_texts) for name, path in mini_dyn.items()}
+mini_acc = {}
+mini_size = {"fp32 (ORT)": ox.inspect(mini_export.path).size_bytes} | {n: ox.inspect(p).size_bytes for n, p in mini_dyn.items()}
+for name, emb in mini_emb.items():
+    mini_acc[name] = clf.score(emb, y_mini_test)
+    cos = float(np.min(np.sum(emb * mini_emb["fp32 (ORT)"], axis=1)))
+    print(f"{name:<26} downstream accuracy {100 * mini_acc[name]:.1f} %   SQNR vs fp32 "
+          f"{verify.sqnr(mini_emb['fp32 (ORT)'], emb):5.1f} dB   lowest cosine {cos:.3f}   "
+          f"{mini_size[name] / 1e6:.1f} MB")
+
+# %% [markdown]
+# Per-tensor weight scales cost a lot of SQNR on BERT: a few output channels of each weight matrix
+# are much larger than the rest, and one scale for the whole matrix spends the int8 range on them.
+# Per-channel scales recover 7 dB, so the per-channel model is the one we keep. The downstream
+# accuracies differ by about a point either way: with a few hundred test snippets one snippet is a
+# third of a point and the standard error is about 2.5 points, so those differences are noise; the
+# SQNR and the cosine similarity are the sharper measure of what quantization changed.
+
+# %%
+mini_int8 = mini_dyn["int8 dynamic, per-channel"]
+mini_drop = 100 * (mini_acc["fp32 (ORT)"] - mini_acc["int8 dynamic, per-channel"])
+notebook.headline("MiniLM ORT dynamic int8 (per-channel): downstream accuracy drop", mini_drop, "points", fmt=".1f",
+                  note=f"target <= 1.5: {'met' if mini_drop <= 1.5 else 'MISSED'}; {len(test_texts)} test snippets, "
+                       f"one snippet = {100 / len(test_texts):.2f} points")
+
+# %% [markdown]
+# ## 6 · From TensorFlow: tf2onnx
+# A small Keras 3 CNN trained on the digits data set, converted with tf2onnx. `tf2onnx.convert.from_keras`
+# fails on Keras 3 models (it expects Keras 2 internals); wrapping the model in a `tf.function` with
+# an explicit input signature and calling `from_function` works (`ox.from_tensorflow` does that).
+
+# %%
+from optkit import tf as otf  # noqa: E402
+
+tf = otf.import_tensorflow(threads=n_threads)
+import keras  # noqa: E402
+import tf2onnx  # noqa: E402
+
+digits = data.digits()
+d_xtr, d_ytr = otf.nhwc(np.array(digits.train.x)), np.array(digits.train.y)
+d_xte, d_yte = otf.nhwc(np.array(digits.test.x)), np.array(digits.test.y)
+keras.utils.set_random_seed(0)
+kmodel = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(16, 3, activation="relu"),
+                           keras.layers.Flatten(), keras.layers.Dense(10)])
+kmodel.compile(optimizer=keras.optimizers.Adam(1e-2), metrics=["accuracy"],
+               loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+kmodel.fit(d_xtr, d_ytr, epochs=5, batch_size=64, verbose=0)
+keras_acc = float(np.mean(kmodel.predict(d_xte, verbose=0).argmax(1) == d_yte))
+try:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tf2onnx.convert.from_keras(kmodel, output_path=str(out / "digits_from_keras.onnx"))
+except Exception as exc:
+    print(f"tf2onnx.convert.from_keras on a Keras {keras.__version__} model: {type(exc).__name__}: {exc}")
+keras_onnx = ox.from_tensorflow(kmodel, out / "digits_keras.onnx", overwrite=True)
+print(ox.inspect(keras_onnx))
+keras_parity = ox.verify(lambda x: kmodel(x, training=False).numpy(), keras_onnx, d_xte)
+onnx_acc = float(np.mean(ox.Runner(keras_onnx)(d_xte).argmax(1) == d_yte))
+print(f"Keras accuracy {100 * keras_acc:.2f} %, ONNX accuracy {100 * onnx_acc:.2f} %, top-1 agreement "
+      f"{100 * keras_parity.top1_agreement:.0f} %, max abs error <= 1e-4: {keras_parity.max_abs <= 1e-4}")
+
+# %% [markdown]
+# ## 7 · When it goes wrong
+# ### 7.1 A dynamic-shape export that fails
+# Two models that look harmless. The first builds a tensor with a literal batch size (a constant from
+# a training script); the second branches on the data.
+
+# %%
+class FixedBatchHead(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(784, 10)
+        self.batch_size = 32  # "the" batch size, from the training config
+
+    def forward(self, x):
+        bias = torch.zeros(self.batch_size, 10)  # fixes the batch at 32
+        return self.fc(x.flatten(1)) + bias
+
+
+class DataDependent(torch.nn.Module):
+    def forward(self, x):
+        if x.mean() > 0.5:  # Python control flow on a tensor's value
+            return x.flatten(1) * 2
+        return x.flatten(1)
+
+
+try:
+    ox.export(FixedBatchHead(), x32, out / "fixed_batch.onnx", overwrite=True)
+except verify.ParityError as exc:
+    print("ParityError:", exc.failures[0])
+print("dimension 0 in the file:", ox.inspect(out / "fixed_batch.onnx").inputs[0])
+
+# %% [markdown]
+# The dynamo exporter did not fail: `torch.export` saw `torch.zeros(32, 10) + y` force the batch to
+# 32, specialized it, and wrote a fixed-batch model, silently. `ox.export` catches it by looking at
+# the file's input shape (and by running a batch size the exporter never saw). The fix is in the
+# model: build such tensors from the input (`torch.zeros(x.shape[0], 10)`, or shape `(1, 10)` and let
+# broadcasting do the rest); or export with `dynamic_batch=False` if one batch size is all you need.
+#
+# The second model makes `torch.export` fail outright (a guard on a data-dependent value). With
+# `fallback=True` `ox.export` retries with the **legacy TorchScript exporter** and records why:
+
+# %%
+fallback = ox.export(DataDependent(), x32, out / "data_dependent.onnx", overwrite=True)
+print(f"exporter used: {fallback.exporter} (opset {fallback.opset})")
+for w in fallback.warnings:
+    print(" -", w[:230])
+
+# %% [markdown]
+# Read the last warning: the legacy exporter *traces* the model with the example input, so the `if`
+# was evaluated once and only the branch taken is in the file. The DeprecationWarning says the legacy
+# exporter is going away. Treat the fallback as a stopgap: the file computes `x * 2` for every input
+# now. The real fixes are `torch.cond` (control flow that `torch.export` captures), or moving the
+# branch out of the model. `fallback=False` makes the failure an error instead:
+
+# %%
+try:
+    ox.export(DataDependent(), x32, out / "data_dependent_strict.onnx", fallback=False, overwrite=True)
+except OptkitError as exc:
+    print("OptkitError:", str(exc)[:300])
+
+# %% [markdown]
+# ### 7.2 An int8 model slower than fp32 on x86
+# Section 5.2 measured it: dynamic quantization of a CNN (`ConvInteger`) and, on this CPU, S8S8 QDQ.
+# The rule: on x86 use **static QDQ, U8S8, per-channel** for convolutions; **dynamic** only for
+# MatMul-heavy models; and time the result, because the fastest format depends on the CPU.
+#
+# ### 7.3 int8 results that differ between CPUs (VNNI or not)
+# The same U8S8 model can give different outputs on two x86 CPUs. Without VNNI, the int8 kernel
+# uses `vpmaddubsw`, which adds each *pair* of u8 x s8 products into a **saturating int16**:
+# 255 x 127 + 255 x 127 = 64,770 does not fit in 32,767. VNNI's `vpdpbusd` accumulates in int32 and
+# never saturates. `ox.u8s8_matmul` computes both ways; ORT on this CPU, running a single
+# `MatMulInteger` node with extreme values, tells which one it is:
+
+# %%
+from onnx import TensorProto, helper  # noqa: E402
+
+rng = np.random.default_rng(0)
+a_u8 = rng.integers(200, 256, (4, 64)).astype(np.uint8)       # large activations
+w_s8 = rng.integers(100, 128, (64, 8)).astype(np.int8)       # large weights of one sign
+graph = helper.make_graph([helper.make_node("MatMulInteger", ["a", "w"], ["y"])], "mmi",
+                          [helper.make_tensor_value_info("a", TensorProto.UINT8, [4, 64]),
+                           helper.make_tensor_value_info("w", TensorProto.INT8, [64, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.INT32, [4, 8])])
+mmi = ort.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString(),
+                           providers=["CPUExecutionProvider"])
+ort_result = mmi.run(None, {"a": a_u8, "w": w_s8})[0]
+exact, saturated = ox.u8s8_matmul(a_u8, w_s8), ox.u8s8_matmul(a_u8, w_s8, vnni=False)
+has_vnni = bool(env["cpu_flags"].get("avx512_vnni") or env["cpu_flags"].get("avx_vnni"))
+print(f"this CPU has VNNI: {has_vnni}")
+print(f"ORT equals the exact int32 result: {np.array_equal(ort_result, exact)}; "
+      f"equals the saturating (non-VNNI) result: {np.array_equal(ort_result, saturated)}")
+print(f"on a CPU without VNNI the first output would be {saturated[0, 0]:,} instead of {exact[0, 0]:,} "
+      f"({100 * (saturated[0, 0] / exact[0, 0] - 1):+.1f} %)")
+w7 = (w_s8 // 2).astype(np.int8)  # reduce_range: 7-bit weights
+print(f"with 7-bit weights (ORT's reduce_range=True) both agree: "
+      f"{np.array_equal(ox.u8s8_matmul(a_u8, w7), ox.u8s8_matmul(a_u8, w7, vnni=False))}")
+
+# %% [markdown]
+# Real activations and weights rarely line up like this, so the effect is usually a few changed
+# outputs, not a broken model; it is enough to make a parity test pass on one machine and fail on
+# another. Quantize with `reduce_range=True` (or use S8S8) when the model will run on x86 CPUs
+# without VNNI, and run `ox.verify` on the deployment hardware.
+#
+# ### 7.4 Bad inputs, clear errors
+# A file that is not ONNX, an input of the wrong rank or dtype, a calibration reader that yields
+# nothing:
+
+# %%
+junk = out / "not_a_model.onnx"
+junk.write_bytes(b"GIF89a this is a picture, not a model")
+for attempt in (lambda: ox.Runner(junk),
+                lambda: fp32_runner(x_test[0]),
+                lambda: fp32_runner(x_test[:2].astype(np.float64)),
+                lambda: ox.quantize_static(cnn_onnx, out / "empty_calib.onnx", [], overwrite=True)):
+    try:
+        attempt()
+    except OptkitError as exc:
+        print("OptkitError:", str(exc).replace(str(out.resolve()), "<output_dir>").replace(str(out), "<output_dir>")[:240])
+junk.unlink()
+
+# %% [markdown]
+# ## 8 · Summary
+# One interleaved comparison per model of every variant at batch 1 and batch 32: PyTorch eager
+# (default layout and `channels_last`, the faster fp32 layout for convs on this CPU), PyTorch compiled,
+# ORT fp32, ORT int8. Accuracy on the full 10,000-image test split for the CNN, downstream accuracy
+# for MiniLM.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+cnn_cl = copy.deepcopy(cnn).to(memory_format=torch.channels_last)
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    cnn_compiled = torch.compile(copy.deepcopy(cnn))
+qdq_runner = ox.Runner(cnn_int8["QDQ U8S8 per-channel, min-max"], threads=n_threads)
+inputs = {1: x1, 32: x32}
+inputs_np = {bs: x.numpy() for bs, x in inputs.items()}
+inputs_cl = {bs: x.to(memory_format=torch.channels_last) for bs, x in inputs.items()}
+
+
+def torch_fn(model, xs):
+    def run():
+        with torch.inference_mode():
+            return model(xs)
+    return run
+
+
+cnn_fns = {bs: {"PyTorch eager fp32": torch_fn(cnn, inputs[bs]),
+                "PyTorch eager fp32 channels_last": torch_fn(cnn_cl, inputs_cl[bs]),
+                "PyTorch compiled fp32": torch_fn(cnn_compiled, inputs[bs]),
+                "ORT fp32": lambda bs=bs: fp32_runner(inputs_np[bs]),
+                "ORT int8 QDQ U8S8": lambda bs=bs: qdq_runner(inputs_np[bs])} for bs in (1, 32)}
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    cnn_cmp = {bs: bench.compare(fns, batch_size=bs, max_time_s=max_time_s) for bs, fns in cnn_fns.items()}
+cnn_acc = {"PyTorch eager fp32": models.evaluate(cnn, fmnist).accuracy}
+cnn_acc["PyTorch eager fp32 channels_last"] = cnn_acc["PyTorch compiled fp32"] = cnn_acc["PyTorch eager fp32"]
+cnn_acc["ORT fp32"] = accuracy(fp32_runner, x_test, y_test)
+cnn_acc["ORT int8 QDQ U8S8"] = accuracy(qdq_runner, x_test, y_test)
+cnn_sizes = {"PyTorch eager fp32": oio.model_size(cnn), "ORT fp32": oio.file_size(cnn_onnx),
+             "ORT int8 QDQ U8S8": oio.file_size(cnn_int8["QDQ U8S8 per-channel, min-max"])}
+cnn_sizes["PyTorch eager fp32 channels_last"] = cnn_sizes["PyTorch compiled fp32"] = cnn_sizes["PyTorch eager fp32"]
+cnn_records = [record.Record.from_measurement(
+    cnn_cmp[32][name], name=name, technique=name.split(" ", 1)[1], runtime=name.split(" ")[0],
+    size_bytes=cnn_sizes[name], accuracy=cnn_acc[name], env=env,
+    extra={"latency_b1_ms": cnn_cmp[1][name].median_ms}) for name in cnn_fns[32]]
+record.save_records(cnn_records, out / "cnn_records.json")
+cnn_table = report.table(cnn_records, baseline="PyTorch eager fp32")
+cnn_table["latency_b1_ms"] = [r.extra["latency_b1_ms"] for r in cnn_records]
+print("ResNetCNN, Fashion-MNIST (10,000 test images) | latency_ms and speedup at batch 32 |",
+      bench.environment_line())
+cnn_table[["latency_ms", "latency_b1_ms", "speedup", "size_mb", "size_ratio", "accuracy", "acc_delta"]].round(3)
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+mini_runners = {"ORT fp32": mini_fp32_runner, "ORT int8 dynamic": ox.Runner(mini_int8, threads=n_threads)}
+mini_inputs = {}
+for bs in (1, 32):
+    i_, m_, _ = zoo.tokenize_fixed(tokenizer, test_texts[:bs], max_length=minilm_max_length)
+    mini_inputs[bs] = (i_, m_, i_.numpy(), m_.numpy())
+mini_fns = {bs: {"PyTorch eager fp32": torch_fn(lambda t: encoder(*t), mini_inputs[bs][:2]),
+                 "ORT fp32": lambda bs=bs: mini_fp32_runner(*mini_inputs[bs][2:]),
+                 "ORT int8 dynamic": lambda bs=bs: mini_runners["ORT int8 dynamic"](*mini_inputs[bs][2:])}
+            for bs in (1, 32)}
+mini_cmp = {bs: bench.compare(fns, batch_size=bs, max_time_s=max_time_s) for bs, fns in mini_fns.items()}
+mini_accs = {"PyTorch eager fp32": mini_acc["fp32 (ORT)"], "ORT fp32": mini_acc["fp32 (ORT)"],
+             "ORT int8 dynamic": mini_acc["int8 dynamic, per-channel"]}
+mini_sizes = {"PyTorch eager fp32": oio.model_size(encoder), "ORT fp32": oio.file_size(mini_export.path),
+              "ORT int8 dynamic": oio.file_size(mini_int8)}
+mini_records = [record.Record.from_measurement(
+    mini_cmp[32][name], name=f"MiniLM {name}", technique=name.split(" ", 1)[1], runtime=name.split(" ")[0],
+    size_bytes=mini_sizes[name], accuracy=mini_accs[name], env=env,
+    extra={"latency_b1_ms": mini_cmp[1][name].median_ms}) for name in mini_fns[32]]
+record.save_records(mini_records, out / "minilm_records.json")
+mini_table = report.table(mini_records, baseline="MiniLM PyTorch eager fp32")
+mini_table["latency_b1_ms"] = [r.extra["latency_b1_ms"] for r in mini_records]
+print(f"MiniLM, {minilm_max_length} tokens, downstream accuracy on {len(test_texts)} snippets | latency_ms and "
+      "speedup at batch 32 |", bench.environment_line())
+mini_table[["latency_ms", "latency_b1_ms", "speedup", "size_mb", "size_ratio", "accuracy", "acc_delta"]].round(3)
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+eff_runner = ox.Runner(eff_export.path, threads=n_threads)
+img1 = images[:1]
+eff_cmp = bench.compare({"PyTorch eager fp32": torch_fn(effnet, torch.from_numpy(img1)),
+                         "ORT fp32": lambda: eff_runner(img1)}, batch_size=1, max_time_s=max_time_s)
+print(eff_cmp.table()[["median_ms", "speedup"]].round(2).to_string())
+
+best_eager_b1 = min(cnn_cmp[1]["PyTorch eager fp32"].median_ms, cnn_cmp[1]["PyTorch eager fp32 channels_last"].median_ms)
+targets = [
+    ("CNN: ORT fp32 at least as fast as eager PyTorch fp32 at batch 1",
+     best_eager_b1 / cnn_cmp[1]["ORT fp32"].median_ms, 1.0, "x"),
+    ("EfficientNet-Lite0: ORT fp32 at least as fast as eager PyTorch at batch 1",
+     eff_cmp.ratio("PyTorch eager fp32", "ORT fp32"), 1.0, "x"),
+    ("CNN: ORT int8 QDQ >= 1.8x ORT fp32 at batch 32",
+     cnn_cmp[32].ratio("ORT fp32", "ORT int8 QDQ U8S8"), 1.8, "x"),
+    ("CNN: ORT int8 QDQ accuracy drop <= 1 point",
+     100 * (cnn_acc["ORT fp32"] - cnn_acc["ORT int8 QDQ U8S8"]), 1.0, "points"),
+    ("CNN: ORT int8 QDQ file >= 3.5x smaller", cnn_sizes["ORT fp32"] / cnn_sizes["ORT int8 QDQ U8S8"], 3.5, "x"),
+    ("MiniLM: ORT int8 dynamic >= 1.5x ORT fp32 at batch 32",
+     mini_cmp[32].ratio("ORT fp32", "ORT int8 dynamic"), 1.5, "x"),
+    ("MiniLM: ORT int8 dynamic downstream accuracy drop <= 1.5 points", mini_drop, 1.5, "points"),
+    ("fp32 export parity: max abs error <= 1e-4", worst, 1e-4, "max abs"),
+]
+for label, value, bound, unit in targets:
+    ok = value >= bound if unit == "x" else value <= bound
+    print(f"{'met   ' if ok else 'MISSED'} {label}: measured {value:.3g} {unit}")
+print("Measured on:", bench.environment_line())
+notebook.headline("CNN ORT int8 QDQ speed-up over ORT fp32 at batch 32",
+                  cnn_cmp[32].ratio("ORT fp32", "ORT int8 QDQ U8S8"), "x", fmt=".2f", note=bench.environment_line())
+notebook.headline("MiniLM ORT int8 dynamic speed-up over ORT fp32 at batch 32",
+                  mini_cmp[32].ratio("ORT fp32", "ORT int8 dynamic"), "x", fmt=".2f", note=bench.environment_line())
+
+# %% [markdown]
+# **Reading the tables.** ORT fp32 beats eager PyTorch at batch 1 mostly on overhead: one C++ call for
+# the whole graph instead of one Python dispatch per layer, with fused kernels. At batch 32 the work
+# dominates, and `channels_last` or `torch.compile` narrow the gap. int8 QDQ is the only variant
+# that is both smaller and faster than every fp32 one on the CNN; on MiniLM, dynamic int8 pays at
+# batch 32 where large MatMuls dominate. The speed-ups are timings: re-run the cell on your machine
+# before quoting them; accuracy and size are deterministic.
+#
+# ## Exercises
+# Exercises 1–3 are in sections 2 and 5. Two open questions:
+#
+# **4.** Quantize MiniLM statically (`ox.quantize_static` with calibration dicts of `input_ids` and
+# `attention_mask` from the training split). Is it faster than dynamic at batch 32, and what happens to
+# the downstream accuracy? (Hint: look at which operators got quantized with `ox.inspect`.)
+#
+# **5.** Re-run with `-p threads 1`. Which variant gains most from the second core, and why does
+# int8 gain less than fp32?
