@@ -34,7 +34,7 @@ from optkit.errors import OptkitError
 
 # %% tags=["parameters"]
 # Default parameters (papermill -p NAME VALUE overrides them; `make params NB=08` lists them)
-threads = None  # intra-op threads for torch and ONNX Runtime on the CPU; None = every core this process may use
+threads = None  # intra-op threads for torch and ONNX Runtime on the CPU; None: every core this process may use
 calibration_batches = 4  # batches of 32 calibration-split images (Q/DQ scales and the TensorRT calibrator)
 min_batch = 1  # smallest batch of the engines' optimization profile
 opt_batch = 32  # batch size TensorRT tunes its kernels for
