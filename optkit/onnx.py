@@ -540,8 +540,21 @@ def _export_dynamo(model, args, tmp: Path, in_names, out_names, dynamic_batch, o
     with warnings.catch_warnings(record=True) as caught, _quiet():
         warnings.simplefilter("always")
         program = torch.onnx.export(model, args, None, **kwargs)
+        _drop_stack_traces(program.model)
         program.save(str(tmp), external_data=external_data)
     notes += [f"{w.category.__name__}: {w.message}" for w in caught if _keep(str(w.message))]
+
+
+def _drop_stack_traces(model) -> None:
+    """Remove the exporter's per-node Python stack traces (``pkg.torch.onnx.stack_trace``).
+
+    They name files on the exporting machine (the checkout and venv paths), so the same model
+    exported from two folders gives two different files; nothing at inference reads them.
+    """
+    graphs = [model.graph, *getattr(model, "functions", {}).values()]
+    for graph in graphs:
+        for node in graph:
+            node.metadata_props.pop("pkg.torch.onnx.stack_trace", None)
 
 
 def _export_legacy(model, args, tmp: Path, in_names, out_names, dynamic_batch, opset, notes):

@@ -6,6 +6,7 @@ images. No wall-clock assertions: speed is measured in notebook 06, not here.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 import warnings
 
 import numpy as np
@@ -357,3 +358,15 @@ def test_exercise_checkers_accept_references_and_reject_mistakes(capsys):
     assert not ex.check_parity_metrics(unwritten)
     assert not ex.check_calibration_reader(lambda x, b, n: iter([x]))
     assert capsys.readouterr().out.count("✗") == 4
+
+
+def test_export_leaves_no_local_paths_in_the_file(tmp_path):
+    """The dynamo exporter records Python stack traces per node; export drops them."""
+    import onnx as onnx_lib
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU()).eval()
+    res = ox.export(model, torch.randn(2, 4), tmp_path / "m.onnx")
+    proto = onnx_lib.load(str(res.path))
+    keys = {p.key for n in proto.graph.node for p in n.metadata_props}
+    assert "pkg.torch.onnx.stack_trace" not in keys
+    assert str(Path(__file__).resolve().parent.parent) not in proto.SerializeToString().decode("latin-1")
