@@ -48,7 +48,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from optkit.errors import OptkitError, check_choice, check_path_exists
-from optkit.verify import Parity, ParityError, compare_outputs
+from optkit.verify import Parity, ParityError, compare_outputs, judge_parity
 
 __all__ = [
     "ExportResult",
@@ -902,18 +902,7 @@ def verify(reference: Callable, candidate, inputs, *, atol: float = 1e-4, max_re
     test_all = [np.concatenate([b[i] for b in tests]) for i in range(len(tests[0]))]
     parity = compare_outputs(ref_all if len(ref_all) > 1 else ref_all[0],
                              test_all if len(test_all) > 1 else test_all[0])
-    failures = []
-    if not parity.max_abs <= atol:
-        failures.append(f"max_abs {parity.max_abs:.3g} > atol {atol:.3g}")
-    if max_rel is not None and not parity.max_rel <= max_rel:
-        failures.append(f"max_rel {parity.max_rel:.3g} > {max_rel:.3g}")
-    if min_top1 is not None and parity.top1_agreement is not None and not parity.top1_agreement >= min_top1:
-        failures.append(f"top-1 agreement {100 * parity.top1_agreement:.2f} % < {100 * min_top1:.2f} %")
-    if min_sqnr_db is not None and not parity.sqnr_db >= min_sqnr_db:
-        failures.append(f"SQNR {parity.sqnr_db:.1f} dB < {min_sqnr_db:.1f} dB")
-    if failures:
-        raise ParityError(parity, failures)
-    return parity
+    return judge_parity(parity, atol=atol, max_rel=max_rel, min_top1=min_top1, min_sqnr_db=min_sqnr_db)
 
 
 # --------------------------------------------------------------------------- graph optimization

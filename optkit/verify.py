@@ -26,7 +26,7 @@ import numpy as np
 
 from optkit.errors import OptkitError
 
-__all__ = ["Parity", "ParityError", "sqnr", "compare_outputs", "check_parity", "compare_models"]
+__all__ = ["Parity", "ParityError", "sqnr", "compare_outputs", "check_parity", "judge_parity", "compare_models"]
 
 
 class ParityError(AssertionError):
@@ -187,10 +187,23 @@ def check_parity(ref, test, atol: float = 1e-4, min_top1: float | None = 1.0,
 
     Taught in 01_pytorch_inference_essentials.
     """
-    parity = compare_outputs(ref, test)
+    return judge_parity(compare_outputs(ref, test), atol=atol, min_top1=min_top1, min_sqnr_db=min_sqnr_db)
+
+
+def judge_parity(parity: Parity, atol: float = 1e-4, max_rel: float | None = None,
+                 min_top1: float | None = 1.0, min_sqnr_db: float | None = None) -> Parity:
+    """Return ``parity`` if it meets every given tolerance, else raise :class:`ParityError` listing each miss.
+
+    The tolerances of :func:`check_parity`, plus ``max_rel`` (largest relative error), applied
+    to a :class:`Parity` already computed (e.g. over batches by :func:`optkit.onnx.verify`).
+
+    Taught in 01_pytorch_inference_essentials.
+    """
     failures = []
     if not parity.max_abs <= atol:  # written so that NaN fails
         failures.append(f"max_abs {parity.max_abs:.3g} > atol {atol:.3g}")
+    if max_rel is not None and not parity.max_rel <= max_rel:
+        failures.append(f"max_rel {parity.max_rel:.3g} > {max_rel:.3g}")
     if min_top1 is not None and parity.top1_agreement is not None and not parity.top1_agreement >= min_top1:
         failures.append(f"top-1 agreement {100 * parity.top1_agreement:.2f} % < {100 * min_top1:.2f} %")
     if min_sqnr_db is not None and not parity.sqnr_db >= min_sqnr_db:

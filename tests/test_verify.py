@@ -95,3 +95,13 @@ def test_compare_models_runs_both():
     x = torch.rand(5, 4)
     parity = verify.compare_models(net, lambda t: net(t).numpy().astype(np.float16), x)
     assert 0 < parity.max_abs < 1e-2 and parity.top1_agreement == 1.0 and parity.n == 5
+
+
+def test_judge_parity_checks_relative_error_and_lists_every_miss():
+    ref = np.array([[1.0, 2.0], [3.0, 4.0]], dtype=np.float32)
+    test = ref * np.float32(1.1)  # 10 % off everywhere, same argmax
+    p = verify.compare_outputs(ref, test)
+    assert verify.judge_parity(p, atol=1.0, max_rel=0.2) is p
+    with pytest.raises(verify.ParityError) as err:
+        verify.judge_parity(p, atol=0.01, max_rel=0.05)
+    assert len(err.value.failures) == 2 and "max_rel" in err.value.failures[1]
