@@ -148,6 +148,14 @@ def _index_dtype(k: int) -> torch.dtype:
 class _Shared(nn.Module):
     """Shared-weight layers: a trainable codebook, fixed indices, and the layer's bias."""
 
+    def _dense_copy(self, out: nn.Module) -> nn.Module:
+        """Copy the decoded weight (and bias) into the ordinary layer ``out``; same train/eval mode."""
+        with torch.no_grad():
+            out.weight.copy_(self.weight)
+            if self.bias is not None:
+                out.bias.copy_(self.bias)
+        return out.train(self.training)
+
     def _empty(self, weight_shape: tuple[int, ...], k: int, bias: bool) -> None:
         self.k = _check_int("k", k)
         self.codebook = nn.Parameter(torch.zeros(self.k))
@@ -196,11 +204,7 @@ class SharedLinear(_Shared):
 
     def to_dense(self) -> nn.Linear:
         out = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
-        with torch.no_grad():
-            out.weight.copy_(self.weight)
-            if self.bias is not None:
-                out.bias.copy_(self.bias)
-        return out.train(self.training)
+        return self._dense_copy(out)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, k={self.k}, "
@@ -239,11 +243,7 @@ class SharedConv2d(_Shared):
     def to_dense(self) -> nn.Conv2d:
         out = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding,
                         self.dilation, self.groups, bias=self.bias is not None)
-        with torch.no_grad():
-            out.weight.copy_(self.weight)
-            if self.bias is not None:
-                out.bias.copy_(self.bias)
-        return out.train(self.training)
+        return self._dense_copy(out)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
