@@ -6,7 +6,7 @@ torch or onnxruntime. Used by every optkit module; taught nowhere in particular.
 """
 from __future__ import annotations
 
-__all__ = ["OptkitError", "check_choice", "check_range", "check_path_exists"]
+__all__ = ["OptkitError", "check_choice", "check_range", "check_path_exists", "check_destination"]
 
 
 def _short(value: object, limit: int = 80) -> str:
@@ -67,4 +67,22 @@ def check_path_exists(parameter: str, path) -> "os.PathLike":
             hint = f" (the folder {str(p.parent)!r} holds: {', '.join(near) or 'nothing'})"
         raise OptkitError(parameter, str(path), "no such file or folder" + hint,
                           "check the path, or create the file first")
+    return p
+
+
+def check_destination(path, *, overwrite: bool = False, parameter: str = "path") -> "os.PathLike":
+    """Check that an artifact may be written at ``path``; return it as an expanded ``Path``.
+
+    Refuses an existing ``path`` unless ``overwrite=True`` (a user's model is never replaced by
+    accident) and a ``path`` whose folder does not exist, each with one message naming
+    ``parameter``, the value and the fix. Every writer in optkit calls this before writing.
+    """
+    from pathlib import Path
+
+    p = Path(path).expanduser()
+    if p.exists() and not overwrite:
+        raise OptkitError(parameter, str(p), "already exists", "pass overwrite=True to replace it, or choose a new name")
+    if not p.parent.is_dir():
+        raise OptkitError(parameter, str(p), f"its folder {str(p.parent)!r} does not exist",
+                          "create the folder first (Path(...).mkdir(parents=True))")
     return p

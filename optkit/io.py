@@ -31,7 +31,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from optkit.errors import OptkitError, check_path_exists
+from optkit.errors import OptkitError, check_destination, check_path_exists
 
 __all__ = [
     "atomic_write",
@@ -73,12 +73,7 @@ def atomic_write(path: str | os.PathLike, overwrite: bool = False) -> Iterator[P
 
     Taught in 00_measure_first.
     """
-    path = Path(path).expanduser()
-    if path.exists() and not overwrite:
-        raise OptkitError("path", str(path), "already exists", "pass overwrite=True to replace it, or choose a new name")
-    if not path.parent.is_dir():
-        raise OptkitError("path", str(path), f"its folder {str(path.parent)!r} does not exist",
-                          "create the folder first (Path(...).mkdir(parents=True))")
+    path = check_destination(path, overwrite=overwrite)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)

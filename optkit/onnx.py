@@ -47,7 +47,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from optkit.errors import OptkitError, check_choice, check_path_exists
+from optkit.errors import OptkitError, check_choice, check_destination, check_path_exists
 from optkit.verify import Parity, ParityError, compare_outputs, judge_parity
 
 __all__ = [
@@ -283,12 +283,7 @@ def _check_dst(path: Any, parameter: str = "path", overwrite: bool = False) -> P
     if p.suffix.lower() != ".onnx":
         raise OptkitError(parameter, str(path), "must end in .onnx",
                           f"use {p.with_suffix('.onnx').name!r}")
-    if p.exists() and not overwrite:
-        raise OptkitError(parameter, str(p), "already exists", "pass overwrite=True to replace it, or choose a new name")
-    if not p.parent.is_dir():
-        raise OptkitError(parameter, str(p), f"its folder {str(p.parent)!r} does not exist",
-                          "create the folder first (Path(...).mkdir(parents=True))")
-    return p
+    return check_destination(p, overwrite=overwrite, parameter=parameter)
 
 
 def _check_src(path: Any, parameter: str = "src") -> Path:

@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from optkit.errors import OptkitError, check_choice, check_path_exists
+from optkit.errors import OptkitError, check_choice, check_destination, check_path_exists
 
 __all__ = [
     "TensorRTUnavailable",
@@ -194,9 +194,7 @@ def build_engine(onnx_path, engine_path, *, precision: str = "fp32", min_batch: 
     trt = require()
     check_choice("precision", precision, PRECISIONS)
     src = check_path_exists("onnx_path", onnx_path)
-    dst = Path(engine_path).expanduser()
-    if dst.exists() and not overwrite:
-        raise OptkitError("engine_path", str(dst), "already exists", "pass overwrite=True, or choose a new name")
+    dst = check_destination(engine_path, overwrite=overwrite, parameter="engine_path")
     if not (isinstance(min_batch, int) and isinstance(opt_batch, int) and isinstance(max_batch, int)
             and 1 <= min_batch <= opt_batch <= max_batch):
         raise OptkitError("opt_batch", (min_batch, opt_batch, max_batch), "must satisfy 1 <= min <= opt <= max",

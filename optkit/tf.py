@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from optkit.errors import OptkitError, check_choice, check_range
+from optkit.errors import OptkitError, check_choice, check_destination, check_range
 
 __all__ = [
     "VARIANTS",
@@ -648,12 +648,7 @@ def export_saved_model(model, path: str | os.PathLike, *, overwrite: bool = Fals
     flavour = keras_flavour(model)
     if flavour is None:
         raise OptkitError("model", type(model).__name__, "is not a Keras model", "pass a keras or tf_keras model")
-    path = Path(path).expanduser()
-    if path.exists() and not overwrite:
-        raise OptkitError("path", str(path), "already exists", "pass overwrite=True to replace it, or choose a new name")
-    if not path.parent.is_dir():
-        raise OptkitError("path", str(path), f"its folder {str(path.parent)!r} does not exist",
-                          "create the folder first (Path(...).mkdir(parents=True))")
+    path = check_destination(path, overwrite=overwrite)
     shape, dtype = _input_spec(model)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
@@ -796,9 +791,7 @@ def to_tflite(model, path: str | os.PathLike, *, variant: str = "float32", repre
 
     tf = import_tensorflow()
     check_choice("variant", variant, VARIANTS)
-    path = Path(path).expanduser()
-    if path.exists() and not overwrite:
-        raise OptkitError("path", str(path), "already exists", "pass overwrite=True to replace it, or choose a new name")
+    path = check_destination(path, overwrite=overwrite)
     p_saved = None
     if isinstance(model, (str, os.PathLike)):
         src = Path(model).expanduser()

@@ -24,6 +24,20 @@ def _leftovers(folder) -> list[str]:
 
 # --------------------------------------------------------------------------- atomic writes
 
+def test_check_destination_refuses_existing_files_and_missing_folders(tmp_path):
+    from optkit.errors import check_destination
+
+    existing = tmp_path / "model.onnx"
+    existing.write_bytes(b"user's model")
+    with pytest.raises(OptkitError, match=r"engine_path=.*already exists.*overwrite=True"):
+        check_destination(existing, parameter="engine_path")
+    assert check_destination(existing, overwrite=True) == existing
+    with pytest.raises(OptkitError, match="does not exist.*mkdir"):
+        check_destination(tmp_path / "no_such_folder" / "m.onnx", overwrite=True)
+    assert check_destination(str(tmp_path / "new.onnx")) == tmp_path / "new.onnx"
+    assert existing.read_bytes() == b"user's model"  # checking never touches the file
+
+
 def test_atomic_write_moves_the_file_into_place(tmp_path):
     target = tmp_path / "out.bin"
     with io.atomic_write(target) as tmp:
