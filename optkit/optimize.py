@@ -53,6 +53,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from optkit.errors import OptkitError
+from optkit.record import jsonable
 from optkit.optimize_recipes import (FORMATS, RUNTIMES, Candidate, Context, Recipe, RecipeSkipped, all_recipes,
                                      get_recipe, litert_candidate, ort_candidate, recipes_for, register,
                                      torch_runner, unregister)
@@ -798,23 +799,7 @@ def recommend(records: Sequence, *, batch_size: int | None = None, tie: float = 
 # =============================================================================== helpers
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if hasattr(value, "to_dict"):
-        return _jsonable(value.to_dict())
-    return str(value)
+    return jsonable(value, strict=False)
 
 
 def _first_line(e: BaseException, limit: int = 300) -> str:

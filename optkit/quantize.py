@@ -475,13 +475,9 @@ class Quantized:
 
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
+    from optkit.record import jsonable
+
+    return jsonable(value, strict=False)
 
 
 # =============================================================================== checks

@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from optkit.bench import Measurement
 
-__all__ = ["Record", "save_records", "load_records", "to_frame", "FORMAT"]
+__all__ = ["Record", "save_records", "load_records", "to_frame", "jsonable", "FORMAT"]
 
 FORMAT = "optkit.records/1"
 
@@ -94,7 +94,7 @@ class Record:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict: numpy numbers become Python ones, NaN and inf become None."""
-        return {name: _jsonable(getattr(self, name)) for name in self.fields()}
+        return {name: jsonable(getattr(self, name)) for name in self.fields()}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Record":
@@ -185,8 +185,14 @@ def _short_num(value: Any) -> str:
     return repr(value)
 
 
-def _jsonable(value: Any) -> Any:
-    """Convert numpy, paths, tuples and non-finite floats into plain JSON values."""
+def jsonable(value: Any, *, strict: bool = True) -> Any:
+    """Convert numpy values, paths, tuples, dataclasses and non-finite floats into plain JSON values.
+
+    NaN and infinity become ``None``; an object with a ``to_dict()`` is written as that dict.
+    A value with no JSON form raises :class:`OptkitError` (``strict=True``, what records use, so
+    nothing is silently mangled) or is written as ``str(value)`` (``strict=False``, for free-form
+    ``info`` and report fields).
+    """
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float):
@@ -194,22 +200,27 @@ def _jsonable(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, np.ndarray):
-        return [_jsonable(v) for v in value.tolist()]
+        return [jsonable(v, strict=strict) for v in value.tolist()]
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v, strict=strict) for k, v in value.items()}
     if isinstance(value, (list, tuple, set)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v, strict=strict) for v in value]
     if isinstance(value, os.PathLike):
         return os.fspath(value)
+    if callable(getattr(value, "to_dict", None)):
+        return jsonable(value.to_dict(), strict=strict)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return _jsonable(dataclasses.asdict(value))
+        return jsonable(dataclasses.asdict(value), strict=strict)
     if hasattr(value, "item") and callable(value.item):  # 0-d torch tensors
         try:
-            return _jsonable(value.item())
+            return jsonable(value.item(), strict=strict)
         except (TypeError, ValueError, RuntimeError):
             pass
+    if not strict:
+        return str(value)
     raise OptkitError("record value", value, f"cannot be written as JSON ({type(value).__name__})",
                       "store plain numbers, strings, lists or dicts")
+
 
 
 def _as_records(records: Any) -> list[Record]:

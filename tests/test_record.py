@@ -154,3 +154,17 @@ def test_repr_is_helpful():
     assert text.startswith("Record('fp32': ")
     assert "4 ms" in text and "4 MB" in text and "acc 0.9" in text
     assert repr(Record("bare")) == "Record('bare')"
+
+
+def test_jsonable_strict_refuses_what_lenient_writes_as_text(tmp_path):
+    from optkit.record import jsonable
+
+    class HasDict:
+        def to_dict(self):
+            return {"a": np.float32(0.5), "b": float("nan")}
+
+    value = {"n": np.int64(3), "t": (1, 2), "p": tmp_path, "x": np.arange(2), "d": HasDict()}
+    assert jsonable(value) == {"n": 3, "t": [1, 2], "p": str(tmp_path), "x": [0, 1], "d": {"a": 0.5, "b": None}}
+    with pytest.raises(OptkitError, match="cannot be written as JSON"):
+        jsonable({"f": object})
+    assert jsonable({"f": slice(1, 2)}, strict=False) == {"f": "slice(1, 2, None)"}
