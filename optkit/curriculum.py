@@ -6,8 +6,10 @@
 and its headline figures (see :func:`optkit.notebook.headline`).
 
 ``python -m optkit.curriculum test`` is what ``make test`` and CI run: the unit tests, papermill
-execution of every notebook (plus parameterized runs), and nbval's output comparison between the
-committed notebooks and papermill's executed copies (:mod:`optkit.nbcheck`).
+execution of every notebook (plus parameterized runs), nbval's output comparison between the
+committed notebooks and papermill's executed copies (:mod:`optkit.nbcheck`, with stated
+tolerances for float results), and the browser test of JupyterLab with a widget
+(``tests/test_browser.py``).
 
 Used by the README's two commands; taught nowhere.
 """
@@ -86,6 +88,23 @@ def _headlines(nb) -> list[dict]:
     return found
 
 
+def _local_kernel_manager() -> type:
+    """A kernel manager that talks to its kernel over Unix sockets (IPC), not TCP on loopback.
+
+    A kernel started over TCP logs "Kernel is running over TCP without encryption" once per
+    notebook; papermill's kernel is a child of this process on this machine, so IPC is both the
+    quieter and the safer transport. The socket files live beside the connection file in Jupyter's
+    runtime folder and are removed when the kernel stops.
+    """
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import CaselessStrEnum
+
+    class LocalKernelManager(AsyncKernelManager):
+        transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+
+    return LocalKernelManager
+
+
 def execute(path: Path, output: Path, parameters: dict | None = None, *, kernel: str = KERNEL,
             timeout_s: int = 1800) -> NotebookResult:
     """Execute one notebook with papermill; never raises for a failing notebook."""
@@ -98,7 +117,8 @@ def execute(path: Path, output: Path, parameters: dict | None = None, *, kernel:
     error = ""
     try:
         pm.execute_notebook(str(path), str(output), parameters=parameters or {}, kernel_name=kernel,
-                            cwd=str(path.parent), progress_bar=False, execution_timeout=timeout_s)
+                            cwd=str(path.parent), progress_bar=False, execution_timeout=timeout_s,
+                            kernel_manager_class=_local_kernel_manager())
         ok = True
     except Exception as exc:  # papermill wraps the cell's exception; keep its message
         ok = False
@@ -204,8 +224,15 @@ def test(only: list[str] | None = None) -> int:
     out_dir = ROOT / "runs" / ("test-" + _dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
 
     def unit() -> bool:
-        return subprocess.call([py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+        return subprocess.call([py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not browser", "tests"],
                                cwd=ROOT, env=env) == 0
+
+    def browser() -> bool:
+        # JupyterLab + headless Chromium + a widget (tests/test_browser.py); screenshots land in out_dir
+        out_dir.mkdir(parents=True, exist_ok=True)
+        code = subprocess.call([py, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "-m", "browser", "tests"],
+                               cwd=ROOT, env={**env, "OPTKIT_RUN_DIR": str(out_dir)})
+        return code == 0
 
     def papermill_all() -> bool:
         results = run(out_dir, only, extra_runs=[] if only else PARAMETERIZED_RUNS)
@@ -220,8 +247,11 @@ def test(only: list[str] | None = None) -> int:
         return subprocess.call(cmd, cwd=ROOT, env=env) == 0
 
     ok = True
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    print(f"kernels: {'held to ' + isa + ' (ISA=' + isa.lower() + ')' if isa else 'native'}; "
+          f"comparing with the committed outputs of notebooks/", flush=True)
     for name, fn in [("unit tests", unit), ("papermill (every notebook)", papermill_all),
-                     ("nbval (committed vs executed outputs)", nbval)]:
+                     ("nbval (committed vs executed outputs)", nbval), ("browser (JupyterLab + widgets)", browser)]:
         ok = _stage(name, times, fn) and ok
     print("\n===== stage times =====")
     for name, seconds, passed in times:

@@ -247,13 +247,15 @@ def explore(fn: Callable[..., Any], **controls: Any) -> Any:
     ``controls`` are what :func:`ipywidgets.interact` accepts: widgets (their ``value`` is the
     default), lists of options (the first is the default), ``(min, max[, step])`` tuples (the
     middle is the default) or fixed values. Static runs call ``fn`` directly, so the cell's
-    output in a committed notebook is the result at the defaults.
+    output in a committed notebook is the result at the defaults, and return its result;
+    interactive runs return None (the controls and ``fn``'s output are already on screen).
     """
     if is_static():
         return fn(**{name: _default_of(c) for name, c in controls.items()})
     import ipywidgets
 
-    return ipywidgets.interact(fn, **controls)
+    ipywidgets.interact(fn, **controls)  # shows the controls and the output
+    return None  # interact returns ``fn``; a cell ending in explore() would print its repr
 
 
 # --------------------------------------------------------------------------- headlines

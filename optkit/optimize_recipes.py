@@ -490,7 +490,9 @@ def _pt2e(ctx: Context, dynamic: bool) -> Candidate:
     if not dynamic and not (linear or conv):
         raise RecipeSkipped("nothing to quantize: the program has no convolution or linear layer")
     module = _program(ctx)
-    config = xiq.get_default_x86_inductor_quantization_config(is_dynamic=dynamic)
+    from .quantize import int8_reduce_range
+
+    config = xiq.get_default_x86_inductor_quantization_config(is_dynamic=dynamic, reduce_range=int8_reduce_range())
     quantizer = xiq.X86InductorQuantizer().set_global(config)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

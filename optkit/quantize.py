@@ -30,6 +30,7 @@ import contextlib
 import copy
 import io
 import math
+import os
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
@@ -47,7 +48,7 @@ __all__ = [
     "Quantized", "dynamic_int8", "static_int8", "legacy_static_int8", "qat_int8", "reduced_float", "compile_frozen",
     "LayerSensitivity", "sensitivity", "mixed_precision",
     # helpers
-    "state_dict_size", "weight_storage", "int8_tensors", "quiet_torchao", "parity",
+    "state_dict_size", "weight_storage", "int8_tensors", "quiet_torchao", "parity", "int8_reduce_range",
 ]
 
 
@@ -570,7 +571,9 @@ def dynamic_int8(model: nn.Module, layers: Sequence[str] | str = ("linear",), *,
         with quiet_torchao():
             from torchao.quantization import (Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig,
                                               quantize_)
-        config = Int8WeightOnlyConfig() if weight_only else Int8DynamicActivationInt8WeightConfig()
+        reduce = int8_reduce_range()
+        config = (Int8WeightOnlyConfig() if weight_only
+                  else Int8DynamicActivationInt8WeightConfig(reduce_range=reduce))
         quantize_(q, config)
         technique = "int8 weight-only (torchao)" if weight_only else "int8 dynamic (torchao)"
     else:
@@ -584,7 +587,31 @@ def dynamic_int8(model: nn.Module, layers: Sequence[str] | str = ("linear",), *,
             q = quantize_dynamic(q, set(kinds), dtype=torch.qint8)
         technique = "int8 dynamic (legacy torch.ao)"
     return Quantized(model=q, module=q, technique=technique, runtime="pytorch eager",
-                     info={"backend": backend, "layers": [n for n, _ in found], "weight_only": weight_only})
+                     info={"backend": backend, "layers": [n for n, _ in found], "weight_only": weight_only,
+                           "reduce_range": backend == "torchao" and not weight_only and int8_reduce_range()})
+
+
+#: oneDNN ISA caps (``ONEDNN_MAX_CPU_ISA``) below the first one with VNNI.
+_ONEDNN_CAPS_WITHOUT_VNNI = {"SSE41", "AVX", "AVX2", "AVX512_CORE"}
+
+
+def int8_reduce_range() -> bool:
+    """Whether int8 activations must use 7 bits here: True when the int8 kernels run without VNNI.
+
+    Without VNNI, x86 int8 kernels multiply uint8 by int8 and add pairs into int16
+    (``vpmaddubsw``), which saturates (2 x 255 x 127 = 64,770 > 32,767); the quantized model then
+    loses tens of dB of SQNR. Halving the activation range keeps every pair in range. This is
+    torchao's ``should_reduce_range`` (it reads the CPU's flags), extended to honour a oneDNN cap
+    (``ONEDNN_MAX_CPU_ISA=AVX2``, as `make test ISA=avx2` sets) since oneDNN then runs the
+    no-VNNI kernels on a VNNI CPU. Used by :func:`dynamic_int8` and the PT2E quantizers.
+
+    Taught in 02_quantization (the arithmetic in 06_onnx_and_onnx_runtime).
+    """
+    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").upper()
+    if cap in _ONEDNN_CAPS_WITHOUT_VNNI:
+        return True
+    probe = getattr(torch.cpu, "_is_vnni_supported", None)  # private in torch 2.13, as torchao uses it
+    return not (probe() if probe is not None else False)
 
 
 # =============================================================================== static (PT2E)
@@ -620,11 +647,13 @@ def _x86_quantizer(per_channel: bool = True, observer: str = "histogram", is_qat
         import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
         from torchao.quantization.pt2e import HistogramObserver, MinMaxObserver, MovingAverageMinMaxObserver
         from torchao.quantization.pt2e.quantizer import QuantizationConfig, QuantizationSpec
-    config = xiq.get_default_x86_inductor_quantization_config(is_qat=is_qat)
+    reduce = int8_reduce_range()
+    config = xiq.get_default_x86_inductor_quantization_config(is_qat=is_qat, reduce_range=reduce)
     if not is_qat and (observer != "histogram" or not per_channel):
         act_obs = {"histogram": HistogramObserver, "minmax": MinMaxObserver,
                    "moving_average": MovingAverageMinMaxObserver}[observer]
-        act = QuantizationSpec(dtype=torch.uint8, quant_min=0, quant_max=255, qscheme=torch.per_tensor_affine,
+        act = QuantizationSpec(dtype=torch.uint8, quant_min=0, quant_max=127 if reduce else 255,
+                               qscheme=torch.per_tensor_affine,
                                is_dynamic=False, observer_or_fake_quant_ctr=act_obs.with_args(eps=2 ** -12))
         weight = config.weight
         if not per_channel:

@@ -285,6 +285,17 @@ def test_environment_line_mentions_threads_and_gpu():
             "available_cores": 2, "logical_cores": 8, "torch": "2.13.0+cpu", "torch_threads": 2}
     assert bench.environment_line(fake) == \
         "Test CPU (AVX2), 2 of 8 cores, torch 2.13.0 with 2 threads, no GPU"
+    # a run with the kernels held below the CPU's best (make test ISA=avx2) says so beside its timings
+    capped = {**fake, "isa_cap": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}}
+    assert bench.environment_line(capped).endswith("no GPU, math kernels held to AVX2")
+
+
+def test_environment_records_an_isa_cap(monkeypatch):
+    for name in bench.ISA_CAP_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    assert bench.environment()["isa_cap"] == {}
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert bench.environment()["isa_cap"] == {"ONEDNN_MAX_CPU_ISA": "AVX2"}
 
 
 def test_environment_never_imports_tensorflow():

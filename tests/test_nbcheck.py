@@ -63,3 +63,136 @@ def test_error_in_the_executed_copy_fails_even_in_an_ignored_cell(tmp_path):
 def test_changed_source_is_reported(tmp_path):
     res = _check(tmp_path, [("print(1)", "1\n")], [("print(2)", "1\n")])
     assert res.returncode == 1 and "source differs" in res.stdout
+
+
+# ---------------------------------------------------------------- portable comparison (issue: make test on any CPU)
+SANITIZE = ROOT / "notebooks" / "nbval_sanitize.cfg"
+
+
+def _check_sanitized(tmp_path: Path, committed, executed) -> subprocess.CompletedProcess:
+    (tmp_path / "run").mkdir()
+    nbformat.write(_nb(committed), str(tmp_path / "lesson.ipynb"))
+    nbformat.write(_nb(executed), str(tmp_path / "run" / "lesson.ipynb"))
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "optkit.nbcheck",
+                           "--nbcheck-executed", str(tmp_path / "run"), "--nbval-sanitize-with", str(SANITIZE),
+                           "lesson.ipynb"], cwd=tmp_path, capture_output=True, text=True)
+
+
+ACC = "# NBCHECK_APPROX accuracy\nprint(summary)"
+
+
+def test_last_digits_of_float_results_machine_lines_and_timings_pass(tmp_path):
+    committed = [("notebook.setup()", "Measured on: AMD EPYC, 2 cores, AVX-512 VNNI; torch 2.13.0, 2 threads\n"),
+                 (ACC, "fine-tuned: 91.47 %  (696,042 parameters, drop −1.33 points)\n"),
+                 ("# NBCHECK_APPROX sqnr\nprint(s)", "int8 SQNR 121.6 dB\n"),
+                 ("# NBCHECK_APPROX size\nprint(g)", "gzip: 786,455 B\n"),
+                 ("# NBCHECK_APPROX error\nprint(e)", "max abs error 8.6e-06: parity ok\n"),
+                 (TIMING, "3.1 ms\n")]
+    executed = [("notebook.setup()", "Measured on: Intel Xeon, 2 cores, AMX; torch 2.13.0, 2 threads\n"),
+                (ACC, "fine-tuned: 91.48 %  (696,042 parameters, drop −1.26 points)\n"),
+                ("# NBCHECK_APPROX sqnr\nprint(s)", "int8 SQNR 122.7 dB\n"),
+                ("# NBCHECK_APPROX size\nprint(g)", "gzip: 786,454 B\n"),
+                ("# NBCHECK_APPROX error\nprint(e)", "max abs error 1.1e-05: parity ok\n"),
+                (TIMING, "2.7 ms\n")]
+    res = _check_sanitized(tmp_path, committed, executed)
+    assert res.returncode == 0, res.stdout
+    assert "6 passed" in res.stdout
+
+
+def test_a_changed_parameter_count_fails_even_in_a_cell_with_tolerances(tmp_path):
+    res = _check(tmp_path, [(ACC, "91.47 % with 696,042 parameters\n")], [(ACC, "91.47 % with 696,043 parameters\n")])
+    assert res.returncode == 1
+    assert "696,042 became 696,043" in res.stdout and "exact" in res.stdout
+
+
+def test_an_accuracy_beyond_its_tolerance_fails_and_names_the_rule(tmp_path):
+    res = _check(tmp_path, [(ACC, "accuracy 91.47 %\n")], [(ACC, "accuracy 89.90 %\n")])
+    assert res.returncode == 1
+    assert "91.47 became 89.90" in res.stdout and "accuracy: ±0.5" in res.stdout
+
+
+def test_a_float_in_a_cell_without_a_marker_is_exact(tmp_path):
+    res = _check(tmp_path, [("print(a)", "accuracy 91.47 %\n")], [("print(a)", "accuracy 91.48 %\n")])
+    assert res.returncode == 1 and "91.47 became 91.48" in res.stdout
+
+
+def test_a_flipped_exercise_verdict_fails(tmp_path):
+    res = _check(tmp_path, [(ACC, "✓ exercise 2: correct (91.2 %)\n")],
+                 [(ACC, "✗ exercise 2: not yet (91.2 %)\n")])
+    assert res.returncode == 1 and "text around the numbers differs" in res.stdout
+
+
+def test_a_target_flipping_from_met_to_missed_fails(tmp_path):
+    res = _check(tmp_path, [(ACC, "target: size ratio ≥ 3.5x: 3.87x met\n")],
+                 [(ACC, "target: size ratio ≥ 3.5x: 3.87x MISSED\n")])
+    assert res.returncode == 1 and "text around the numbers differs" in res.stdout
+
+
+def test_a_printed_traceback_fails_even_in_an_ignored_cell(tmp_path):
+    tb = "Traceback (most recent call last):\n  File \"x.py\", line 1\nValueError: bad\n"
+    (tmp_path / "run").mkdir()
+    committed = _nb([(TIMING, "3 ms\n")])
+    executed = _nb([(TIMING, "3 ms\n")])
+    executed.cells[0].outputs.append(nbformat.v4.new_output("stream", name="stderr", text=tb))
+    nbformat.write(committed, str(tmp_path / "lesson.ipynb"))
+    nbformat.write(executed, str(tmp_path / "run" / "lesson.ipynb"))
+    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "optkit.nbcheck",
+                          "--nbcheck-executed", str(tmp_path / "run"), "lesson.ipynb"],
+                         cwd=tmp_path, capture_output=True, text=True)
+    assert res.returncode == 1 and "printed a Python traceback" in res.stdout
+
+
+def test_tables_may_re_pad_columns_when_a_value_gains_a_digit(tmp_path):
+    ref = "variant   acc\nfp32     9.99\nint8     9.98\n"
+    new = "variant    acc\nfp32     10.01\nint8      9.98\n"
+    res = _check(tmp_path, [(ACC, ref)], [(ACC, new)])
+    assert res.returncode == 0, res.stdout
+
+
+def test_an_unknown_tolerance_kind_is_reported():
+    from optkit import nbcheck
+
+    try:
+        nbcheck.approx_kinds("# NBCHECK_APPROX acuracy\nprint(1)")
+    except ValueError as exc:
+        assert "'acuracy' is not a tolerance kind" in str(exc) and "accuracy" in str(exc)
+    else:
+        raise AssertionError("an unknown kind must raise")
+
+
+def test_tolerance_rules():
+    from optkit.nbcheck import TOLERANCES, compare_text
+
+    acc, size, err = TOLERANCES["accuracy"], TOLERANCES["size"], TOLERANCES["error"]
+    assert compare_text("91.47 %", "91.9 %", [acc]) == []
+    assert compare_text("91.47 %", "92.0 %", [acc])
+    assert compare_text("1000 B", "1009 B", [size]) == [] and compare_text("1000 B", "1020 B", [size])
+    assert compare_text("err 8e-06", "err 7e-05", [err]) == []  # both below the floor
+    assert compare_text("err 0.02", "err 0.5", [err])  # above the floor and 25x apart
+    # whole numbers stay exact under a float kind, and every kind states why it is as wide as it is
+    assert compare_text("10 images, 91.5 %", "11 images, 91.5 %", [acc])
+    assert all(len(t.why) > 40 for t in TOLERANCES.values())
+
+
+def test_a_verdict_may_flip_only_in_a_cell_that_says_it_follows_a_measured_float(tmp_path):
+    ref = "T=2: +1.25 (95 % CI [+0.19, +2.30]): outside the noise\n"
+    new = "T=2: +1.11 (95 % CI [-0.24, +2.46]): inside the noise\n"
+    cell = "# NBCHECK_APPROX interval verdict\nprint(d)"
+    res = _check(tmp_path, [(cell, ref)], [(cell, new)])
+    assert res.returncode == 0, res.stdout
+    from optkit.nbcheck import TOLERANCES, compare_text
+
+    problems = compare_text(ref, new, [TOLERANCES["interval"]])  # same numbers, no `verdict`: fails
+    assert problems and "outside the noise" in problems[0] and "inside the noise" in problems[0]
+
+
+def test_identical_to_float_precision_counts_as_equal_and_units_narrow_a_kind():
+    from optkit.nbcheck import TOLERANCES, compare_text
+
+    sqnr, int8 = TOLERANCES["sqnr"], TOLERANCES["int8"]
+    assert compare_text("SQNR inf dB, max |diff| 0", "SQNR 168.6 dB, max |diff| 2.86e-06",
+                        [sqnr, TOLERANCES["error"]]) == []
+    assert compare_text("SQNR inf dB", "SQNR 60.0 dB", [sqnr])  # 60 dB is a real quantization error
+    # int8's 2 points apply to percentages only: a plain fraction in the same cell stays exact
+    assert compare_text("acc 74.2 %, cosine 0.980", "acc 75.8 %, cosine 0.980", [int8]) == []
+    assert compare_text("acc 74.2 %, cosine 0.980", "acc 74.2 %, cosine 0.945", [int8])

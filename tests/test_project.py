@@ -172,3 +172,33 @@ def test_batch_budget_checker():
     assert not exercises.check_batch_budget(32, sweep, 5.0)
     assert exercises.check_batch_budget(None, sweep, 0.5)
     assert not exercises.check_batch_budget(1, sweep, 0.5)
+
+
+def test_committed_notebooks_are_built_from_their_sources():
+    """notebooks/src/NN_*.py is what reviews read; the committed .ipynb must hold the same cells
+    (rebuild and re-execute with `make notebooks NB=NN` after editing a source)."""
+    import sys
+
+    import nbformat
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import build_notebooks
+    finally:
+        sys.path.pop(0)
+    for src in sorted((ROOT / "notebooks" / "src").glob("[0-9][0-9]_*.py")):
+        built = [(c.cell_type, c.source) for c in build_notebooks.parse(src.read_text())]
+        nb = nbformat.read(str(ROOT / "notebooks" / f"{src.stem}.ipynb"), as_version=4)
+        committed = [(c.cell_type, c.source) for c in nb.cells]
+        assert committed == built, f"{src.stem}.ipynb differs from {src.name}: run `make notebooks NB={src.stem[:2]}`"
+
+
+def test_every_nbcheck_marker_names_known_kinds():
+    import nbformat
+
+    from optkit import nbcheck
+
+    for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        for cell in nbformat.read(str(path), as_version=4).cells:
+            if cell.cell_type == "code":
+                nbcheck.approx_kinds(cell.source)  # raises on an unknown kind

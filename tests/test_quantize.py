@@ -315,3 +315,18 @@ def test_evaluate_compiled_runs_fixed_size_batches_and_matches_eager():
     assert got["accuracy"] == 1.0 and got["parity"]["top1_agreement"] == 1.0
     with pytest.raises(OptkitError, match="batch_size=0"):
         v.evaluate((x, y), batch_size=0, compiled=True)
+
+
+def test_int8_reduce_range_follows_the_kernels_the_cpu_will_run(monkeypatch):
+    # oneDNN capped below VNNI (as `make test ISA=avx2` does, and as a CPU without VNNI is) must
+    # halve the activation range: uint8 x int8 pairs would saturate int16 (the model then loses tens of dB)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert Q.int8_reduce_range() is True
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "ALL")
+    assert Q.int8_reduce_range() is (not torch.cpu._is_vnni_supported())
+
+
+def test_dynamic_int8_records_whether_it_reduced_the_range(mlp, monkeypatch):
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert Q.dynamic_int8(mlp).info["reduce_range"] is True
+    assert Q.dynamic_int8(mlp, weight_only=True).info["reduce_range"] is False

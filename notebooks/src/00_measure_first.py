@@ -78,6 +78,7 @@ plt.show()
 # never unpickles code from a file. Accuracy is measured here, on the real test split.
 
 # %%
+# NBCHECK_APPROX accuracy
 dataset_of = {"small_cnn": fmnist, "resnet_cnn": fmnist, "mlp": fmnist, "text_lstm": text}
 nets, baseline = {}, {}
 for name in models_to_measure:
@@ -97,6 +98,7 @@ for name in models_to_measure:
 # more than others.
 
 # %%
+# NBCHECK_APPROX accuracy
 if "resnet_cnn" in nets:
     per_class = models.evaluate(nets["resnet_cnn"], fmnist, split="test").per_class
     for cls, acc in per_class.items():

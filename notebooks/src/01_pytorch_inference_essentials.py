@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 import optkit
-from optkit import bench, data, exercises, io, models, notebook, record, report
+from optkit import bench, data, exercises, gpu, io, models, notebook, record, report
 
 # %% tags=["parameters"]
 # Default parameters (papermill -p NAME VALUE overrides them; `make params NB=01` lists them)
@@ -421,42 +421,14 @@ print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=8))
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-if not torch.cuda.is_available():
-    print("No CUDA GPU on this machine (torch.cuda.is_available() is False): skipping cuDNN benchmark, "
-          "fp16, CUDA graphs and multi-GPU. Run this notebook on a GPU machine to fill this section.")
+gpu_ok, gpu_why = gpu.available()
+if not gpu_ok:
+    print(f"Skipping cuDNN benchmark, fp16, CUDA graphs and multi-GPU: {gpu_why}. "
+          "Run this notebook on a GPU machine to fill this section.")
 else:
-    torch.backends.cudnn.benchmark = True
-    gnet = models.pretrained(model_name).cuda().eval().to(memory_format=torch.channels_last)
-    gx = xb.cuda().contiguous(memory_format=torch.channels_last)
-    sync = torch.cuda.synchronize
-
-    def g_fp32():
-        with torch.inference_mode():
-            gnet(gx)
-
-    def g_fp16():
-        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16):
-            gnet(gx)
-
-    static_in = gx.clone()
-    graph = torch.cuda.CUDAGraph()
-    with torch.inference_mode():
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(3):
-                gnet(static_in)
-        torch.cuda.current_stream().wait_stream(side)
-        with torch.cuda.graph(graph):
-            static_out = gnet(static_in)
-
-    def g_graph():
-        graph.replay()
-
-    cmp_g = bench.compare({"GPU fp32": g_fp32, "GPU fp16 autocast": g_fp16, "GPU CUDA graph fp32": g_graph},
-                          batch_size=batch_size, max_time_s=max_time_s, sync=sync)
-    print(cmp_g)
-    print(f"{torch.cuda.device_count()} GPU(s): {torch.cuda.get_device_name(0)}")
+    gpu_variants = gpu.cuda_variants(models.pretrained(model_name), xb)  # fp32, fp16 autocast, CUDA graph
+    print(bench.compare(gpu_variants, batch_size=batch_size, max_time_s=max_time_s, sync=gpu.synchronize))
+    print(gpu.describe())
 
 # %% [markdown]
 # ## 10 · Every variant on this machine

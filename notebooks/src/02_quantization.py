@@ -200,6 +200,7 @@ for message in sorted({str(c.message).strip().splitlines()[0] for c in caught}):
 # silences these known warnings; everything else still shows.)
 
 # %%
+# NBCHECK_APPROX int8
 text_variants = {
     "text fp32": quantize.Quantized(model=lstm, module=lstm, technique="fp32 eager"),
     "text int8 dyn torchao (Linear)": quantize.dynamic_int8(lstm, layers="linear"),
@@ -262,6 +263,7 @@ print(f"LSTM model, torchao (Linear only): {lat[f'text fp32 b{bmax}'] / lat[f'te
 # steps, and only `torch.compile` fuses them.
 
 # %%
+# NBCHECK_APPROX int8 sqnr similarity verdict
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
 from optkit import zoo  # noqa: E402
@@ -361,6 +363,7 @@ print(f"best fp32 at batch 32: {best_fp32} ({bench.environment_line()})")
 # ### Calibrate, convert, compile
 
 # %%
+# NBCHECK_APPROX accuracy
 def calibration_batches(n, batch_size=64):
     """The first n images of the calibration split, in batches (a list works as a loader)."""
     return [torch.as_tensor(fmnist.calib.x[i:min(i + batch_size, n)]) for i in range(0, n, batch_size)]
@@ -417,6 +420,7 @@ print(f"small CNN: static int8 runs at {cnn_speedup:.2f}x the best fp32 at batch
 # test images.
 
 # %%
+# NBCHECK_APPROX accuracy
 resnet = models.pretrained("resnet_cnn")
 resnet_acc = models.evaluate(resnet, fmnist).accuracy
 resnet_int8 = quantize.static_int8(resnet, calib, fmnist.example_batch(1))
@@ -475,6 +479,7 @@ notebook.headline(f"CNN (ResNetCNN) static int8 speed-up over the best fp32 at b
 # `sweep_test_size` test images (a subset, to keep the sweep short):
 
 # %%
+# NBCHECK_APPROX int8 sqnr
 sweep_test = fmnist.test.subset(sweep_test_size, seed=0)
 settings = [("histogram", True, calibration_size), ("histogram", False, calibration_size),
             ("minmax", True, calibration_size), ("minmax", False, calibration_size)]
@@ -524,6 +529,7 @@ print("batch_norm ops after prepare_pt2e:", count_ops(prepared, "batch_norm"))
 # fine-tune, `convert_pt2e`.
 
 # %%
+# NBCHECK_APPROX accuracy loss
 train_loader = fmnist.torch_loader("train", batch_size=64, shuffle=True, seed=0)
 qat = quantize.qat_int8(cnn, train_loader, fmnist.example_batch(1), steps=qat_steps, lr=qat_lr, seed=0)
 qat_eval = qat.evaluate(fmnist.test, reference=cnn)
@@ -672,6 +678,7 @@ print("Measured on:", bench.environment_line())
 # against 512 varied images, scored on the sweep's test images:
 
 # %%
+# NBCHECK_APPROX accuracy sqnr
 calib_x = torch.as_tensor(fmnist.calib.x)
 darkest = calib_x[calib_x.mean(dim=(1, 2, 3)).argsort()[:1]]
 for label, batches in [("1 dark image", [darkest]), (f"{calibration_size} varied images", calib)]:

@@ -271,6 +271,7 @@ print(f"same sparsity, uniform per layer: validation accuracy {100 * val_acc(uni
 # The masks keep pruned weights at zero while fine-tuning trains the rest.
 
 # %%
+# NBCHECK_APPROX accuracy sparsity
 finetune_data = data.fashion_mnist(n_train=finetune_samples)
 
 
@@ -287,6 +288,7 @@ print(history.stopped)
 (100 * history.to_frame()).round(2)
 
 # %%
+# NBCHECK_APPROX accuracy
 fig = history.plot(title=f"global magnitude pruning to {100 * global_sparsity:.0f} %, "
                          f"fine-tuned on {finetune_samples:,} images per step")
 plt.show()
@@ -345,6 +347,7 @@ sparsity_cmp.table()
 # smaller **compressed** file: runs of zeros compress, fp32 noise does not.
 
 # %%
+# NBCHECK_APPROX size
 size = {name: {"raw": prune.serialized_size(net), "gzip": prune.compressed_size(net),
                "csr": prune.compressed_size(net, "csr")}
         for name, net in [("dense", dense), ("80 % sparse", unstructured)]}
@@ -418,6 +421,7 @@ print(f"validation accuracy right after removal {100 * structured_pruned_val:.2f
 # plain `ResNetCNN` with narrower layers, so it trains like any other model.
 
 # %%
+# NBCHECK_APPROX accuracy
 prune.recalibrate_batchnorm(structured, fmnist.calib)
 print(f"validation accuracy after BatchNorm recalibration {100 * val_acc(structured):.2f} %")
 structured_data = data.fashion_mnist(n_train=structured_finetune_samples)

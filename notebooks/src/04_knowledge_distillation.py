@@ -209,6 +209,7 @@ print("Measured on:", bench.environment_line())
 # same batch order** for every method. Then the methods can be compared seed by seed.
 
 # %%
+# NBCHECK_APPROX interval verdict
 common = dict(epochs=epochs, batch_size=batch_size, lr=lr)
 evals = {"test": fmnist.test, "val": fmnist.val}
 scratch = distill.train_seeds(make_student, train, seeds=seeds, eval_data=evals, **common)
@@ -227,6 +228,7 @@ print(f"\ndistilled - scratch, test accuracy points: {distill.paired_difference(
 # Each dot is one seed; the grey lines join the same seed across methods:
 
 # %%
+# NBCHECK_APPROX interval verdict
 display(distill.plot_runs({"from scratch": scratch, f"distilled (T={temperature:g}, alpha={alpha:g})": kd},
                           reference="from scratch"))
 diff_kd = distill.paired_difference(scratch.accuracy, kd.accuracy)
@@ -249,6 +251,7 @@ notebook.headline("distilled student vs from scratch, mean test accuracy", diff_
 # (and alpha = 0, which is the scratch run) are reused from section 2.
 
 # %%
+# NBCHECK_APPROX interval verdict
 sweep_runs = {(temperature, alpha): kd}
 
 
@@ -325,6 +328,7 @@ print(f"hooks removed on exit: {not s_hooks.active and not student.get_submodule
 # cached with its logits in section 2 (25 kB an image at 128x7x7).
 
 # %%
+# NBCHECK_APPROX interval verdict
 feat = distill.train_seeds(make_student, train, seeds=seeds, eval_data={"test": fmnist.test}, teacher=cache,
                            temperature=temperature, alpha=alpha,
                            feature_layers={student_layer: teacher_layer}, feature_weight=feature_weight, **common)
@@ -367,6 +371,7 @@ print(f"one update with decay {d0}: {before.tolist()} -> {ema.module.weight.toli
       f"(formula: {(d0 * before + (1 - d0) * toy.weight.detach()).tolist()})")
 
 # %%
+# NBCHECK_APPROX interval verdict
 self_kd = distill.train_seeds(make_student, train, seeds=seeds, eval_data={"test": fmnist.test}, ema_decay=ema_decay,
                               temperature=temperature, alpha=alpha, **common)
 ema_weights = [models.evaluate(r.ema.module, fmnist.test).accuracy for r in self_kd.results]
@@ -389,6 +394,7 @@ print(f"self-distilled - distilled from ResNetCNN: {distill.paired_difference(kd
 # All methods together, on the test split, with the paired difference from the scratch student:
 
 # %%
+# NBCHECK_APPROX interval verdict
 methods = {"from scratch": scratch, "soft targets": kd, "soft targets + features": feat,
            "self-distilled (EMA)": self_kd}
 display(distill.plot_runs(methods, reference="from scratch",
@@ -464,6 +470,7 @@ notebook.headline("student speed-up over the teacher at batch 32", student_speed
                   note=bench.environment_line())
 
 # %%
+# NBCHECK_APPROX interval verdict
 distilled = {name: r for name, r in methods.items() if name != "from scratch"}
 best_name = max(distilled, key=lambda n: distilled[n].mean)
 margin = 100 * (distilled[best_name].mean - scratch.mean)

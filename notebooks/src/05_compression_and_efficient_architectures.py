@@ -78,6 +78,7 @@ env = notebook.setup(threads=threads)
 # subset of the validation split; the final variants on the full test split.
 
 # %%
+# NBCHECK_APPROX accuracy
 fmnist = data.fashion_mnist()
 finetune_data = data.fashion_mnist(n_train=finetune_samples)
 base = models.pretrained("small_cnn")
@@ -116,6 +117,7 @@ print(base_store)
 # which matter most) and runs Lloyd's iterations.
 
 # %%
+# NBCHECK_APPROX sqnr error float
 w = base.fc1.weight.detach()
 centroids, idx = compress.kmeans_1d(w, kmeans_k)
 fig, ax = plt.subplots(figsize=(9, 3))
@@ -136,6 +138,7 @@ print(f"{torch.unique(centroids[idx]).numel()} distinct values; centroids from {
 # parameter and the indices as a `uint8` buffer, and rebuild `weight = codebook[indices]` on every call.
 
 # %%
+# NBCHECK_APPROX accuracy
 shared = compress.share_weights(base, kmeans_k)
 print(shared.fc1, shared.conv2, sep="\n")
 print("distinct values per layer:", {n: m.distinct_values() for n, m in compress.shared_layers(shared).items()})
@@ -179,6 +182,7 @@ notebook.headline(f"k-means {kmeans_k}: stored weights smaller than fp32 by", st
 # validation subset, before any fine-tuning:
 
 # %%
+# NBCHECK_APPROX accuracy
 k_rows = []
 for k in k_sweep:
     net = compress.share_weights(base, int(k))
@@ -215,6 +219,7 @@ except optkit.errors.OptkitError as exc:
 # little to recover.
 
 # %%
+# NBCHECK_APPROX accuracy
 shared_small = compress.share_weights(base, small_k)
 small_before = test_acc(shared_small)
 fine_tune(shared, kmeans_lr)
@@ -280,6 +285,7 @@ pd.DataFrame(ranks).T
 # layer's weights. Before fine-tuning, accuracy against the compression of `fc1` alone:
 
 # %%
+# NBCHECK_APPROX accuracy
 sweep_rows = []
 for c in svd_sweep:
     net = compress.factorize(base, layers=svd_layers, compression=c)
@@ -334,6 +340,7 @@ except optkit.errors.OptkitError as exc:
 # to the approximation:
 
 # %%
+# NBCHECK_APPROX accuracy
 for name, net in [(f"SVD {'+'.join(svd_layers)} {svd_compression:g}x", svd),
                   (f"  + {'+'.join(conv_layers)} at {100 * conv_energy:.0f} % energy", svd_conv)]:
     fine_tune(net, svd_lr)

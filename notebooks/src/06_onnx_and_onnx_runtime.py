@@ -213,6 +213,7 @@ notebook.headline("fp32 export parity: largest max abs error on real inputs", wo
 # below float rounding makes the check fail, loudly and with the reason:
 
 # %%
+# NBCHECK_APPROX error
 try:
     ox.verify(cnn, cnn_onnx, x_test[:256], atol=1e-9)
 except verify.ParityError as exc:
@@ -467,6 +468,7 @@ exercises_onnx.check_fake_quantize(fake_quantize);
 # Each static variant is scored on `test_samples` test images against the fp32 model in ORT.
 
 # %%
+# NBCHECK_APPROX int8 sqnr
 calib_x = np.array(fmnist.calib.x[:32 * calibration_batches])
 calib = [calib_x[i:i + 32] for i in range(0, len(calib_x), 32)]
 eval_x, eval_y = x_test[:test_samples], y_test[:test_samples]
@@ -557,6 +559,7 @@ print("ops in the dynamic model:", {k: v for k, v in ox.inspect(cnn_int8["dynami
 # tensor exposed (ORT's `qdq_loss_debug`) and ranks tensors by SQNR, worst first:
 
 # %%
+# NBCHECK_APPROX sqnr
 worst_layers = ox.layer_errors(cnn_pre, cnn_int8["QDQ U8S8 per-channel, min-max"], calib[:2], top=5)
 for tensor, db in worst_layers:
     print(f"{tensor:<14} SQNR {db:5.1f} dB")
@@ -575,6 +578,7 @@ for tensor, db in worst_layers:
 # compared with per-channel ones.
 
 # %%
+# NBCHECK_APPROX int8 sqnr similarity
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
 mini_dyn = {
@@ -616,6 +620,7 @@ for name, emb in mini_emb.items():
 # SQNR and the cosine similarity are the sharper measure of what quantization changed.
 
 # %%
+# NBCHECK_APPROX int8 verdict
 mini_int8 = mini_dyn["int8 dynamic, per-channel"]
 mini_drop = 100 * (mini_acc["fp32 (ORT)"] - mini_acc["int8 dynamic, per-channel"])
 notebook.headline("MiniLM ORT dynamic int8 (per-channel): downstream accuracy drop", mini_drop, "points", fmt=".1f",
@@ -629,6 +634,7 @@ notebook.headline("MiniLM ORT dynamic int8 (per-channel): downstream accuracy dr
 # an explicit input signature and calling `from_function` works (`ox.from_tensorflow` does that).
 
 # %%
+# NBCHECK_APPROX accuracy
 from optkit import tf as otf  # noqa: E402
 
 tf = otf.import_tensorflow(threads=n_threads)
@@ -732,6 +738,7 @@ except OptkitError as exc:
 # `MatMulInteger` node with extreme values, tells which one it is:
 
 # %%
+# NBVAL_IGNORE_OUTPUT
 from onnx import TensorProto, helper  # noqa: E402
 
 rng = np.random.default_rng(0)

@@ -85,6 +85,7 @@ print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}, {n_threads} Tens
 # Keras 3 CNN: two conv blocks and a dense head, logits out.
 
 # %%
+# NBCHECK_APPROX accuracy
 fmnist = data.fashion_mnist()
 x_train, y_train = otf.keras_arrays(fmnist, "train", n=n_train)
 x_test, y_test = otf.keras_arrays(fmnist, "test")
@@ -147,16 +148,30 @@ print(f"XLA vs graph outputs: max |diff| {np.abs(xla_predict(x256) - predict(x25
 bf16 = otf.build_cnn(width=width, dtype="mixed_bfloat16")
 bf16.set_weights(model.get_weights())
 bf16_predict = otf.keras_predict(bf16)
-bf16_score = otf.score(bf16_predict, x_test, y_test, ref_logits)
 print(f"first conv computes in {bf16.layers[0].compute_dtype}, keeps weights in {bf16.layers[0].variable_dtype}")
-print(f"bf16 policy: {bf16_score}")
+
+# %% [markdown]
+# Whether bf16 runs at all depends on the kernels this CPU offers TensorFlow: oneDNN's bf16
+# convolutions need AVX-512 (BF16 or AMX for speed). Where they are missing TensorFlow raises, and
+# the cell below says so instead of stopping the notebook; its output is this machine's.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 cpu_flags = env.get("cpu_flags") or {}
+try:
+    bf16_score = otf.score(bf16_predict, x_test, y_test, ref_logits)
+    print(f"bf16 policy: {bf16_score}")
+except tf.errors.OpError as exc:
+    bf16_score = None
+    print(f"bf16 policy could not run on this machine: {str(exc).strip().splitlines()[-1][:200]}")
 print("CPU has AVX-512 BF16:", bool(cpu_flags.get("avx512_bf16")), "| AMX:", bool(cpu_flags.get("amx_tile")))
-mp = bench.compare({"float32": lambda: predict(x256), "mixed_bfloat16": lambda: bf16_predict(x256)},
-                   batch_size=256, max_time_s=2 * max_time_s)
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+mp_variants = {"float32": lambda: predict(x256)}
+if bf16_score is not None:
+    mp_variants["mixed_bfloat16"] = lambda: bf16_predict(x256)
+mp = bench.compare(mp_variants, batch_size=256, max_time_s=2 * max_time_s)
 print(mp.table()[["median_ms", "throughput", "speedup"]].round(3).to_string())
 print("Measured on:", otf.environment_line())
 
@@ -266,6 +281,7 @@ print("Measured on:", otf.environment_line())
 # temporary folder first, then moves it into place.
 
 # %%
+# NBCHECK_APPROX accuracy sqnr error
 saved = otf.export_saved_model(model, out / "saved_model", overwrite=True)
 served = otf.saved_model_predict(saved, batch_size=512)
 sig = served.signature
@@ -350,6 +366,7 @@ print(" ".join(str(caught[0].message).split()) if caught else "no warning (it ma
 # Accuracy of every variant on the full test split, and parity with the Keras model it came from:
 
 # %%
+# NBCHECK_APPROX int8 sqnr error
 lite_scores = {v: otf.score(r, x_test, y_test, ref_logits) for v, r in runners.items()}
 for v, s in lite_scores.items():
     print(f"{v:>8}: {s}")
@@ -412,6 +429,7 @@ print("Measured on:", otf.environment_line())
 # the tfmot wrappers mutate the layers they wrap, so a model used once cannot be reused safely.
 
 # %%
+# NBCHECK_APPROX accuracy sqnr error size
 tfmot = otf.import_tfmot()
 k2_weights = otf.to_keras2(model).get_weights()
 
@@ -473,6 +491,7 @@ exercises_tf.check_polynomial_sparsity(polynomial_sparsity);
 # </details>
 
 # %%
+# NBCHECK_APPROX sparsity accuracy agreement size
 kernel_sizes = {layer.name: int(np.prod(layer.kernel.shape)) for layer in dense_k2.layers if hasattr(layer, "kernel")}
 prunable = sum(n for n in kernel_sizes.values() if n >= prune_min_weights)
 layer_sparsity = min(target_sparsity * sum(kernel_sizes.values()) / prunable, 0.99)  # so the total hits the target
@@ -524,6 +543,7 @@ notebook.headline(f"{100 * target_sparsity:.0f} % pruned (tfmot): gzipped size v
 # the fake-quant ops into real int8 kernels, so no representative dataset is needed.
 
 # %%
+# NBCHECK_APPROX int8 sqnr error
 qat = otf.quantize_aware(fresh(), x_ft, y_ft, batch_size=batch_size, learning_rate=learning_rate / 10)
 tflite["qat"] = otf.to_tflite(qat, out / "cnn_qat_int8.tflite", variant="int8", overwrite=True)
 sizes["qat"] = otf.artifact_sizes(tflite["qat"])
@@ -546,6 +566,7 @@ print(f"PTQ int8: {lite_scores['int8']}")
 # and a runtime with palette formats stores just the indices.
 
 # %%
+# NBCHECK_APPROX accuracy agreement sqnr error size
 clustered = otf.cluster_model(fresh(), x_ft, y_ft, n_clusters=n_clusters, batch_size=batch_size,
                               learning_rate=learning_rate / 10)
 print("distinct values per kernel:", otf.distinct_values(clustered))
@@ -566,6 +587,7 @@ print(f"file {sizes['clustered'][0]:,} B, gzipped {sizes['clustered'][1]:,} B "
 # and the zeros compress on top.
 
 # %%
+# NBCHECK_APPROX int8 sqnr error size sparsity
 pqat = otf.prune_preserving_qat(pruned, x_ft, y_ft, batch_size=batch_size, learning_rate=learning_rate / 10)
 print(f"kernels of the PQAT model: {100 * otf.sparsity(pqat).sparsity:.2f} % zeros (pruned model: "
       f"{100 * pruned_info.sparsity:.2f} %)")
@@ -596,6 +618,7 @@ print(f"file {sizes['pqat'][0]:,} B, gzipped {sizes['pqat'][1]:,} B "
 # converted from the SavedModel folder (`to_tflite` takes either).
 
 # %%
+# NBCHECK_APPROX int8 sqnr
 fer_model = otf.load_keras(zoo.fer_model_path("keras"))
 
 
@@ -690,6 +713,7 @@ print(f"otf.pruning_schedule(target, 30): frequency {schedule.frequency}, end_st
 # straight to int8.
 
 # %%
+# NBCHECK_APPROX int8 sqnr error
 bad_rep = [b * 255.0 for b in rep]  # calibration forgot to scale to [0, 1]
 tflite["int8 bad calibration"] = otf.to_tflite(model, out / "cnn_int8_bad_calibration.tflite", variant="int8",
                                                representative=bad_rep, overwrite=True)

@@ -77,6 +77,7 @@ def skip(step):
 # parser supports every operator it uses.
 
 # %%
+# NBCHECK_APPROX accuracy
 fmnist = data.fashion_mnist()
 cnn = models.pretrained("resnet_cnn")
 x_test, y_test = np.array(fmnist.test.x[:test_samples]), np.array(fmnist.test.y[:test_samples])
@@ -95,6 +96,7 @@ print(f"ORT fp32 accuracy on {len(x_test):,} test images: {100 * fp32_acc:.2f} %
 # and keeps float32 inputs and outputs. Checked here in ORT on the CPU (slow there, fine for a check):
 
 # %%
+# NBCHECK_APPROX sqnr
 fp16_path = ox.convert_fp16(fp32.path, out / "resnet_cnn.fp16.onnx", overwrite=True)
 p16 = ox.verify(cnn, fp16_path, x_test[:fp16_check_samples], atol=float("inf"), min_top1=0.99, min_sqnr_db=40)
 print(f"fp16 file {ox.inspect(fp16_path).size_bytes / 1e6:.2f} MB (fp32 {info.size_bytes / 1e6:.2f} MB); "
@@ -110,6 +112,7 @@ print(f"fp16 file {ox.inspect(fp16_path).size_bytes / 1e6:.2f} MB (fp32 {info.si
 # `trtk.qdq_problems` says what is wrong with a Q/DQ file:
 
 # %%
+# NBCHECK_APPROX int8 sqnr
 calib_x = np.array(fmnist.calib.x[:32 * calibration_batches])
 calib = [calib_x[i:i + 32] for i in range(0, len(calib_x), 32)]
 ort_style = ox.quantize_static(fp32.path, out / "resnet_cnn.qdq_u8s8.onnx", calib, overwrite=True)

@@ -129,6 +129,7 @@ for o in opt.outcomes:
 # recommended.
 
 # %%
+# NBCHECK_APPROX int8 sqnr
 checks = opt.verify()
 print(f"{'candidate':<18} {'accuracy' if data.labels is not None else 'agreement':>9} {'change':>8} "
       f"{'SQNR dB':>8}  eligible")
