@@ -34,7 +34,7 @@ __all__ = ["Record", "save_records", "load_records", "to_frame", "jsonable", "FO
 FORMAT = "optkit.records/1"
 
 # Fields holding one number or string: the columns of a table.
-SCALAR_FIELDS = ("name", "technique", "runtime", "batch_size", "latency_ms", "p90_ms", "p99_ms",
+SCALAR_FIELDS = ("name", "technique", "runtime", "workload", "batch_size", "latency_ms", "p90_ms", "p99_ms",
                  "throughput", "size_bytes", "accuracy", "params", "macs", "notes")
 
 
@@ -42,7 +42,10 @@ SCALAR_FIELDS = ("name", "technique", "runtime", "batch_size", "latency_ms", "p9
 class Record:
     """The measured facts about one model variant.
 
-    Only ``name`` is required; anything not measured stays None. Units: latencies in ms,
+    Only ``name`` is required; anything not measured stays None. ``workload`` says what the
+    variant was measured on (model, task, evaluation set, e.g. ``"ResNetCNN · Fashion-MNIST test"``):
+    :mod:`optkit.report` computes ratios only between records of one workload and one batch size
+    (None means "not stated" and matches anything). Units: latencies in ms,
     ``throughput`` in items/s, ``size_bytes`` in bytes, ``accuracy`` as a fraction in [0, 1],
     ``params`` and ``macs`` as counts. ``parity`` holds the comparison with the baseline's
     outputs (e.g. ``optkit.verify.Parity`` as a dict), ``env`` the machine it was measured on
@@ -55,6 +58,7 @@ class Record:
     name: str
     technique: str | None = None
     runtime: str | None = None
+    workload: str | None = None
     batch_size: int | None = None
     latency_ms: float | None = None
     p90_ms: float | None = None
@@ -156,6 +160,8 @@ class Record:
             parts.append(self.technique)
         if self.runtime:
             parts.append(self.runtime)
+        if self.workload:
+            parts.append(f"on {self.workload}")
         if self.batch_size is not None:
             parts.append(f"b{self.batch_size}")
         if _num(self.latency_ms):

@@ -13,7 +13,7 @@ Taught in 00_measure_first.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -27,10 +27,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from optkit.bench import Measurement
 
-__all__ = ["table", "pareto_front", "plot_latency", "plot_throughput", "plot_pareto"]
+__all__ = ["table", "tables", "groups", "fastest", "pareto_front", "plot_latency", "plot_throughput",
+           "plot_pareto"]
 
 # Record fields a table shows, in order; size_bytes is shown as size_mb.
-_TABLE_COLUMNS = ("technique", "runtime", "batch_size", "latency_ms", "p90_ms", "p99_ms",
+_TABLE_COLUMNS = ("technique", "runtime", "workload", "batch_size", "latency_ms", "p90_ms", "p99_ms",
                   "throughput", "size_bytes", "accuracy", "params", "macs")
 _NUMERIC_FIELDS = ("batch_size", "latency_ms", "p90_ms", "p99_ms", "throughput", "size_bytes",
                    "accuracy", "params", "macs")
@@ -86,17 +87,91 @@ def _new_axes(ax: "Axes | None", figsize: tuple[float, float]) -> tuple["Figure"
     return fig, ax
 
 
+# --------------------------------------------------------------------------- workloads
+
+GroupKey = tuple  # (workload, batch_size)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Two workload (or batch size) labels agree; None means "not stated" and agrees with anything."""
+    return a is None or b is None or a == b
+
+
+def _describe(r: Record) -> str:
+    where = f"workload {r.workload!r}" if r.workload else "no stated workload"
+    return f"{where}, batch size {r.batch_size}" if r.batch_size is not None else where
+
+
+def _check_comparable(parameter: str, value: Any, items: Sequence[Record], *, batch: bool = True) -> None:
+    """Refuse records that measure different workloads (or batch sizes): a ratio between them is meaningless."""
+    ref = next((r for r in items if r.workload), None)
+    mixed = [r for r in items if ref is not None and not _same(r.workload, ref.workload)]
+    if not mixed and batch:
+        ref = next((r for r in items if r.batch_size is not None), None)
+        mixed = [r for r in items if ref is not None and not _same(r.batch_size, ref.batch_size)]
+    if mixed:
+        shown = ", ".join(f"{r.name!r} ({_describe(r)})" for r in mixed[:4])
+        raise OptkitError(
+            parameter, value,
+            f"would compare {ref.name!r} ({_describe(ref)}) with {shown}"
+            f"{' and others' if len(mixed) > 4 else ''}: ratios and accuracy changes mean something only "
+            "within one workload and one batch size",
+            "split them with report.tables(records, baseline=...) (one table per workload and batch size), "
+            "or pass only the records of one group")
+
+
+def groups(records: Iterable[Record]) -> dict[GroupKey, list[Record]]:
+    """Records grouped by ``(workload, batch_size)``, in order of first appearance."""
+    out: dict[GroupKey, list[Record]] = {}
+    for r in _records(records):
+        out.setdefault((r.workload, r.batch_size), []).append(r)
+    return out
+
+
+def fastest(records: Iterable[Record], where: Callable[[Record], bool] | None = None) -> str | None:
+    """Name of the record with the lowest ``latency_ms`` among those ``where`` accepts (None if none).
+
+    The usual baseline of a fair comparison: ``fastest(group, where=is_float)`` is the best float
+    variant, so an int8 speed-up is measured against the best the float model can do.
+    """
+    timed = [r for r in _records(records) if _finite(r.latency_ms) is not None and (where is None or where(r))]
+    return min(timed, key=lambda r: r.latency_ms).name if timed else None
+
+
+def tables(records: Iterable[Record],
+           baseline: str | Callable[[list[Record]], str | None] | None = None) -> dict[GroupKey, "pd.DataFrame"]:
+    """One :func:`table` per ``(workload, batch_size)`` group, keyed by that pair.
+
+    ``baseline`` is a record name (used in the groups that contain it), or a function from a
+    group's records to the name of its baseline (e.g. ``lambda g: report.fastest(g, is_float)``),
+    or None (no ratio columns).
+
+    Taught in 00_measure_first.
+    """
+    out = {}
+    for key, group in groups(records).items():
+        if callable(baseline):
+            base = baseline(group)
+        else:
+            base = baseline if baseline in {r.name for r in group} else None
+        out[key] = table(group, baseline=base)
+    return out
+
+
 # --------------------------------------------------------------------------- table
 
 def table(records: Iterable[Record], baseline: str | None = None) -> "pd.DataFrame":
     """A DataFrame indexed by name with the columns that have values, plus ratios vs a baseline.
 
-    Columns (only those some record fills): technique, runtime, batch_size, latency_ms, p90_ms,
-    p99_ms, throughput, size_mb (= size_bytes / 1e6), accuracy, params, macs. With ``baseline``
-    (a record's name) three more: ``speedup`` = baseline latency / latency, ``size_ratio`` =
-    baseline size / size (both above 1 means better than the baseline) and ``acc_delta`` =
-    accuracy - baseline accuracy in percentage points (accuracies in [0, 1] are scaled by 100).
-    A ratio column appears only when the baseline has that value.
+    Columns (only those some record fills): technique, runtime, workload, batch_size, latency_ms,
+    p90_ms, p99_ms, throughput, size_mb (= size_bytes / 1e6), accuracy, params, macs. With
+    ``baseline`` (a record's name) three more: ``speedup`` = baseline latency / latency,
+    ``size_ratio`` = baseline size / size (both above 1 means better than the baseline) and
+    ``acc_delta`` = accuracy - baseline accuracy in percentage points (accuracies in [0, 1] are
+    scaled by 100). A ratio column appears only when the baseline has that value.
+
+    Ratios are computed only within one workload and one batch size: with a ``baseline``, records
+    of another workload or batch size raise :class:`OptkitError` (use :func:`tables`).
 
     Taught in 00_measure_first.
     """
@@ -128,6 +203,7 @@ def table(records: Iterable[Record], baseline: str | None = None) -> "pd.DataFra
         raise OptkitError("baseline", baseline, f"names {names.count(baseline)} records",
                           "give each record a unique name")
     base = items[names.index(baseline)]
+    _check_comparable("baseline", baseline, [base] + [r for r in items if r is not base])
 
     def ratio(num: Any, den: Any) -> float:
         a, b = _finite(num), _finite(den)
@@ -179,11 +255,17 @@ def plot_pareto(records: Iterable[Record], x: str = "latency_ms", y: str = "accu
     line is the best ``y`` reachable at each ``x``. ``annotate`` writes each record's name
     beside its point. ``size_bytes`` is plotted in MB. Returns the Figure.
 
+    One plot shows one workload: records of several workloads (one accuracy axis across tasks)
+    raise :class:`OptkitError`, and so do several batch sizes when an axis is a latency or a
+    throughput. Plot each group of :func:`groups` on its own axes instead.
+
     Taught in 00_measure_first.
     """
     items = _records(records)
     _check_key("x", x, items)
     _check_key("y", y, items)
+    timed = {x, y} & {"latency_ms", "p90_ms", "p99_ms", "throughput"}
+    _check_comparable("records", [r.name for r in items], items, batch=bool(timed))
     shown = [r for r in items if _value(r, x) is not None and _value(r, y) is not None]
     if not shown:
         raise OptkitError("records", [r.name for r in items], f"none has both {x} and {y}",

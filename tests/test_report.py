@@ -166,3 +166,56 @@ def test_plot_pareto_points_front_and_labels():
     assert list(gid_line(ax, "front").get_xdata()) == pytest.approx([1.0, 2.0])  # MB
     with pytest.raises(OptkitError):
         report.plot_pareto([Record("x")])
+
+
+# ---------------------------------------------------------------- one workload, one batch size per ratio
+def _mixed():
+    return [
+        Record("cnn fp32 b32", technique="fp32", workload="CNN · Fashion-MNIST", batch_size=32, latency_ms=10.0,
+               accuracy=0.91, size_bytes=800),
+        Record("cnn int8 b32", technique="int8", workload="CNN · Fashion-MNIST", batch_size=32, latency_ms=4.0,
+               accuracy=0.90, size_bytes=200),
+        Record("cnn fp32 b1", technique="fp32", workload="CNN · Fashion-MNIST", batch_size=1, latency_ms=1.0,
+               accuracy=0.91),
+        Record("cnn int8 b1", technique="int8", workload="CNN · Fashion-MNIST", batch_size=1, latency_ms=1.6,
+               accuracy=0.90),
+        Record("minilm fp32 b32", technique="fp32", workload="MiniLM · polarity", batch_size=32, latency_ms=200.0,
+               accuracy=0.74),
+    ]
+
+
+def test_a_ratio_across_workloads_or_batch_sizes_is_refused():
+    recs = _mixed()
+    with pytest.raises(OptkitError, match="only within one workload and one batch size") as err:
+        report.table(recs[:4], baseline="cnn fp32 b32")  # batch 1 rows against a batch-32 baseline
+    assert "report.tables" in str(err.value) and "'cnn fp32 b1'" in str(err.value)
+    with pytest.raises(OptkitError, match="MiniLM"):
+        report.table([recs[0], recs[4]], baseline="cnn fp32 b32")
+    # without a baseline nothing is divided: the plain listing stays allowed
+    assert len(report.table(recs)) == 5
+
+
+def test_tables_divide_each_group_by_its_own_best_float():
+    out = report.tables(_mixed(), baseline=lambda g: report.fastest(g, where=lambda r: r.technique == "fp32"))
+    assert list(out) == [("CNN · Fashion-MNIST", 32), ("CNN · Fashion-MNIST", 1), ("MiniLM · polarity", 32)]
+    assert out[("CNN · Fashion-MNIST", 32)].loc["cnn int8 b32", "speedup"] == pytest.approx(2.5)
+    # at batch 1 int8 is slower: the ratio says so instead of borrowing the batch-32 baseline
+    assert out[("CNN · Fashion-MNIST", 1)].loc["cnn int8 b1", "speedup"] == pytest.approx(1 / 1.6)
+    assert out[("MiniLM · polarity", 32)].loc["minilm fp32 b32", "speedup"] == pytest.approx(1.0)
+
+
+def test_fastest_picks_among_the_accepted_records():
+    recs = _mixed()[:2]
+    assert report.fastest(recs) == "cnn int8 b32"
+    assert report.fastest(recs, where=lambda r: r.technique == "fp32") == "cnn fp32 b32"
+    assert report.fastest(recs, where=lambda r: False) is None
+
+
+def test_one_pareto_plot_shows_one_workload():
+    recs = _mixed()
+    with pytest.raises(OptkitError, match="only within one workload"):
+        report.plot_pareto([recs[0], recs[4]])
+    with pytest.raises(OptkitError, match="batch size"):
+        report.plot_pareto(recs[:4])  # latency axis, two batch sizes
+    fig = report.plot_pareto(recs[:4], x="size_bytes")  # no timed axis: batch sizes may differ
+    assert fig is not None
