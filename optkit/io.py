@@ -49,16 +49,12 @@ __all__ = [
     "SUPPORTED_FORMATS",
 ]
 
-#: Suffix -> what :func:`load_model` does with it.
+#: Format key (:data:`optkit.formats.FORMATS`) -> what :func:`load_model` does with it.
 SUPPORTED_FORMATS = {
-    ".pt": "state dict via torch.load(weights_only=True)",
-    ".pth": "state dict via torch.load(weights_only=True)",
-    ".pt2": "torch.export program via torch.export.load",
-    ".onnx": "ONNX model via onnx.load + onnx.checker",
+    "torch_pickle": "state dict via torch.load(weights_only=True)",
+    "torch_export": "torch.export program via torch.export.load",
+    "onnx": "ONNX model via onnx.load + onnx.checker",
 }
-# Recognized, loaded by optkit.tf (notebook 07) rather than here.
-_TF_FORMATS = {".keras": "Keras 3 model", ".h5": "Keras HDF5 model", ".hdf5": "Keras HDF5 model",
-               ".tflite": "TFLite flat buffer"}
 
 
 # --------------------------------------------------------------------------- writing
@@ -267,16 +263,14 @@ def load_onnx(path: str | os.PathLike, check: bool = True):
     return proto
 
 
-def _is_saved_model(path: Path) -> bool:
-    return path.is_dir() and ((path / "saved_model.pb").exists() or (path / "saved_model.pbtxt").exists())
-
-
 def load_model(path: str | os.PathLike, *, allow_pickle: bool = False, model: nn.Module | None = None):
-    """Load any model file optkit knows, choosing by its suffix; safe unless told otherwise.
+    """Load any model file optkit knows, choosing by its format (:func:`optkit.formats.find`);
+    safe unless told otherwise.
 
-    - ``.pt`` / ``.pth``: a state dict with ``torch.load(weights_only=True)``, loaded into ``model``
-      when given (returns the model), else returned as a dict. A pickled whole module raises an
-      ``OptkitError``: unpickling runs code from the file, so only ``allow_pickle=True`` opts in.
+    - ``.pt`` / ``.pth`` (and ``.pkl``, ``.pickle``, ``.bin``): a state dict with
+      ``torch.load(weights_only=True)``, loaded into ``model`` when given (returns the model), else
+      returned as a dict. A pickled whole module raises an ``OptkitError``: unpickling runs code
+      from the file, so only ``allow_pickle=True`` opts in.
     - ``.pt2``: a ``torch.export`` program (``ExportedProgram``).
     - ``.onnx``: an ``onnx.ModelProto``, checked with ``onnx.checker``.
     - ``.keras``, ``.h5``, ``.tflite`` and SavedModel folders are recognized but not loaded here:
@@ -287,22 +281,23 @@ def load_model(path: str | os.PathLike, *, allow_pickle: bool = False, model: nn
 
     Taught in 01_pytorch_inference_essentials.
     """
+    from optkit import formats
+
     p = check_path_exists("path", path)
-    suffix = p.suffix.lower()
-    if _is_saved_model(p) or suffix in _TF_FORMATS:
-        kind = "TensorFlow SavedModel" if p.is_dir() else _TF_FORMATS[suffix]
-        raise OptkitError("path", str(p), f"is a {kind}, which optkit.io does not load",
+    fmt = formats.find(p)
+    if fmt is not None and fmt.framework in ("tensorflow", "tflite"):
+        raise OptkitError("path", str(p), f"is a {fmt.description}, which optkit.io does not load",
                           "load it with optkit.tf (taught in 07_tensorflow_and_tflite), or with "
                           "tf.keras.models.load_model / ai_edge_litert directly")
-    if suffix in (".pt", ".pth"):
+    if fmt is not None and fmt.key == "torch_pickle":
         return load_state_dict(p, model, allow_pickle=allow_pickle)
-    if suffix == ".pt2":
+    if fmt is not None and fmt.key == "torch_export":
         return load_program(p)
-    if suffix == ".onnx":
+    if fmt is not None and fmt.key == "onnx":
         return load_onnx(p)
-    formats = ", ".join(list(SUPPORTED_FORMATS) + list(_TF_FORMATS) + ["SavedModel folder"])
-    raise OptkitError("path", str(p), f"has a suffix ({suffix or 'none'}) optkit does not know",
-                      f"use one of: {formats}")
+    known = ", ".join(s for f in formats.FORMATS.values() for s in f.suffixes) + ", a SavedModel folder"
+    raise OptkitError("path", str(p), f"has a suffix ({p.suffix.lower() or 'none'}) optkit does not know",
+                      f"use one of: {known}")
 
 
 # --------------------------------------------------------------------------- sizes

@@ -76,7 +76,6 @@ RESULTS_FORMAT = "optkit.optimize/1"
 #: Candidates within this fraction of the fastest eligible latency count as tied; the smaller wins.
 TIE_TOLERANCE = 0.05
 LABEL_KEYS = ("y", "labels", "label", "targets")
-_PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin")
 
 
 # =============================================================================== the model
@@ -124,7 +123,7 @@ class ModelSummary:
         """A few lines for a reader: format, size, inputs and outputs, the most common operators."""
         top = sorted(self.op_counts.items(), key=lambda kv: (-kv[1], kv[0]))
         ops = ", ".join(f"{k} {v}" for k, v in top[:8]) + (", ..." if len(top) > 8 else "")
-        lines = [f"{Path(self.path).name}: {FORMATS.get(self.format, self.format)}, "
+        lines = [f"{Path(self.path).name}: {_format_text(self.format)}, "
                  f"{self.size_bytes / 1e6:.2f} MB" + (f", {self.params:,} parameters" if self.params else ""),
                  "inputs:  " + "; ".join(repr(s) for s in self.inputs),
                  "outputs: " + "; ".join(repr(s) for s in self.outputs),
@@ -148,26 +147,31 @@ def _spec(name: str, shape: Iterable, dtype: str):
     return TensorSpec(str(name), tuple(shape), str(dtype))
 
 
+def _format_text(key: str) -> str:
+    """How a format key reads in a summary line (the registry's description)."""
+    from optkit import formats
+
+    return formats.FORMATS[key].description if key in formats.FORMATS else key
+
+
 def detect_format(path: str | os.PathLike) -> str:
-    """The model format of ``path`` from its suffix (or a SavedModel folder): a key of
-    :data:`FORMATS`, or ``"torch_pickle"`` for ``.pt``/``.pth``/``.pkl``. Anything else is an
-    :class:`OptkitError` naming the formats that are read.
+    """The model format of ``path`` as the registry (:func:`optkit.formats.find`) tells it: a key of
+    :data:`FORMATS`, or ``"torch_pickle"`` for ``.pt``/``.pth``/``.pkl``/``.pickle``/``.bin``; a
+    SavedModel folder reads as ``"keras"``. Anything else is an :class:`OptkitError` naming the
+    formats that are read.
 
     Taught in 10_optimize_your_own_model.
     """
+    from optkit import formats
+
     p = Path(path)
-    suffix = p.suffix.lower()
-    if p.is_dir():
-        if (p / "saved_model.pb").exists():
-            return "keras"
+    fmt = formats.find(p)
+    if p.is_dir() and fmt is None:
         raise OptkitError("model_path", str(path), "is a folder but not a SavedModel (no saved_model.pb)",
                           "pass a model file (.onnx, .pt2, .keras, .h5, .tflite) or a SavedModel folder")
-    table = {".onnx": "onnx", ".pt2": "torch_export", ".keras": "keras", ".h5": "keras", ".hdf5": "keras",
-             ".tflite": "tflite"}
-    if suffix in table:
-        return table[suffix]
-    if suffix in _PICKLE_SUFFIXES:
-        return "torch_pickle"
+    if fmt is not None:
+        return "keras" if fmt.key == "saved_model" else fmt.key  # a SavedModel is read as a Keras model
+    suffix = p.suffix.lower()
     raise OptkitError("model_path", str(path), f"has a format optkit optimize does not read ({suffix or 'no suffix'})",
                       "pass an ONNX model (.onnx), a torch.export program (.pt2), a Keras model (.keras, .h5 or "
                       "a SavedModel folder) or a TFLite file (.tflite)")
@@ -977,7 +981,7 @@ class Optimization:
                               f"{min(fixed)} only (batch_sizes asked for {self.batch_sizes})")
             self.batch_sizes = [min(fixed)]
         self._timed("inspect", start)
-        self._say(f"[optimize] model: {Path(summary.path).name} ({FORMATS.get(summary.format, summary.format)}, "
+        self._say(f"[optimize] model: {Path(summary.path).name} ({_format_text(summary.format)}, "
                   f"{summary.size_bytes / 1e6:.2f} MB)")
         return summary
 

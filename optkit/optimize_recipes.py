@@ -34,6 +34,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from optkit import formats as _formats
 from optkit.errors import OptkitError
 
 __all__ = [
@@ -41,13 +42,8 @@ __all__ = [
     "register", "unregister", "recipes_for", "all_recipes", "get_recipe",
 ]
 
-#: Model formats the capstone reads -> what they are.
-FORMATS = {
-    "onnx": "ONNX model (.onnx)",
-    "torch_export": "torch.export program (.pt2)",
-    "keras": "Keras model (.keras, .h5 or a SavedModel folder)",
-    "tflite": "TFLite flat buffer (.tflite)",
-}
+#: Model formats the capstone reads -> what they are (from the one registry, optkit.formats).
+FORMATS = {key: _formats.FORMATS[key].description for key in ("onnx", "torch_export", "keras", "tflite")}
 #: Runtimes a recipe can produce a candidate for (the ``runtimes`` parameter filters by these).
 RUNTIMES = ("onnxruntime", "pytorch", "tensorflow", "tflite", "tensorrt")
 

@@ -1208,6 +1208,8 @@ def load_artifact(artifact: Any, *, threads: int = 1) -> tuple[Callable[[np.ndar
 
     Taught in 09_serving_batching_and_caching.
     """
+    from optkit import formats
+
     threads = _check_int("threads", threads, 1)
     if callable(artifact) and not isinstance(artifact, (str, Path)):
         return numpy_fn(artifact()), None, None
@@ -1215,48 +1217,11 @@ def load_artifact(artifact: Any, *, threads: int = 1) -> tuple[Callable[[np.ndar
     if not path.is_file():
         raise OptkitError("artifact", str(artifact), "is not a file",
                           "pass the path of a saved .onnx, .pt2 or .tflite model, or a factory function")
-    suffix = path.suffix.lower()
-    if suffix == ".onnx":
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        spec = session.get_inputs()[0]
-        dims = spec.shape[1:]
-        shape = tuple(dims) if all(isinstance(d, int) for d in dims) else None
-        ort_types = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(int64)": "int64",
-                     "tensor(int32)": "int32", "tensor(uint8)": "uint8", "tensor(int8)": "int8",
-                     "tensor(float16)": "float16"}
-        return numpy_fn(session), shape, ort_types.get(spec.type)
-    if suffix == ".pt2":
-        import torch
-
-        torch.set_num_threads(threads)
-        program = torch.export.load(str(path))
-        spec = program.graph_signature.user_inputs
-        shape = dtype = None
-        placeholders = [n for n in program.graph.nodes if n.op == "placeholder" and n.name in spec]
-        if placeholders and "val" in placeholders[0].meta:
-            val = placeholders[0].meta["val"]
-            dims = val.shape[1:]
-            if all(isinstance(d, int) for d in dims):
-                shape = tuple(int(d) for d in dims)
-            dtype = str(val.dtype).replace("torch.", "")
-        return numpy_fn(program.module()), shape, dtype
-    if suffix == ".tflite":
-        try:
-            from optkit import tf as optkit_tf
-        except ImportError as exc:  # pragma: no cover - depends on the TensorFlow lesson's module
-            raise OptkitError("artifact", str(path), f"needs optkit.tf, which failed to import ({exc})",
-                              "install the tf extra, or export the model to ONNX") from None
-        runner = optkit_tf.LiteRT(str(path), num_threads=threads)
-        detail = runner.input_details[0]
-        shape = tuple(int(d) for d in detail["shape"][1:])
-        return runner, shape, "float32"
-    raise OptkitError("artifact", str(path), f"has the unsupported suffix {suffix!r}",
-                      "pass a .onnx, .pt2 or .tflite file, or a factory function")
+    fmt = formats.find(path)
+    if fmt is None or fmt.key not in ("onnx", "torch_export", "tflite"):
+        raise OptkitError("artifact", str(path), f"has the unsupported suffix {path.suffix.lower()!r}",
+                          "pass a .onnx, .pt2 or .tflite file, or a factory function")
+    return tuple(formats.load_runner(path, threads=threads))
 
 
 def ray_deployment(artifact: Any, *, name: str = "optkit_model", input_shape: Sequence[int] | None = None,

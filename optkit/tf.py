@@ -552,7 +552,9 @@ def artifact_sizes(path: str | os.PathLike) -> tuple[int, int]:
 
 # --------------------------------------------------------------------------- SavedModel / loading
 def _is_saved_model(path: Path) -> bool:
-    return path.is_dir() and (path / "saved_model.pb").exists()
+    from optkit.formats import is_saved_model
+
+    return is_saved_model(path)
 
 
 def _missing(parameter: str, path: Path, what: str) -> OptkitError:

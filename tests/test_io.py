@@ -163,11 +163,15 @@ def test_not_onnx_and_invalid_onnx_are_refused(tmp_path):
 # --------------------------------------------------------------------------- dispatch
 
 def test_unknown_suffix_lists_formats_and_tf_formats_point_to_optkit_tf(tmp_path):
-    odd = tmp_path / "model.bin"
+    odd = tmp_path / "model.txt"
     odd.write_bytes(b"x")
     with pytest.raises(OptkitError) as err:
         io.load_model(odd)
-    assert ".pt2" in str(err.value) and ".onnx" in str(err.value)
+    assert ".pt2" in str(err.value) and ".onnx" in str(err.value) and ".tflite" in str(err.value)
+    # one registry (optkit.formats): a .bin is a PyTorch file here as in the capstone, read safely
+    binary = tmp_path / "pytorch_model.bin"
+    torch.save({"w": torch.ones(2)}, binary)
+    assert torch.equal(io.load_model(binary)["w"], torch.ones(2))
     keras = tmp_path / "model.keras"
     keras.write_bytes(b"x")
     with pytest.raises(OptkitError, match="optkit.tf"):
