@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 _SUBMODULES = {
     "bench", "cli", "curriculum", "data", "errors", "exercises", "io", "models", "notebook",
     "record", "report", "verify", "quantize", "prune", "zoo", "distill", "compress", "onnx",
-    "tensorrt", "tf", "serve", "optimize", "optimize_recipes", "gpu", "formats",
+    "tensorrt", "tf", "serve", "optimize", "optimize_recipes", "gpu", "formats", "files", "quiet",
 }
 __all__ = sorted(_SUBMODULES) + ["__version__"]
 

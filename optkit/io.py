@@ -16,22 +16,21 @@ Taught in 00_measure_first (sizes) and 01_pytorch_inference_essentials (safe loa
 """
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import io as _io
 import os
 import pickle
 import re
-import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn
 
-from optkit.errors import OptkitError, check_destination, check_path_exists
+from optkit.errors import OptkitError, check_path_exists
+from optkit.files import atomic_write
 
 __all__ = [
     "atomic_write",
@@ -59,29 +58,8 @@ SUPPORTED_FORMATS = {
 
 # --------------------------------------------------------------------------- writing
 
-@contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success move it onto ``path`` atomically.
-
-    Write the file to the yielded path. If the block raises, the temporary file is removed and
-    ``path`` is left as it was. With ``overwrite=False`` an existing ``path`` is refused before
-    anything is written.
-
-    Taught in 00_measure_first.
-    """
-    path = check_destination(path, overwrite=overwrite)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp_path, path)
-    finally:
-        with contextlib.suppress(OSError):
-            tmp_path.unlink()
+# atomic_write is optkit.files.atomic_write (re-exported here, where 00 teaches it): one writer
+# for every artifact, record and report, and importable without torch.
 
 
 def _state_dict_of(model_or_state: Any) -> dict:

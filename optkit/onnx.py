@@ -30,20 +30,17 @@ from __future__ import annotations
 
 import contextlib
 import inspect as _inspect
-import io as _io
-import logging
 import math
 import os
 import re
 import shutil
-import sys
 import tempfile
 import time
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -186,42 +183,16 @@ class ModelInfo:
 
 # --------------------------------------------------------------------------- helpers
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[_io.StringIO]:
-    """Silence stdout/stderr at the Python and file-descriptor level (the exporters print progress
-    lines, graph dumps and C++ warnings); yield a buffer that receives the Python-level text."""
-    buf = _io.StringIO()
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch._dynamo", "torch.fx", "torch.export",
-                                              "torch._export", "torch.fx.experimental.symbolic_shapes",
-                                              "onnxscript", "onnx_ir", "root")]
-    levels = [lg.level for lg in loggers]
-    saved_fds = []
-    sink = tempfile.TemporaryFile(mode="w+b")
-    try:
-        for fd in (1, 2):
-            try:
-                sys.stdout.flush() if fd == 1 else sys.stderr.flush()
-                saved_fds.append((fd, os.dup(fd)))
-                os.dup2(sink.fileno(), fd)
-            except (OSError, ValueError):
-                pass
-        for lg in loggers:
-            lg.setLevel(logging.ERROR)
-        with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
-            yield buf
-    finally:
-        for lg, lv in zip(loggers, levels):
-            lg.setLevel(lv)
-        for fd, saved in saved_fds:
-            with contextlib.suppress(OSError):
-                os.dup2(saved, fd)
-                os.close(saved)
-        try:
-            sink.seek(0)
-            buf.write(sink.read().decode("utf-8", "replace"))
-        finally:
-            sink.close()
+_EXPORT_LOGGERS = ("torch.onnx", "torch._dynamo", "torch.fx", "torch.export", "torch._export",
+                   "torch.fx.experimental.symbolic_shapes", "onnxscript", "onnx_ir", "root")
 
+
+def _quiet():
+    """Silence the exporters (progress lines, graph dumps, C++ warnings, their loggers): the one
+    silencer, :func:`optkit.quiet.silenced`; yields a buffer with what they printed."""
+    from optkit.quiet import silenced
+
+    return silenced(loggers=_EXPORT_LOGGERS)
 
 def _as_tuple(example_inputs: Any) -> tuple:
     import torch

@@ -220,36 +220,22 @@ def sqnr(ref: torch.Tensor, test: torch.Tensor) -> float:
 
 # =============================================================================== helpers
 
-@contextlib.contextmanager
 def quiet_torchao():
     """Silence the harmless noise torchao and torch.ao print on import and first use.
 
     torchao's import tries optional CUDA/mxfp8 kernels and prints "Failed to load ..." (to
     stderr, from C code) and torch logs an Enum registration warning; neither affects CPU
-    quantization. This redirects file descriptor 2 for the duration of the block, so use it
-    only around imports and conversions whose failures would still raise.
+    quantization. This is :func:`optkit.quiet.silenced` on stderr with log records below ERROR
+    and warnings dropped, so use it only around imports and conversions whose failures would
+    still raise.
 
     Taught in 02_quantization.
     """
     import logging
-    import os
-    import sys
 
-    sys.stderr.flush()
-    saved = os.dup(2)
-    previous = logging.root.manager.disable
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            logging.disable(logging.WARNING)  # torchao's "Failed to load" and torch's pytree lines are log records
-            with warnings.catch_warnings(), contextlib.redirect_stderr(devnull):
-                warnings.simplefilter("ignore")
-                yield
-    finally:
-        logging.disable(previous)
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
+    from optkit.quiet import silenced
+
+    return silenced(stdout=False, stderr=True, logging_below=logging.WARNING, ignore_warnings=True)
 
 
 def _used_state(model: nn.Module) -> dict[str, Any]:

@@ -10,12 +10,10 @@ Taught in 00_measure_first.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
@@ -23,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 import numpy as np
 
 from optkit.errors import OptkitError, check_path_exists
+from optkit.files import write_text
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -244,21 +243,6 @@ def _as_records(records: Any) -> list[Record]:
     return items
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temp file beside ``path``, then ``os.replace`` it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def save_records(records: Iterable[Record] | Record, path: str | os.PathLike, *,
                  merge: bool = False) -> Path:
     """Write records to a JSON file atomically and return its path.
@@ -279,8 +263,7 @@ def save_records(records: Iterable[Record] | Record, path: str | os.PathLike, *,
     doc = {"format": FORMAT, "records": [r.to_dict() for r in items]}
     text = json.dumps(doc, indent=2, allow_nan=False) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(path, text)
-    return path
+    return write_text(path, text, overwrite=True)
 
 
 def load_records(path: str | os.PathLike) -> list[Record]:

@@ -28,16 +28,13 @@ Taught in 07_tensorflow_and_tflite.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import io as _io
 import os
 import shutil
-import sys
 import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -87,62 +84,7 @@ _TF = None
 
 
 # --------------------------------------------------------------------------- quiet imports
-def _fflush_c() -> None:
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None).fflush(None)
-
-
-@contextlib.contextmanager
-def silenced(stdout: bool = True, stderr: bool = True) -> Iterator[_io.StringIO]:
-    """Keep C++ log lines and prints off the terminal (or notebook) while the block runs.
-
-    TensorFlow's C++ runtime (absl, oneDNN, the MLIR converter) writes straight to file
-    descriptors 1 and 2, past Python's ``sys.stdout``/``sys.stderr``; conversions also ``print``
-    a "Saved artifact at ..." block. Both descriptors are pointed at a temporary file and Python's
-    streams at a buffer. If the block raises, the captured text's last lines are attached to the
-    exception as a note, so nothing useful is lost. Yields the Python-level buffer.
-
-    Taught in 07_tensorflow_and_tflite.
-    """
-    fds = [fd for fd, on in ((1, stdout), (2, stderr)) if on]
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    _fflush_c()
-    buffer = _io.StringIO()
-    log = tempfile.TemporaryFile(mode="w+b")
-    saved = {}
-    try:
-        for fd in fds:
-            saved[fd] = os.dup(fd)
-            os.dup2(log.fileno(), fd)
-    except OSError:  # no real descriptors (some embedded interpreters): Python-level only
-        for fd, copy in saved.items():
-            os.dup2(copy, fd)
-            os.close(copy)
-        saved = {}
-    redirects = contextlib.ExitStack()
-    if stdout:
-        redirects.enter_context(contextlib.redirect_stdout(buffer))
-    if stderr:
-        redirects.enter_context(contextlib.redirect_stderr(buffer))
-    try:
-        with redirects:
-            yield buffer
-    except BaseException as exc:
-        _fflush_c()
-        log.seek(0)
-        text = log.read().decode("utf-8", "replace") + buffer.getvalue()
-        tail = "\n".join(line for line in text.splitlines()[-15:] if line.strip())
-        if tail and hasattr(exc, "add_note"):
-            exc.add_note("captured output (last lines):\n" + tail)
-        raise
-    finally:
-        _fflush_c()
-        for fd, copy in saved.items():
-            os.dup2(copy, fd)
-            os.close(copy)
-        log.close()
+from optkit.quiet import silenced  # noqa: E402  (one silencer for the package)
 
 
 def import_tensorflow(threads: int | None = None, *, gpu_memory_growth: bool = True):

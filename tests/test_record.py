@@ -168,3 +168,26 @@ def test_jsonable_strict_refuses_what_lenient_writes_as_text(tmp_path):
     with pytest.raises(OptkitError, match="cannot be written as JSON"):
         jsonable({"f": object})
     assert jsonable({"f": slice(1, 2)}, strict=False) == {"f": "slice(1, 2, None)"}
+
+
+def test_saved_records_get_the_usual_permissions_not_the_temp_files(tmp_path):
+    # one atomic writer (optkit.files): records used to keep mkstemp's 0600
+    import os
+    import stat
+
+    umask = os.umask(0o022)
+    try:
+        path = save_records([Record("a")], tmp_path / "r.json")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_record_and_report_import_no_framework():
+    import subprocess
+    import sys
+
+    code = ("import sys, optkit.record, optkit.report, optkit.files, optkit.formats; "
+            "bad = [m for m in ('torch', 'tensorflow', 'onnxruntime') if m in sys.modules]; assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
