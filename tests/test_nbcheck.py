@@ -196,3 +196,56 @@ def test_identical_to_float_precision_counts_as_equal_and_units_narrow_a_kind():
     # int8's 2 points apply to percentages only: a plain fraction in the same cell stays exact
     assert compare_text("acc 74.2 %, cosine 0.980", "acc 75.8 %, cosine 0.980", [int8]) == []
     assert compare_text("acc 74.2 %, cosine 0.980", "acc 74.2 %, cosine 0.945", [int8])
+
+
+# ---------------------------------------------------------------- the same check on a real committed notebook
+def _check_real(tmp_path: Path, edit) -> subprocess.CompletedProcess:
+    """nbcheck of the committed 00 against a copy of itself changed by ``edit(code_cells)``."""
+    committed = ROOT / "notebooks" / "00_measure_first.ipynb"
+    nb = nbformat.read(str(committed), as_version=4)
+    edit([c for c in nb.cells if c.cell_type == "code"])
+    (tmp_path / "run").mkdir()
+    nbformat.write(nb, str(tmp_path / "run" / committed.name))
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "optkit.nbcheck",
+                           "--nbcheck-executed", str(tmp_path / "run"), "--nbval-sanitize-with", str(SANITIZE),
+                           str(committed)], cwd=tmp_path, capture_output=True, text=True)
+
+
+def _edit_text(cell, old: str, new: str) -> None:
+    for out in cell.outputs:
+        if out.output_type == "stream" and old in out.text:
+            out.text = out.text.replace(old, new)
+            return
+        if "data" in out and old in out.data.get("text/plain", ""):
+            out.data["text/plain"] = out.data["text/plain"].replace(old, new)
+            return
+    raise AssertionError(f"{old!r} not in the cell's outputs")
+
+
+def _another_machine(cells) -> None:
+    """What another CPU changes: every timing, the machine line, last digits of a trained accuracy."""
+    import re
+
+    for cell in cells:
+        for out in cell.outputs:
+            if out.output_type == "stream":
+                out.text = re.sub(r"Measured on: [^\n]*", "Measured on: Intel Xeon (AMX), 2 cores, no GPU", out.text)
+                if "NBVAL_IGNORE_OUTPUT" in cell.source:
+                    out.text = re.sub(r"\d+\.\d+", "9.99", out.text)
+    accuracy_cell = next(c for c in cells if c.source.startswith("# NBCHECK_APPROX accuracy\ndataset_of"))
+    _edit_text(accuracy_cell, "test accuracy 91.19 %", "test accuracy 91.23 %")
+
+
+def test_a_real_notebook_passes_when_only_what_varies_by_machine_varies(tmp_path):
+    res = _check_real(tmp_path, _another_machine)
+    assert res.returncode == 0, res.stdout[-3000:]
+
+
+def test_a_real_notebook_fails_when_a_parameter_count_changes(tmp_path):
+    def edit(cells):
+        _another_machine(cells)
+        cell = next(c for c in cells if c.source.startswith("# NBCHECK_APPROX accuracy\ndataset_of"))
+        _edit_text(cell, "params   206,922", "params   206,923")
+
+    res = _check_real(tmp_path, edit)
+    assert res.returncode == 1 and "206,922 became 206,923" in res.stdout
