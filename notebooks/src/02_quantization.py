@@ -346,9 +346,9 @@ notebook.headline("text model (MiniLM) int8 dynamic speed-up over the best fp32 
 #    dequantize → conv → ReLU → quantize chain into one oneDNN int8 kernel.
 #
 # ### The honest baseline
-# An int8 speed-up is only meaningful against the best fp32 model, not the slowest. PLATFORM.md
-# reports that channels-last memory format and compilation each speed up convs on this CPU, so
-# we measure all three fp32 variants at batch 32 and keep the fastest:
+# An int8 speed-up is only meaningful against the best fp32 model, not the slowest. Channels-last
+# memory format and compilation can each speed up convolutions on a CPU, so we measure all three
+# fp32 variants at batch 32 and keep the fastest:
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -748,7 +748,7 @@ for (workload, bs), frame in summaries.items():
     display(frame.drop(columns=["workload"]))
 
 # %% [markdown]
-# **Targets** (from the course plan), each printed above by the cell that measured it:
+# **Targets** set for this notebook, each printed above by the cell that measured it:
 # int8 at least 3.5x smaller (the CNN's file; the text model's quantized layers), the text model at
 # least 1.5x faster with dynamic int8 at batch 32 (MiniLM; the LSTM model shows where it does not
 # pay), the CNN at least 2x faster than the best fp32 at batch 32 with static int8 (ResNetCNN; the

@@ -611,7 +611,7 @@ print(f"fine-tuning at these parameters: unstructured {iterative_steps} steps x 
       f"was trained for {recipe['epochs']} epochs x {len(fmnist.train):,} images")
 
 # %% [markdown]
-# **Where the targets stand.** The issue asks for a 50 % channel cut that is at least 1.6x faster at
+# **Where the targets stand.** The target is a 50 % channel cut that is at least 1.6x faster at
 # batch 32 within 2 accuracy points, and 80 % global sparsity within 1 point with a compressed file at
 # least 3x smaller. The cell above prints each as met or MISSED with the measured value; in the run
 # saved with this notebook all four read met. The speed and size targets follow from the structure

@@ -349,7 +349,7 @@ print(f"features + soft targets - soft targets alone: {distill.paired_difference
 # its own weights. `distill.EMATeacher` takes a `copy.deepcopy` of the student before training, and
 # after every optimizer step moves each of its weights toward the student's:
 #
-# $$	heta_{	ext{EMA}} \leftarrow d\,	heta_{	ext{EMA}} + (1 - d)\,	heta_{	ext{student}}$$
+# $$\theta_{\text{EMA}} \leftarrow d\,\theta_{\text{EMA}} + (1 - d)\,\theta_{\text{student}}$$
 #
 # The average is smoother than the student (it is an ensemble of the student's recent selves, the
 # "mean teacher" idea), and its soft outputs regularize the student. With `warmup`, the decay at
@@ -487,8 +487,8 @@ print(f"teacher {100 * teacher_test:.2f} %; every student: {student_params:,} pa
       f"{n_train:,} training images x {epochs} epochs")
 
 # %% [markdown]
-# **Where the target stands.** The issue asks that a distilled student beat the student trained
-# from scratch on mean test accuracy over at least 3 seeds, and that the margin be reported
+# **Where the target stands.** The target: a distilled student should beat the student trained
+# from scratch on mean test accuracy over at least 3 seeds, with the margin reported
 # honestly. The cell above prints it, with the paired interval that says whether the margin is
 # outside the noise. Gains of this size (under a point here) are typical for distillation on an
 # easy data set; with 3 seeds the 95 % interval is wide (its t multiplier is 4.3), so a gain this

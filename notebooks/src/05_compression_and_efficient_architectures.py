@@ -504,7 +504,7 @@ for label, value, bound, unit in checks:
 print("Measured on:", bench.environment_line())
 
 # %% [markdown]
-# **Where the targets stand.** The issue asks for k-means with 16 clusters to store the weights at
+# **Where the targets stand.** The target is k-means with 16 clusters to store the weights at
 # least 6x smaller than fp32 with at most 1 point of accuracy lost after fine-tuning, and for SVD on
 # the large Linear layers to cut their parameters at least 2x within 1 point after fine-tuning. The
 # cell above prints each as met or MISSED with its measured value. The storage ratio is arithmetic
