@@ -21,13 +21,20 @@ def _nb(cells):
     return nb
 
 
-def _check(tmp_path: Path, committed, executed) -> subprocess.CompletedProcess:
+def _run(tmp_path: Path, committed, executed, *, sanitize: Path | None = None,
+         name: str = "lesson.ipynb") -> subprocess.CompletedProcess:
+    """Write ``committed`` and papermill's ``executed`` copy (notebooks), run the nbcheck plugin."""
     (tmp_path / "run").mkdir()
-    nbformat.write(_nb(committed), str(tmp_path / "lesson.ipynb"))
-    nbformat.write(_nb(executed), str(tmp_path / "run" / "lesson.ipynb"))
+    nbformat.write(committed, str(tmp_path / name))
+    nbformat.write(executed, str(tmp_path / "run" / name))
+    extra = ["--nbval-sanitize-with", str(sanitize)] if sanitize else []
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "optkit.nbcheck",
-                           "--nbcheck-executed", str(tmp_path / "run"), "lesson.ipynb"],
+                           "--nbcheck-executed", str(tmp_path / "run"), *extra, name],
                           cwd=tmp_path, capture_output=True, text=True)
+
+
+def _check(tmp_path: Path, committed, executed, *, sanitize: Path | None = None) -> subprocess.CompletedProcess:
+    return _run(tmp_path, _nb(committed), _nb(executed), sanitize=sanitize)
 
 
 TIMING = "# NBVAL_IGNORE_OUTPUT\nprint(t)"
@@ -47,16 +54,10 @@ def test_differing_checked_output_fails_with_the_difference(tmp_path):
 
 
 def test_error_in_the_executed_copy_fails_even_in_an_ignored_cell(tmp_path):
-    (tmp_path / "run").mkdir()
-    committed = _nb([(TIMING, "3 ms\n")])
     executed = _nb([(TIMING, None)])
     executed.cells[0].outputs = [nbformat.v4.new_output("error", ename="OptkitError", evalue="threads=0: bad",
                                                         traceback=[])]
-    nbformat.write(committed, str(tmp_path / "lesson.ipynb"))
-    nbformat.write(executed, str(tmp_path / "run" / "lesson.ipynb"))
-    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "optkit.nbcheck",
-                          "--nbcheck-executed", str(tmp_path / "run"), "lesson.ipynb"],
-                         cwd=tmp_path, capture_output=True, text=True)
+    res = _run(tmp_path, _nb([(TIMING, "3 ms\n")]), executed)
     assert res.returncode == 1 and "OptkitError: threads=0: bad" in res.stdout
 
 
@@ -67,15 +68,6 @@ def test_changed_source_is_reported(tmp_path):
 
 # ---------------------------------------------------------------- portable comparison (issue: make test on any CPU)
 SANITIZE = ROOT / "notebooks" / "nbval_sanitize.cfg"
-
-
-def _check_sanitized(tmp_path: Path, committed, executed) -> subprocess.CompletedProcess:
-    (tmp_path / "run").mkdir()
-    nbformat.write(_nb(committed), str(tmp_path / "lesson.ipynb"))
-    nbformat.write(_nb(executed), str(tmp_path / "run" / "lesson.ipynb"))
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "optkit.nbcheck",
-                           "--nbcheck-executed", str(tmp_path / "run"), "--nbval-sanitize-with", str(SANITIZE),
-                           "lesson.ipynb"], cwd=tmp_path, capture_output=True, text=True)
 
 
 ACC = "# NBCHECK_APPROX accuracy\nprint(summary)"
@@ -94,7 +86,7 @@ def test_last_digits_of_float_results_machine_lines_and_timings_pass(tmp_path):
                 ("# NBCHECK_APPROX size\nprint(g)", "gzip: 786,454 B\n"),
                 ("# NBCHECK_APPROX error\nprint(e)", "max abs error 1.1e-05: parity ok\n"),
                 (TIMING, "2.7 ms\n")]
-    res = _check_sanitized(tmp_path, committed, executed)
+    res = _check(tmp_path, committed, executed, sanitize=SANITIZE)
     assert res.returncode == 0, res.stdout
     assert "6 passed" in res.stdout
 
@@ -130,15 +122,9 @@ def test_a_target_flipping_from_met_to_missed_fails(tmp_path):
 
 def test_a_printed_traceback_fails_even_in_an_ignored_cell(tmp_path):
     tb = "Traceback (most recent call last):\n  File \"x.py\", line 1\nValueError: bad\n"
-    (tmp_path / "run").mkdir()
-    committed = _nb([(TIMING, "3 ms\n")])
     executed = _nb([(TIMING, "3 ms\n")])
     executed.cells[0].outputs.append(nbformat.v4.new_output("stream", name="stderr", text=tb))
-    nbformat.write(committed, str(tmp_path / "lesson.ipynb"))
-    nbformat.write(executed, str(tmp_path / "run" / "lesson.ipynb"))
-    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "optkit.nbcheck",
-                          "--nbcheck-executed", str(tmp_path / "run"), "lesson.ipynb"],
-                         cwd=tmp_path, capture_output=True, text=True)
+    res = _run(tmp_path, _nb([(TIMING, "3 ms\n")]), executed)
     assert res.returncode == 1 and "printed a Python traceback" in res.stdout
 
 
@@ -203,12 +189,9 @@ def _check_real(tmp_path: Path, edit) -> subprocess.CompletedProcess:
     """nbcheck of the committed 00 against a copy of itself changed by ``edit(code_cells)``."""
     committed = ROOT / "notebooks" / "00_measure_first.ipynb"
     nb = nbformat.read(str(committed), as_version=4)
-    edit([c for c in nb.cells if c.cell_type == "code"])
-    (tmp_path / "run").mkdir()
-    nbformat.write(nb, str(tmp_path / "run" / committed.name))
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "optkit.nbcheck",
-                           "--nbcheck-executed", str(tmp_path / "run"), "--nbval-sanitize-with", str(SANITIZE),
-                           str(committed)], cwd=tmp_path, capture_output=True, text=True)
+    executed = nbformat.read(str(committed), as_version=4)
+    edit([c for c in executed.cells if c.cell_type == "code"])
+    return _run(tmp_path, nb, executed, sanitize=SANITIZE, name=committed.name)
 
 
 def _edit_text(cell, old: str, new: str) -> None:
