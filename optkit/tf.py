@@ -57,6 +57,7 @@ __all__ = [
     "keras_predict",
     "accuracy",
     "score",
+    "op_error_reason",
     "Score",
     "artifact_sizes",
     "pipeline",
@@ -451,6 +452,25 @@ class Score:
             parts.append(f"top-1 agreement {100 * self.agreement:.2f} %, SQNR {self.sqnr_db:.1f} dB, "
                          f"max |diff| {self.max_abs:.3g}")
         return f"Score({', '.join(parts)} on {self.n:,} inputs)"
+
+
+def op_error_reason(exc: BaseException) -> str:
+    """The one line of a TensorFlow op error that says what went wrong, without the node trace.
+
+    Graph execution errors carry a Python traceback of where the op was defined and end with the
+    node name; the reason sits in a ``message: ...`` part (oneDNN) or on the first line.
+    Used where a notebook reports that a kernel is not available on this machine.
+
+    Taught in 07_tensorflow_and_tflite.
+    """
+    import re
+
+    text = str(getattr(exc, "message", None) or exc)
+    found = re.search(r"message: ([^\n]*?)(?: Run workload|\n|$)", text)
+    if found:
+        return found.group(1).strip().rstrip(",")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[0] if lines else type(exc).__name__
 
 
 def score(predict: Callable[[np.ndarray], np.ndarray], x: np.ndarray, y: np.ndarray | None = None,

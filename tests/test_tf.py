@@ -324,3 +324,16 @@ def test_exercise_checkers_accept_references_and_reject_mistakes(capsys):
         assert float(sched(step)[1]) == pytest.approx(ex.reference_polynomial_sparsity(step, 0.1, 0.9, 10, 50))
     out = capsys.readouterr().out
     assert out.count("✓") == 2 and out.count("✗") == 3
+
+
+def test_op_error_reason_finds_the_message_in_a_graph_error():
+    from optkit import tf as otf
+
+    text = ("Graph execution error:\n\nDetected at node small_cnn_1/conv2d_2_1/Relu defined at (most recent call "
+            "last):\n  File \"x.py\", line 3, in <module>\nOperation received an exception:Status: 3, message: could "
+            "not create a primitive descriptor for the convolution forward propagation primitive. Run workload with "
+            "environment variable ONEDNN_VERBOSE=all, in file mkl_conv_ops.cc:1112\n\t [[{{node Relu}}]]")
+    assert otf.op_error_reason(RuntimeError(text)) == \
+        "could not create a primitive descriptor for the convolution forward propagation primitive."
+    assert otf.op_error_reason(RuntimeError("Input to reshape is a tensor with 3 values\nmore")) == \
+        "Input to reshape is a tensor with 3 values"

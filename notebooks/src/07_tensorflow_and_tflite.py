@@ -163,7 +163,7 @@ try:
     print(f"bf16 policy: {bf16_score}")
 except tf.errors.OpError as exc:
     bf16_score = None
-    print(f"bf16 policy could not run on this machine: {str(exc).strip().splitlines()[-1][:200]}")
+    print(f"bf16 policy could not run on this machine ({type(exc).__name__}): {otf.op_error_reason(exc)}")
 print("CPU has AVX-512 BF16:", bool(cpu_flags.get("avx512_bf16")), "| AMX:", bool(cpu_flags.get("amx_tile")))
 
 # %%
