@@ -110,44 +110,9 @@ def _check_seconds(parameter: str, value: Any, *, allow_none: bool = True, allow
 
 # =========================================================================== adapters
 
-def numpy_fn(model: Any, *, input_name: str | None = None) -> Callable[[np.ndarray], np.ndarray]:
-    """A batched ``numpy -> numpy`` function for a model from any runtime in the course.
-
-    - a ``torch.nn.Module`` (or the ``.module()`` of a ``torch.export`` program): called under
-      ``torch.inference_mode()`` on ``torch.from_numpy(x)``, returning ``.numpy()``;
-    - an ``onnxruntime.InferenceSession``: ``session.run(None, {input: x})[0]``;
-    - anything else callable (an ``optkit.onnx.Runner``, an ``optkit.tf.LiteRT``, your own
-      function) is returned as it is.
-
-    The batcher, the cache and the Ray deployment all take such a function.
-    Taught in 09_serving_batching_and_caching.
-    """
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a core dependency
-        torch = None
-    if torch is not None and isinstance(model, torch.nn.Module):
-        module = model.eval()
-
-        def run_torch(x: np.ndarray) -> np.ndarray:
-            with torch.inference_mode():
-                return module(torch.from_numpy(np.ascontiguousarray(x))).numpy()
-
-        run_torch.__name__ = f"{type(model).__name__}_numpy"
-        return run_torch
-    if hasattr(model, "run") and hasattr(model, "get_inputs"):  # onnxruntime.InferenceSession
-        session = model
-        name = input_name or session.get_inputs()[0].name
-
-        def run_ort(x: np.ndarray) -> np.ndarray:
-            return session.run(None, {name: x})[0]
-
-        run_ort.__name__ = "ort_session"
-        return run_ort
-    if callable(model):
-        return model
-    raise OptkitError("model", model, "is neither a torch module, an ONNX Runtime session nor a callable",
-                      "pass a model, a session, or a function from a batch array to an output array")
+# numpy_fn lives in optkit.formats (beside the loaders that use it) and is re-exported here, where
+# 09 teaches it.
+from optkit.formats import numpy_fn  # noqa: E402
 
 
 # =========================================================================== batcher

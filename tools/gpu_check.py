@@ -127,7 +127,7 @@ def nb01(ctx, figures):
 
 @section("02: fp16 weights on the GPU")
 def nb02(ctx, figures):
-    torch = _need_gpu()
+    _need_gpu()
     from optkit import models, quantize
 
     ds, cnn = _data_and_model(ctx)
@@ -141,7 +141,6 @@ def nb02(ctx, figures):
     figures.update(fp32_accuracy=acc32, fp16_accuracy=acc16)
     if abs(acc16 - acc32) > 0.005:
         raise AssertionError("fp16 moved accuracy by more than 0.5 point: check the cast of the inputs")
-    del torch
 
 
 @section("06: ONNX Runtime CUDA provider and IO binding")
