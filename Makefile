@@ -54,11 +54,11 @@ $(READY): pyproject.toml
 	echo "===== stage environment: ok in $$(( $$(date +%s) - start )) s ====="
 
 run: env
-	OPTKIT_STATIC=1 $(PY) -m optkit.curriculum run
+	OPTKIT_STATIC=1 $(PY) -m optkit.course.curriculum run
 
 test: env
 	@echo "===== stage environment: ready ($(if $(ISA),kernels held to $(ISA),native kernels)) ====="
-	OPTKIT_STATIC=1 $(PY) -m optkit.curriculum test
+	OPTKIT_STATIC=1 $(PY) -m optkit.course.curriculum test
 
 lab: env
 	$(VENV)/bin/jupyter lab notebooks $(if $(filter 0,$(shell id -u)),--allow-root,)

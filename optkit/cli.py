@@ -1,6 +1,6 @@
 """The ``optkit`` command.
 
-- ``optkit curriculum run|test`` runs the notebooks (see :mod:`optkit.curriculum`);
+- ``optkit curriculum run|test`` runs the notebooks (see :mod:`optkit.course.curriculum`);
 - ``optkit optimize [MODEL] [--data DATA.npz] [--max-accuracy-drop 1.0] [--output-dir DIR] ...``
   runs the capstone on your model (see :mod:`optkit.optimize`): directly (the default) or, with
   ``--via papermill``, by executing notebook 10 with the same parameters. Every parameter of the
@@ -46,7 +46,7 @@ def _float_or_none(text: str):
 
 def optimize_parser() -> argparse.ArgumentParser:
     """The ``optkit optimize`` argument parser (option names mirror notebook 10's parameters)."""
-    from optkit.optimize_recipes import RUNTIMES
+    from optkit.optimize.recipes import RUNTIMES
 
     p = _Parser(prog="optkit optimize",
                 description="Try every applicable optimization recipe on your model, verify each candidate "
@@ -91,7 +91,7 @@ def _parameters(args: argparse.Namespace) -> dict:
     """Notebook 10's parameters from the parsed options (paths made absolute)."""
     model = args.model or args.model_path
     if args.model and args.model_path and args.model != args.model_path:
-        from optkit.errors import OptkitError
+        from optkit.core.errors import OptkitError
 
         raise OptkitError("model_path", args.model_path, f"differs from MODEL {args.model!r}", "give the model once")
 
@@ -106,7 +106,7 @@ def _parameters(args: argparse.Namespace) -> dict:
 
 
 def _list_recipes() -> int:
-    from optkit.optimize_recipes import all_recipes
+    from optkit.optimize.recipes import all_recipes
 
     width = max(len(r.name) for r in all_recipes())
     for r in all_recipes():
@@ -142,13 +142,13 @@ def _run_direct(params: dict, quiet: bool) -> int:
 
 
 def _run_papermill(params: dict, quiet: bool) -> int:
-    from optkit.errors import OptkitError
+    from optkit.core.errors import OptkitError
     from optkit.optimize import Optimization
 
     if not NOTEBOOK.exists():
         raise OptkitError("via", "papermill", f"the notebook {NOTEBOOK} is not here (an installed copy of optkit "
                           "ships without notebooks)", "use --via direct, or run from a checkout of the repository")
-    from optkit.errors import check_path_exists
+    from optkit.core.errors import check_path_exists
     from optkit.optimize import detect_format
 
     opt = Optimization(**params, log=None)  # check the parameters here, before starting a kernel
@@ -196,7 +196,7 @@ class _TextError(Exception):
 
 def optimize_main(argv: list[str]) -> int:
     """``optkit optimize ...``: returns the exit status (0 ok, 2 bad input, 1 failure)."""
-    from optkit.errors import OptkitError
+    from optkit.core.errors import OptkitError
 
     parser = optimize_parser()
     args = parser.parse_args(argv)
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         print(_HELP)
         return 0
     if argv[0] == "curriculum":
-        from .curriculum import main as curriculum_main
+        from optkit.course.curriculum import main as curriculum_main
 
         return curriculum_main(argv[1:])
     if argv[0] == "optimize":

@@ -1,4 +1,4 @@
-"""Invariants of optkit.bench: counts, bounds, statistics, interleaving, restoration. No speed targets."""
+"""Invariants of optkit.core.bench: counts, bounds, statistics, interleaving, restoration. No speed targets."""
 from __future__ import annotations
 
 import json
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from optkit import bench
-from optkit.bench import Comparison, Measurement, MemoryResult
-from optkit.errors import OptkitError
+from optkit.core import bench
+from optkit.core.bench import Comparison, Measurement, MemoryResult
+from optkit.core.errors import OptkitError
 
 
 def noop() -> None:
@@ -299,6 +299,6 @@ def test_environment_records_an_isa_cap(monkeypatch):
 
 
 def test_environment_never_imports_tensorflow():
-    code = ("import sys, optkit.bench as b; b.environment(); b.environment_line(); "
+    code = ("import sys, optkit.core.bench as b; b.environment(); b.environment_line(); "
             "assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -2,7 +2,7 @@
 
 Learners open the notebooks in JupyterLab and move sliders; papermill and nbval never render a
 widget. This test starts JupyterLab on loopback, opens a notebook in headless Chromium, runs a
-cell that shows a control through :func:`optkit.notebook.explore` (what every lesson uses), moves
+cell that shows a control through :func:`optkit.course.notebook.explore` (what every lesson uses), moves
 the control and checks that the output follows. On failure it saves a screenshot into the test
 run's folder (``OPTKIT_RUN_DIR``, set by ``make test``) or pytest's temporary folder.
 
@@ -28,7 +28,7 @@ import pytest
 pytestmark = pytest.mark.browser
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-WIDGET_CELL = ("from optkit import notebook, quantize\n"
+WIDGET_CELL = ("from optkit.course import notebook\nfrom optkit.techniques import quantize\n"
                "notebook.explore(lambda bits: print('integer range', quantize.qrange(bits)), bits=(2, 8))")
 
 

@@ -1,4 +1,4 @@
-"""optkit.compress: k-means sharing, storage accounting, SVD factorization, efficient blocks."""
+"""optkit.techniques.compress: k-means sharing, storage accounting, SVD factorization, efficient blocks."""
 from __future__ import annotations
 
 import math
@@ -7,8 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from optkit import compress, exercises_compress, models
-from optkit.errors import OptkitError
+from optkit.techniques import compress
+from optkit.course.exercises import nb05 as exercises
+from optkit.data import models
+from optkit.core.errors import OptkitError
 
 
 @pytest.fixture(scope="module")
@@ -203,14 +205,14 @@ def test_efficient_blocks_keep_shapes_and_cut_parameters():
 
 
 def test_exercise_checkers_accept_reference_and_reject_common_mistakes(capsys):
-    assert exercises_compress.check_shared_storage_bytes(exercises_compress.reference_shared_storage_bytes)
-    assert not exercises_compress.check_shared_storage_bytes(lambda n, k: math.ceil(n * math.log2(max(k, 2)) / 8))
-    assert exercises_compress.check_low_rank(exercises_compress.reference_low_rank)
+    assert exercises.check_shared_storage_bytes(exercises.reference_shared_storage_bytes)
+    assert not exercises.check_shared_storage_bytes(lambda n, k: math.ceil(n * math.log2(max(k, 2)) / 8))
+    assert exercises.check_low_rank(exercises.reference_low_rank)
 
     def smallest(w, r):
         u, s, vh = torch.linalg.svd(w, full_matrices=False)
         return u[:, -r:] * s[-r:], vh[-r:]
 
-    assert not exercises_compress.check_low_rank(smallest)
+    assert not exercises.check_low_rank(smallest)
     out = capsys.readouterr().out
     assert out.count("✓") == 2 and out.count("✗") == 2

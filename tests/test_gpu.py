@@ -1,11 +1,12 @@
-"""optkit.gpu: a clear reason without a GPU; parity of the GPU variants where one exists."""
+"""optkit.runtimes.gpu: a clear reason without a GPU; parity of the GPU variants where one exists."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from optkit import gpu, models
-from optkit.errors import OptkitError
+from optkit.runtimes import gpu
+from optkit.data import models
+from optkit.core.errors import OptkitError
 
 HAS_GPU = torch.cuda.is_available()
 

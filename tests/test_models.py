@@ -1,4 +1,4 @@
-"""optkit.models: shapes, parameter and MAC counts, training, evaluation, pretrained weights."""
+"""optkit.data.models: shapes, parameter and MAC counts, training, evaluation, pretrained weights."""
 from __future__ import annotations
 
 import hashlib
@@ -9,8 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from optkit import data, models
-from optkit.errors import OptkitError
+from optkit import data
+from optkit.data import models
+from optkit.core.errors import OptkitError
 
 # name -> (build kwargs, input shape without batch, parameter count by hand)
 EXPECTED = {

@@ -1,4 +1,4 @@
-"""optkit.nbcheck: nbval's comparison applied to papermill's executed copies."""
+"""optkit.course.nbcheck: nbval's comparison applied to papermill's executed copies."""
 from __future__ import annotations
 
 import subprocess
@@ -28,7 +28,7 @@ def _run(tmp_path: Path, committed, executed, *, sanitize: Path | None = None,
     nbformat.write(committed, str(tmp_path / name))
     nbformat.write(executed, str(tmp_path / "run" / name))
     extra = ["--nbval-sanitize-with", str(sanitize)] if sanitize else []
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "optkit.nbcheck",
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "optkit.course.nbcheck",
                            "--nbcheck-executed", str(tmp_path / "run"), *extra, name],
                           cwd=tmp_path, capture_output=True, text=True)
 
@@ -136,7 +136,7 @@ def test_tables_may_re_pad_columns_when_a_value_gains_a_digit(tmp_path):
 
 
 def test_an_unknown_tolerance_kind_is_reported():
-    from optkit import nbcheck
+    from optkit.course import nbcheck
 
     try:
         nbcheck.approx_kinds("# NBCHECK_APPROX acuracy\nprint(1)")
@@ -147,7 +147,7 @@ def test_an_unknown_tolerance_kind_is_reported():
 
 
 def test_tolerance_rules():
-    from optkit.nbcheck import TOLERANCES, compare_text
+    from optkit.course.nbcheck import TOLERANCES, compare_text
 
     acc, size, err = TOLERANCES["accuracy"], TOLERANCES["size"], TOLERANCES["error"]
     assert compare_text("91.47 %", "91.9 %", [acc]) == []
@@ -166,14 +166,14 @@ def test_a_verdict_may_flip_only_in_a_cell_that_says_it_follows_a_measured_float
     cell = "# NBCHECK_APPROX interval verdict\nprint(d)"
     res = _check(tmp_path, [(cell, ref)], [(cell, new)])
     assert res.returncode == 0, res.stdout
-    from optkit.nbcheck import TOLERANCES, compare_text
+    from optkit.course.nbcheck import TOLERANCES, compare_text
 
     problems = compare_text(ref, new, [TOLERANCES["interval"]])  # same numbers, no `verdict`: fails
     assert problems and "outside the noise" in problems[0] and "inside the noise" in problems[0]
 
 
 def test_identical_to_float_precision_counts_as_equal_and_units_narrow_a_kind():
-    from optkit.nbcheck import TOLERANCES, compare_text
+    from optkit.course.nbcheck import TOLERANCES, compare_text
 
     sqnr, int8 = TOLERANCES["sqnr"], TOLERANCES["int8"]
     assert compare_text("SQNR inf dB, max |diff| 0", "SQNR 168.6 dB, max |diff| 2.86e-06",

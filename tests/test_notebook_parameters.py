@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from optkit import curriculum
+from optkit.course import curriculum
 
 pytest.importorskip("papermill")
 

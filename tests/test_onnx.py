@@ -1,4 +1,4 @@
-"""optkit.onnx: export round-trips, dynamic batch, sessions, graph optimization, ORT quantization.
+"""optkit.runtimes.onnxrt: export round-trips, dynamic batch, sessions, graph optimization, ORT quantization.
 
 One trained reference CNN is exported once per module; every check runs on real Fashion-MNIST
 images. No wall-clock assertions: speed is measured in notebook 06, not here.
@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from optkit import models
-from optkit import onnx as ox
-from optkit.errors import OptkitError
-from optkit.verify import ParityError
+from optkit.data import models
+from optkit.runtimes import onnxrt as ox
+from optkit.core.errors import OptkitError
+from optkit.core.verify import ParityError
 
 
 @pytest.fixture(scope="module")
@@ -332,14 +332,14 @@ def test_module_stays_light():
     import subprocess
     import sys
 
-    code = ("import sys, optkit.onnx, optkit.tensorrt; "
+    code = ("import sys, optkit.runtimes.onnxrt, optkit.runtimes.trt_engines; "
             "print(any(m in sys.modules for m in ('tensorflow', 'tensorrt', 'onnxruntime', 'torch')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
 
 def test_exercise_checkers_accept_references_and_reject_mistakes(capsys):
-    from optkit import exercises_onnx as ex
+    from optkit.course.exercises import nb06 as ex
 
     assert ex.check_parity_metrics(ex.reference_parity_metrics)
     assert ex.check_calibration_reader(ex.reference_calibration_reader())

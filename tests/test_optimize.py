@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from optkit import optimize
-from optkit.errors import OptkitError
-from optkit.record import Record
+from optkit.core.errors import OptkitError
+from optkit.core.record import Record
 
 
 # ----------------------------------------------------------------------------- tiny models, built by hand
@@ -120,7 +120,7 @@ def _bag_program(path: Path) -> Path:
     """A torch.export program: token ids -> embedding (50 rows) -> mean -> linear 512 -> 2 logits."""
     import torch
 
-    from optkit.io import save_program
+    from optkit.runtimes.model_files import save_program
 
     class Bag(torch.nn.Module):
         def __init__(self):
@@ -172,7 +172,7 @@ def test_data_checks_name_the_array_and_the_problem(mlp, tmp_path):
 
 
 def test_nchw_data_for_an_nhwc_model_gets_a_hint(tmp_path):
-    from optkit.onnx import TensorSpec
+    from optkit.runtimes.onnxrt import TensorSpec
 
     summary = optimize.ModelSummary(path=tmp_path / "m.keras", format="keras", size_bytes=1,
                                     inputs=[TensorSpec("image", ("batch", 28, 28, 1), "float32")],
@@ -282,7 +282,7 @@ def test_without_labels_quality_is_agreement(mlp, tmp_path):
 
 
 def test_custom_recipes_register_and_failures_do_not_stop_the_others(mlp, tmp_path):
-    from optkit import optimize_recipes as R
+    from optkit.optimize import recipes as R
 
     def broken(ctx):
         raise RuntimeError("something inside the recipe went wrong\nsecond line")
@@ -331,7 +331,7 @@ def test_reference_files_are_bundled():
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # keras' own np.array(tensor, copy=False) call
 def test_keras_model_to_tflite(tmp_path):
-    from optkit import tf as otf
+    from optkit.runtimes import tflow as otf
 
     keras = otf._keras(False)
     keras.utils.set_random_seed(0)
@@ -351,9 +351,9 @@ def test_keras_model_to_tflite(tmp_path):
 
 
 def test_exercise_checkers(mlp, tmp_path, capsys):
-    from optkit import exercises_optimize as ex
-    from optkit import onnx as ox
-    from optkit import optimize_recipes as R
+    from optkit.course.exercises import nb10 as ex
+    from optkit.runtimes import onnxrt as ox
+    from optkit.optimize import recipes as R
 
     def stub(*args):
         raise NotImplementedError
@@ -396,7 +396,7 @@ def test_pt2e_int8_program_is_saved_smaller_and_reloads(tmp_path):
     assert weight_bytes(cand.artifact) < 0.6 * weight_bytes(model)
     again = optimize.inspect_model(cand.artifact)  # names torchao's operators: registered on load
     assert any(k.startswith("quantized_decomposed") for k in again.op_counts)
-    from optkit.io import load_program
+    from optkit.runtimes.model_files import load_program
 
     ids = torch.from_numpy(opt.data.batch(8)["ids"])
     with torch.no_grad():

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from optkit import notebook
-from optkit.errors import OptkitError
+from optkit.course import notebook
+from optkit.core.errors import OptkitError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -118,7 +118,7 @@ def test_explore_is_static_under_ci(monkeypatch):
 
 # ----------------------------------------------------------------- curriculum runner
 def test_summary_lists_each_notebook_and_headlines(tmp_path):
-    from optkit.curriculum import NotebookResult, write_summary
+    from optkit.course.curriculum import NotebookResult, write_summary
 
     results = [
         NotebookResult("00_measure_first", str(tmp_path / "00.ipynb"), True, 61.0,
@@ -137,7 +137,7 @@ def test_summary_lists_each_notebook_and_headlines(tmp_path):
 
 
 def test_curriculum_only_rejects_unknown_prefix():
-    from optkit.curriculum import notebooks
+    from optkit.course.curriculum import notebooks
 
     with pytest.raises(OptkitError, match="matches no notebook"):
         notebooks(["99"])
@@ -145,7 +145,7 @@ def test_curriculum_only_rejects_unknown_prefix():
 
 # ----------------------------------------------------------------- exercise checkers
 def test_exercise_checkers_accept_reference_solutions_and_reject_stubs(capsys):
-    from optkit import exercises
+    from optkit.course import exercises
 
     def stub(*args):
         raise NotImplementedError
@@ -164,8 +164,8 @@ def test_exercise_checkers_accept_reference_solutions_and_reject_stubs(capsys):
 def test_batch_budget_checker():
     import numpy as np
 
-    from optkit import exercises
-    from optkit.bench import Measurement
+    from optkit.course import exercises
+    from optkit.core.bench import Measurement
 
     sweep = [Measurement(f"b{b}", np.full(20, ms / 1e3), batch_size=b) for b, ms in [(1, 1.0), (8, 3.0), (32, 9.0)]]
     assert exercises.check_batch_budget(8, sweep, 5.0)
@@ -196,7 +196,7 @@ def test_committed_notebooks_are_built_from_their_sources():
 def test_every_nbcheck_marker_names_known_kinds():
     import nbformat
 
-    from optkit import nbcheck
+    from optkit.course import nbcheck
 
     for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
         for cell in nbformat.read(str(path), as_version=4).cells:

@@ -1,4 +1,4 @@
-"""optkit.prune: exact sparsity, permanent masks, sizes, schedules, channel removal that follows dependencies."""
+"""optkit.techniques.prune: exact sparsity, permanent masks, sizes, schedules, channel removal that follows dependencies."""
 from __future__ import annotations
 
 import copy
@@ -7,8 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from optkit import models, prune
-from optkit.errors import OptkitError
+from optkit.data import models
+from optkit.techniques import prune
+from optkit.core import sizes
+from optkit.core.errors import OptkitError
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -96,12 +98,12 @@ def test_prune_global_reaches_global_target_unevenly():
 def test_make_permanent_drops_masks_keeps_zeros_and_outputs():
     torch.manual_seed(0)
     m = models.build("small_cnn", in_size=8).eval()
-    dense_bytes = prune.serialized_size(m)
+    dense_bytes = sizes.model_size(m)
     prune.prune_global(m, 0.7)
     assert prune.is_pruned(m)
     assert any(k.endswith("weight_mask") for k in m.state_dict())
     assert prune.mask_overhead_bytes(m) > 0
-    assert prune.serialized_size(m) > 1.5 * dense_bytes  # weight_orig + weight_mask saved too
+    assert sizes.model_size(m) > 1.5 * dense_bytes  # weight_orig + weight_mask saved too
     with torch.no_grad():
         y_masked = m(X8)
     zeros = prune.sparsity_report(m).zeros
@@ -112,7 +114,7 @@ def test_make_permanent_drops_masks_keeps_zeros_and_outputs():
     assert prune.sparsity_report(m).zeros == zeros
     with torch.no_grad():
         assert torch.equal(m(X8), y_masked)
-    assert abs(prune.serialized_size(m) - dense_bytes) < 0.02 * dense_bytes
+    assert abs(sizes.model_size(m) - dense_bytes) < 0.02 * dense_bytes
 
 
 def test_compressed_size_shrinks_with_sparsity():
@@ -120,7 +122,7 @@ def test_compressed_size_shrinks_with_sparsity():
     dense = models.build("small_cnn", in_size=28)
     sparse = prune.make_permanent(prune.prune_global(copy.deepcopy(dense), 0.8))
     gz_dense, gz_sparse = prune.compressed_size(dense), prune.compressed_size(sparse)
-    assert gz_dense > 0.85 * prune.serialized_size(dense)  # random fp32 hardly compresses
+    assert gz_dense > 0.85 * sizes.model_size(dense)  # random fp32 hardly compresses
     assert gz_dense / gz_sparse > 2.5
     assert prune.compressed_size(sparse, "csr") < 0.35 * prune.compressed_size(dense, "csr")
     assert prune.compressed_size(sparse, "csr+gzip") < gz_dense

@@ -1,4 +1,4 @@
-"""Invariants of optkit.quantize: the arithmetic on hand-made tensors, then each recipe on
+"""Invariants of optkit.techniques.quantize: the arithmetic on hand-made tensors, then each recipe on
 sklearn digits with tiny models (no timing, no compilation: the whole file runs in seconds)."""
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from optkit import data, models
-from optkit import quantize as Q
-from optkit.errors import OptkitError
+from optkit import data
+from optkit.data import models
+from optkit.techniques import quantize as Q
+from optkit.core import sizes
+from optkit.core.errors import OptkitError
 
 # A hand-made 5x5 tensor: rows are the same pattern scaled 1..5, so per-channel scales differ by row.
 X55 = torch.tensor([[-1.0, 0.0, 0.5, 1.0, 2.0]] * 5) * torch.arange(1, 6, dtype=torch.float32)[:, None]
@@ -165,7 +167,7 @@ def test_static_per_channel_stores_int8_and_keeps_accuracy(digits, cnn):
 
 
 def test_int8_is_at_least_3_5x_smaller(digits, mlp):
-    fp32 = Q.state_dict_size(mlp)
+    fp32 = sizes.model_size(mlp)
     static = Q.static_int8(mlp, digits.torch_loader("calib", batch_size=100), digits.example_batch(1), compile=False)
     dynamic = Q.dynamic_int8(mlp)
     legacy = Q.dynamic_int8(mlp, backend="legacy")
@@ -239,7 +241,7 @@ def test_sensitivity_and_mixed_precision(digits, cnn):
 def test_reduced_float(digits, cnn):
     q = Q.reduced_float(cnn, "bfloat16")
     assert all(p.dtype == torch.bfloat16 for p in q.module.parameters())
-    assert Q.state_dict_size(cnn) / q.size_bytes > 1.8
+    assert sizes.model_size(cnn) / q.size_bytes > 1.8
     assert q.evaluate(digits.test, cnn)["parity"]["top1_agreement"] >= 0.98
     if not torch.cuda.is_available():
         with pytest.raises(OptkitError, match="GPU"):

@@ -1,4 +1,4 @@
-"""optkit.quiet.silenced: the one silencer (tf.silenced, onnx's exporters, quantize.quiet_torchao)."""
+"""optkit.core.quiet.silenced: the one silencer (tf.silenced, onnx's exporters, quantize.quiet_torchao)."""
 from __future__ import annotations
 
 import logging
@@ -9,7 +9,9 @@ import warnings
 
 import pytest
 
-from optkit import quantize, quiet, tf
+from optkit.techniques import quantize
+from optkit.core import quiet
+from optkit.runtimes import tflow
 
 
 def test_descriptor_level_text_is_captured_and_restored(capfd):
@@ -43,8 +45,8 @@ def test_loggers_levels_and_warnings_come_back():
 
 
 def test_the_lessons_silencers_are_this_one():
-    assert tf.silenced is quiet.silenced
-    code = ("import os, sys; from optkit import quantize\n"
+    assert tflow.silenced is quiet.silenced
+    code = ("import os, sys; from optkit.techniques import quantize\n"
             "with quantize.quiet_torchao():\n    os.write(2, b'Failed to load mxfp8\\n')\n"
             "print('ok')")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -1,4 +1,4 @@
-"""optkit.record: round trips, atomic saving, measurement conversion, frames."""
+"""optkit.core.record: round trips, atomic saving, measurement conversion, frames."""
 from __future__ import annotations
 
 import json
@@ -7,9 +7,9 @@ import os
 import numpy as np
 import pytest
 
-from optkit.bench import Measurement
-from optkit.errors import OptkitError
-from optkit.record import Record, load_records, save_records, to_frame
+from optkit.core.bench import Measurement
+from optkit.core.errors import OptkitError
+from optkit.core.record import Record, load_records, save_records, to_frame
 
 
 def sample_records():
@@ -157,7 +157,7 @@ def test_repr_is_helpful():
 
 
 def test_jsonable_strict_refuses_what_lenient_writes_as_text(tmp_path):
-    from optkit.record import jsonable
+    from optkit.core.record import jsonable
 
     class HasDict:
         def to_dict(self):
@@ -171,7 +171,7 @@ def test_jsonable_strict_refuses_what_lenient_writes_as_text(tmp_path):
 
 
 def test_saved_records_get_the_usual_permissions_not_the_temp_files(tmp_path):
-    # one atomic writer (optkit.files): records used to keep mkstemp's 0600
+    # one atomic writer (optkit.core.files): records used to keep mkstemp's 0600
     import os
     import stat
 
@@ -188,6 +188,6 @@ def test_record_and_report_import_no_framework():
     import subprocess
     import sys
 
-    code = ("import sys, optkit.record, optkit.report, optkit.files, optkit.formats; "
+    code = ("import sys, optkit.core.record, optkit.core.report, optkit.core.files, optkit.runtimes.formats; "
             "bad = [m for m in ('torch', 'tensorflow', 'onnxruntime') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

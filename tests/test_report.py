@@ -1,4 +1,4 @@
-"""optkit.report: Pareto front and table ratios on hand-made records; plots return Figures."""
+"""optkit.core.report: Pareto front and table ratios on hand-made records; plots return Figures."""
 from __future__ import annotations
 
 import matplotlib
@@ -11,10 +11,10 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from optkit import report  # noqa: E402
-from optkit.bench import Comparison, Measurement  # noqa: E402
-from optkit.errors import OptkitError  # noqa: E402
-from optkit.record import Record  # noqa: E402
+from optkit.core import report  # noqa: E402
+from optkit.core.bench import Comparison, Measurement  # noqa: E402
+from optkit.core.errors import OptkitError  # noqa: E402
+from optkit.core.record import Record  # noqa: E402
 
 
 def records():

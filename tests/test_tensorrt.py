@@ -1,4 +1,4 @@
-"""optkit.tensorrt: the availability guard everywhere; engine build/run/parity only where TensorRT and
+"""optkit.runtimes.trt_engines: the availability guard everywhere; engine build/run/parity only where TensorRT and
 a GPU exist (skipped with the reason otherwise)."""
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from optkit import tensorrt as trt_mod
-from optkit.errors import OptkitError
+from optkit.runtimes import trt_engines as trt_mod
+from optkit.core.errors import OptkitError
 
 AVAILABLE, REASON = trt_mod.available()
 needs_trt = pytest.mark.skipif(not AVAILABLE, reason=f"TensorRT unavailable: {REASON}")
@@ -41,8 +41,8 @@ def test_metadata_and_compatibility_checks(tmp_path):
 
 
 def test_qdq_problems_wants_symmetric_int8(tmp_path, fmnist):
-    from optkit import models
-    from optkit import onnx as ox
+    from optkit.data import models
+    from optkit.runtimes import onnxrt as ox
 
     cnn = models.pretrained("small_cnn")
     res = ox.export(cnn, fmnist.example_batch(2), tmp_path / "cnn.onnx", check=False)
@@ -57,8 +57,8 @@ def test_qdq_problems_wants_symmetric_int8(tmp_path, fmnist):
 
 
 def test_fp16_conversion_keeps_io_and_top1(tmp_path, fmnist):
-    from optkit import models
-    from optkit import onnx as ox
+    from optkit.data import models
+    from optkit.runtimes import onnxrt as ox
 
     cnn = models.pretrained("small_cnn")
     res = ox.export(cnn, fmnist.example_batch(2), tmp_path / "cnn.onnx", check=False)
@@ -70,8 +70,8 @@ def test_fp16_conversion_keeps_io_and_top1(tmp_path, fmnist):
 
 @needs_trt
 def test_build_and_run_matches_onnx_runtime(tmp_path, fmnist):
-    from optkit import models
-    from optkit import onnx as ox
+    from optkit.data import models
+    from optkit.runtimes import onnxrt as ox
 
     cnn = models.pretrained("small_cnn")
     res = ox.export(cnn, fmnist.example_batch(4), tmp_path / "cnn.onnx")
@@ -89,8 +89,8 @@ def test_build_and_run_matches_onnx_runtime(tmp_path, fmnist):
 def test_fp16_and_qdq_engines_keep_top1(tmp_path, fmnist):
     import math
 
-    from optkit import models
-    from optkit import onnx as ox
+    from optkit.data import models
+    from optkit.runtimes import onnxrt as ox
 
     cnn = models.pretrained("small_cnn")
     res = ox.export(cnn, fmnist.example_batch(4), tmp_path / "cnn.onnx")

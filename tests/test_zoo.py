@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from optkit import zoo
-from optkit.errors import OptkitError
+from optkit.data import zoo
+from optkit.core.errors import OptkitError
 
 
 def test_sample_images_shapes_labels_and_normalization():

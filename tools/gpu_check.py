@@ -7,8 +7,8 @@ script runs them where a GPU exists and prints, per section, what ran, what skip
 the headline figures. It needs torch (a CUDA build), numpy, onnx and onnxruntime; it uses
 whatever else is installed (onnxruntime-gpu, TensorRT) and says what is missing.
 
-Sections: the CUDA paths of ``optkit.bench`` (synchronised timing, CUDA peak memory); 01 (cuDNN
-autotuning, fp16 autocast, CUDA graphs via :mod:`optkit.gpu`); 02 (fp16 weights: accuracy and
+Sections: the CUDA paths of ``optkit.core.bench`` (synchronised timing, CUDA peak memory); 01 (cuDNN
+autotuning, fp16 autocast, CUDA graphs via :mod:`optkit.runtimes.gpu`); 02 (fp16 weights: accuracy and
 speed against fp32 on the Fashion-MNIST test split); 06 (ONNX Runtime's CUDA provider and IO
 binding); 08 (a TensorRT fp16 engine from ONNX); 10 (the capstone's GPU recipes).
 
@@ -61,7 +61,8 @@ def section(title: str):
 
 @section("environment")
 def environment(ctx, figures):
-    from optkit import bench, gpu
+    from optkit.core import bench
+    from optkit.runtimes import gpu
 
     print("Measured on:", bench.environment_line())
     ok, why = gpu.available()
@@ -72,7 +73,7 @@ def environment(ctx, figures):
 
 
 def _need_gpu():
-    from optkit import gpu
+    from optkit.runtimes import gpu
 
     ok, why = gpu.available()
     if not ok:
@@ -84,7 +85,8 @@ def _need_gpu():
 
 def _data_and_model(ctx):
     if "cnn" not in ctx:
-        from optkit import data, models
+        from optkit import data
+        from optkit.data import models
 
         ctx["data"] = data.fashion_mnist()
         ctx["cnn"] = models.pretrained("resnet_cnn").eval()
@@ -94,7 +96,8 @@ def _data_and_model(ctx):
 @section("bench: CUDA timing and memory")
 def bench_cuda(ctx, figures):
     torch = _need_gpu()
-    from optkit import bench, gpu
+    from optkit.core import bench
+    from optkit.runtimes import gpu
 
     a = torch.randn(4096, 4096, device="cuda")
     m = bench.measure(lambda: a @ a, name="4096^2 fp32 matmul", max_time_s=1.0, sync=gpu.synchronize)
@@ -113,7 +116,8 @@ def bench_cuda(ctx, figures):
 @section("01: cuDNN benchmark, fp16 autocast, CUDA graphs")
 def nb01(ctx, figures):
     _need_gpu()
-    from optkit import bench, gpu
+    from optkit.core import bench
+    from optkit.runtimes import gpu
 
     ds, cnn = _data_and_model(ctx)
     for batch in (1, 32):
@@ -128,7 +132,8 @@ def nb01(ctx, figures):
 @section("02: fp16 weights on the GPU")
 def nb02(ctx, figures):
     _need_gpu()
-    from optkit import models, quantize
+    from optkit.data import models
+    from optkit.techniques import quantize
 
     ds, cnn = _data_and_model(ctx)
     fp32 = cnn.cuda().eval()
@@ -149,7 +154,8 @@ def nb06(ctx, figures):
     import numpy as np
     import onnxruntime as ort
 
-    from optkit import bench, onnx as okonnx
+    from optkit.core import bench
+    from optkit.runtimes import onnxrt as okonnx
 
     providers = ort.get_available_providers()
     print("onnxruntime", ort.__version__, "providers:", providers)
@@ -180,19 +186,19 @@ def nb06(ctx, figures):
 @section("08: TensorRT fp16 engine")
 def nb08(ctx, figures):
     _need_gpu()
-    from optkit import tensorrt
+    from optkit.runtimes import trt_engines
 
-    ok, why = tensorrt.available()
+    ok, why = trt_engines.available()
     if not ok:
         raise Skip(why)
     if "onnx" not in ctx:
-        from optkit import onnx as okonnx
+        from optkit.runtimes import onnxrt as okonnx
 
         ds, cnn = _data_and_model(ctx)
         ctx["onnx"] = Path(ctx["tmp"]) / "resnet_cnn.onnx"
         okonnx.export(cnn.cpu(), ds.example_batch(1), ctx["onnx"])
     engine = Path(ctx["tmp"]) / "resnet_cnn.fp16.engine"
-    result = tensorrt.build_engine(ctx["onnx"], engine, precision="fp16", min_batch=1, opt_batch=32, max_batch=64)
+    result = trt_engines.build_engine(ctx["onnx"], engine, precision="fp16", min_batch=1, opt_batch=32, max_batch=64)
     print(result)
     figures["engine_bytes"] = engine.stat().st_size
 

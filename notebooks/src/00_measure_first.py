@@ -9,7 +9,7 @@
 # - load the curriculum's real data (Fashion-MNIST, sentence polarity) and reference models;
 # - state a baseline: accuracy on the real test split, parameters, MACs, size on disk, latency and throughput;
 # - avoid the classic timing mistakes (no warm-up, one-shot timing, ignored thread count, batch size, noise);
-# - trust `optkit.bench` because it agrees with `torch.utils.benchmark.Timer`.
+# - trust `optkit.core.bench` because it agrees with `torch.utils.benchmark.Timer`.
 #
 # **Time:** about 3 minutes at the default parameters on a 2-core laptop. **GPU:** not needed; nothing here uses one.
 #
@@ -23,7 +23,11 @@ import numpy as np
 import torch
 
 import optkit
-from optkit import bench, data, exercises, io, models, notebook, record, report
+from optkit.core import bench, record, report
+from optkit import data
+from optkit.course import exercises, notebook
+from optkit.runtimes import model_files
+from optkit.data import models
 
 # %% tags=["parameters"]
 # Default parameters (papermill -p NAME VALUE overrides them; `make params NB=00` lists them)
@@ -41,7 +45,7 @@ params = notebook.check_parameters(
             "max_time_s": (0.01, 600), "latency_budget_ms": (0, None)})
 unknown = sorted(set(models_to_measure) - set(models.NAMES))
 if unknown:
-    raise optkit.errors.OptkitError("models_to_measure", unknown, "names no reference model",
+    raise optkit.core.errors.OptkitError("models_to_measure", unknown, "names no reference model",
                                     f"use some of {list(models.NAMES)}")
 env = notebook.setup(threads=threads)
 
@@ -74,7 +78,7 @@ plt.show()
 
 # %% [markdown]
 # The reference models come trained (`data/models/`, recipe and accuracy in `reference.json`;
-# `python -m optkit.train_reference` retrains them). They load with `weights_only=True`: loading
+# `python -m optkit.data.train_reference` retrains them). They load with `weights_only=True`: loading
 # never unpickles code from a file. Accuracy is measured here, on the real test split.
 
 # %%
@@ -88,7 +92,7 @@ for name in models_to_measure:
     result = models.evaluate(net, ds, split="test")
     nets[name] = net
     baseline[name] = dict(accuracy=result.accuracy, params=models.count_params(net),
-                          macs=models.count_macs(net, example), size_bytes=io.model_size(net))
+                          macs=models.count_macs(net, example), size_bytes=model_files.model_size(net))
     print(f"{name:<11} test accuracy {100 * result.accuracy:5.2f} %  params {baseline[name]['params']:>9,}  "
           f"MACs/sample {baseline[name]['macs']:>12,}  state dict {baseline[name]['size_bytes'] / 1e6:6.2f} MB")
 
@@ -107,7 +111,7 @@ if "resnet_cnn" in nets:
 # %% [markdown]
 # ## 2 · The baseline: latency and throughput
 #
-# We time each model with `optkit.bench.measure`: warm-up first, then repeats bounded by count and
+# We time each model with `optkit.core.bench.measure`: warm-up first, then repeats bounded by count and
 # time, reported as median, p90 and p99 with a 95 % confidence interval for the median. Inputs are
 # real test images (latency does not depend on their content, but there is no reason to invent them).
 
@@ -310,7 +314,7 @@ notebook.headline("harness vs torch Timer, worst disagreement", 100 * worst, "%"
 
 # %% [markdown]
 # The two agree closely. They differ in one respect worth knowing: `Timer` times *blocks* of runs
-# and reports the median of block means, which hides the tail; `optkit.bench` times every call, so
+# and reports the median of block means, which hides the tail; `optkit.core.bench` times every call, so
 # it can report p99 — the number a user waiting on a request feels.
 #
 # ## 5 · Memory and size

@@ -25,7 +25,11 @@ import numpy as np
 import torch
 
 import optkit
-from optkit import bench, data, exercises, gpu, io, models, notebook, record, report
+from optkit.core import bench, record, report
+from optkit import data
+from optkit.course import exercises, notebook
+from optkit.runtimes import gpu, model_files
+from optkit.data import models
 
 # %% tags=["parameters"]
 # Default parameters (papermill -p NAME VALUE overrides them; `make params NB=01` lists them)
@@ -116,7 +120,7 @@ cmp = bench.compare({f"{model_name} b{batch_size} autograd on": plain, f"{model_
                      f"{model_name} b{batch_size} inference_mode": inference}, batch_size=batch_size,
                     max_time_s=max_time_s)
 add("eager fp32 (autograd on)", plain)
-add("eager fp32 inference_mode", inference, accuracy=accuracy_eval, size_bytes=io.model_size(net))
+add("eager fp32 inference_mode", inference, accuracy=accuracy_eval, size_bytes=model_files.model_size(net))
 print("Measured on:", bench.environment_line())
 cmp.table()
 
@@ -218,8 +222,8 @@ print(cmp_bf)
 # %%
 acc_bf16 = models.evaluate(lambda x: net_bf16(x.to(torch.bfloat16)), test_subset).accuracy
 print(f"bf16 weights: accuracy {100 * acc_bf16:.2f} % vs fp32 {100 * accuracy_eval:.2f} %; "
-      f"state dict {io.model_size(net_bf16) / 1e6:.2f} MB vs {io.model_size(net) / 1e6:.2f} MB")
-add("bf16 weights", bf16_model, accuracy=acc_bf16, size_bytes=io.model_size(net_bf16))
+      f"state dict {model_files.model_size(net_bf16) / 1e6:.2f} MB vs {model_files.model_size(net) / 1e6:.2f} MB")
+add("bf16 weights", bf16_model, accuracy=acc_bf16, size_bytes=model_files.model_size(net_bf16))
 add("bf16 autocast", bf16_autocast)
 
 # %% [markdown]
@@ -272,7 +276,7 @@ if compiled:
     with torch.inference_mode():
         ref = net(xb)
         out = fn_c(xb_cl)
-    parity = optkit.verify.compare_outputs(ref, out)
+    parity = optkit.core.verify.compare_outputs(ref, out)
     print(f"compiled (frozen) vs eager on {batch_size} real images: {parity}")
     print("Fused kernels sum in a different order, so logits differ in the last digits; the predictions agree.")
 
@@ -291,11 +295,11 @@ out.mkdir(parents=True, exist_ok=True)
 batch_dim = torch.export.Dim("batch", min=1, max=4096)
 program = torch.export.export(models.pretrained(model_name), (xb,), dynamic_shapes=({0: batch_dim},))
 program_path = out / f"{model_name}.pt2"
-io.save_program(program, program_path, overwrite=True)
-loaded = io.load_program(program_path).module()
+model_files.save_program(program, program_path, overwrite=True)
+loaded = model_files.load_program(program_path).module()
 with torch.inference_mode():
-    p = optkit.verify.compare_outputs(net(x1), loaded(x1))
-print(f"exported program: {io.file_size(program_path) / 1e6:.2f} MB; batch 1 runs though we exported at "
+    p = optkit.core.verify.compare_outputs(net(x1), loaded(x1))
+print(f"exported program: {model_files.file_size(program_path) / 1e6:.2f} MB; batch 1 runs though we exported at "
       f"batch {batch_size}; top-1 agreement {p.top1_agreement:.0%}")
 
 # %%
@@ -303,7 +307,7 @@ print(f"exported program: {io.file_size(program_path) / 1e6:.2f} MB; batch 1 run
 if run_compile:
     t0 = time.perf_counter()
     aoti_path = torch._inductor.aoti_compile_and_package(program, package_path=str(out / f"{model_name}_aoti.pt2"))
-    print(f"AOTInductor compile: {time.perf_counter() - t0:.1f} s, package {io.file_size(aoti_path) / 1e6:.2f} MB")
+    print(f"AOTInductor compile: {time.perf_counter() - t0:.1f} s, package {model_files.file_size(aoti_path) / 1e6:.2f} MB")
     aoti = torch._inductor.aoti_load_package(aoti_path)
 
     def aoti_call():
@@ -313,7 +317,7 @@ if run_compile:
     cmp_a = bench.compare({f"{model_name} b{batch_size} eager fp32": inference,
                            f"{model_name} b{batch_size} AOTInductor": aoti_call},
                           batch_size=batch_size, max_time_s=max_time_s)
-    add("AOTInductor", aoti_call, size_bytes=io.file_size(aoti_path))
+    add("AOTInductor", aoti_call, size_bytes=model_files.file_size(aoti_path))
     print(cmp_a)
 
 # %% [markdown]
@@ -347,12 +351,12 @@ print(cmp_ts)
 # ## 8 · Loading onto a device, keeping the model fed, and profiling
 # **Device and `map_location`.** Weights saved on a GPU machine carry their device; `map_location`
 # puts them where *you* run. `weights_only=True` refuses anything but tensors and plain containers,
-# so a malicious file cannot run code when loaded (`optkit.io.load_state_dict` always does this).
+# so a malicious file cannot run code when loaded (`optkit.runtimes.model_files.load_state_dict` always does this).
 
 # %%
 device = "cuda" if torch.cuda.is_available() else "cpu"
 state_path = out / f"{model_name}_state.pt"
-io.save_state_dict(net, state_path, overwrite=True)
+model_files.save_state_dict(net, state_path, overwrite=True)
 state = torch.load(state_path, map_location=device, weights_only=True)
 print(f"device: {device}; {len(state)} tensors loaded onto {next(iter(state.values())).device} with weights_only=True")
 

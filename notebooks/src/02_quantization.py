@@ -23,7 +23,7 @@
 # **APIs.** torch 2.13's current homes for quantization are **torchao** (`quantize_(model, config)`)
 # and **PT2E** (`torchao.quantization.pt2e`: export, prepare, calibrate, convert). The eager-mode
 # `torch.ao.quantization` that most tutorials show still runs but is deprecated; we show it once,
-# labelled *legacy*, with its warning. The recipes live in `optkit.quantize`; each returns the model
+# labelled *legacy*, with its warning. The recipes live in `optkit.techniques.quantize`; each returns the model
 # with its size, and `.to_record(...)` measures latency, accuracy and agreement with fp32.
 
 # %%
@@ -35,7 +35,12 @@ import numpy as np
 import torch
 
 import optkit
-from optkit import bench, data, exercises_quantize, models, notebook, quantize, record, report
+from optkit.core import bench, record, report, sizes
+from optkit import data
+from optkit.course.exercises import nb02 as exercises
+from optkit.data import models
+from optkit.course import notebook
+from optkit.techniques import quantize
 
 with quantize.quiet_torchao():  # torchao prints harmless "Failed to load ..._C_mxfp8" lines on import
     import torchao  # noqa: F401
@@ -196,7 +201,7 @@ for message in sorted({str(c.message).strip().splitlines()[0] for c in caught}):
 # %% [markdown]
 # The warnings say the module is deprecated in favour of torchao and that the `torch.qint8`
 # tensor type behind it will go. It still works in torch 2.13, and for LSTMs it is what exists
-# today, so we use it, labelled legacy. (`optkit.quantize.dynamic_int8(..., backend="legacy")`
+# today, so we use it, labelled legacy. (`optkit.techniques.quantize.dynamic_int8(..., backend="legacy")`
 # silences these known warnings; everything else still shows.)
 
 # %%
@@ -264,7 +269,7 @@ print(f"LSTM model, torchao (Linear only): {lat[f'text fp32 b{bmax}'] / lat[f'te
 #
 # ### A transformer: where dynamic quantization pays
 # all-MiniLM-L6-v2 is a real pretrained sentence encoder (6 BERT layers, 22.7 M parameters, nearly
-# all in `nn.Linear`), shipped offline by a PyPI package (`optkit.zoo.minilm`). Its quality is
+# all in `nn.Linear`), shipped offline by a PyPI package (`optkit.data.zoo.minilm`). Its quality is
 # measured **downstream**: a logistic regression is trained on fp32 embeddings of `minilm_train`
 # training snippets and then scores each variant's embeddings of `minilm_test` test snippets. The
 # best fp32 baseline is the compiled model, so the int8 model is compiled the same way: torchao's
@@ -275,7 +280,7 @@ print(f"LSTM model, torchao (Linear only): {lat[f'text fp32 b{bmax}'] / lat[f'te
 # NBCHECK_APPROX int8 sqnr similarity verdict
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
-from optkit import zoo  # noqa: E402
+from optkit.data import zoo  # noqa: E402
 
 encoder, tokenizer = zoo.minilm()
 mini_train = text.texts["train"][:minilm_train]
@@ -320,7 +325,7 @@ best_mini_fp32 = min(["MiniLM fp32 eager", "MiniLM fp32 compiled"], key=lambda n
 for name in minilm_variants:
     print(f"{name:<34} {mini_cmp[name].median_ms:8.2f} ms  ({mini_cmp.speedup(best_mini_fp32, name):.2f}x the best fp32)")
 print("Measured on:", bench.environment_line())
-mini_size = {name: quantize.state_dict_size(m._orig_mod if hasattr(m, "_orig_mod") else m)
+mini_size = {name: sizes.model_size(m._orig_mod if hasattr(m, "_orig_mod") else m)
              for name, m in minilm_variants.items()}
 text_records += [record.Record.from_measurement(mini_cmp[name], name=f"{name} b32", technique=name.split(" ", 1)[1],
                                                 runtime="inductor" if "compiled" in name else "pytorch eager",
@@ -336,7 +341,7 @@ notebook.headline("text model (MiniLM) int8 dynamic speed-up over the best fp32 
 # **Static** quantization also fixes the *activation* scales ahead of time, from a **calibration**
 # set: a few hundred training images run through the model while **observers** record activation
 # ranges. Then every conv and linear runs as an int8 kernel end to end, with no per-batch range
-# computation. The PT2E flow (`optkit.quantize.static_int8`):
+# computation. The PT2E flow (`optkit.techniques.quantize.static_int8`):
 #
 # 1. `torch.export` the model (batch dimension dynamic);
 # 2. `prepare_pt2e(model, X86InductorQuantizer())`: **folds BatchNorm** into the preceding conv and inserts observers;
@@ -385,7 +390,7 @@ stored = quantize.int8_tensors(int8.module)
 for name, (dtype, shape) in stored.items():
     print(f"  {name:<16} {dtype} {shape}")
 int8_eval = int8.evaluate(fmnist.test, reference=cnn)
-fp32_size = quantize.state_dict_size(cnn)
+fp32_size = sizes.model_size(cnn)
 print(f"accuracy {100 * int8_eval['accuracy']:.2f} % (fp32 {100 * base_acc:.2f} %), "
       f"size {int8.size_bytes / 1e3:.1f} kB vs {fp32_size / 1e3:.1f} kB = {fp32_size / int8.size_bytes:.2f}x smaller")
 notebook.headline("CNN static int8 (per-channel): accuracy drop", 100 * (base_acc - int8_eval["accuracy"]), "points",
@@ -434,7 +439,7 @@ resnet = models.pretrained("resnet_cnn")
 resnet_acc = models.evaluate(resnet, fmnist).accuracy
 resnet_int8 = quantize.static_int8(resnet, calib, fmnist.example_batch(1))
 resnet_eval = resnet_int8.evaluate(fmnist.test, reference=resnet, batch_size=32, compiled=True)
-resnet_fp32_size = quantize.state_dict_size(resnet)
+resnet_fp32_size = sizes.model_size(resnet)
 print(f"ResNetCNN: fp32 {100 * resnet_acc:.2f} %, static int8 {100 * resnet_eval['accuracy']:.2f} %, "
       f"size {resnet_fp32_size / 1e3:.0f} kB -> {resnet_int8.size_bytes / 1e3:.0f} kB")
 notebook.headline("ResNetCNN static int8 (per-channel): accuracy drop", 100 * (resnet_acc - resnet_eval["accuracy"]),
@@ -573,7 +578,7 @@ if torch.cuda.is_available():
 else:
     try:
         quantize.reduced_float(cnn, "float16")
-    except optkit.errors.OptkitError as err:
+    except optkit.core.errors.OptkitError as err:
         print("fp16:", err)
 
 # %%
@@ -769,7 +774,7 @@ def linear_quantize(x, bits=8):
     raise NotImplementedError
 
 
-exercises_quantize.check_linear_quantize(linear_quantize)
+exercises.check_linear_quantize(linear_quantize)
 
 # %% [markdown]
 # <details><summary>Reference solution</summary>
@@ -792,7 +797,7 @@ def per_channel_scales(w, bits=8):
     raise NotImplementedError
 
 
-exercises_quantize.check_per_channel_scales(per_channel_scales)
+exercises.check_per_channel_scales(per_channel_scales)
 
 # %% [markdown]
 # <details><summary>Reference solution</summary>
@@ -811,7 +816,7 @@ exercises_quantize.check_per_channel_scales(per_channel_scales)
 # NBVAL_IGNORE_OUTPUT
 # (the records of this run)
 answer = None  # YOUR ANSWER, e.g. "CNN int8 QAT b32"
-exercises_quantize.check_smallest_within(answer, [r for r in records if r.name.startswith("CNN") and r.name.endswith("b32")],
+exercises.check_smallest_within(answer, [r for r in records if r.name.startswith("CNN") and r.name.endswith("b32")],
                                          base_acc, max_drop=0.01)
 
 # %% [markdown]

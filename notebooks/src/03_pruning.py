@@ -31,7 +31,12 @@ import numpy as np
 import torch
 
 import optkit
-from optkit import bench, data, exercises_prune, models, notebook, prune, record, report
+from optkit.core import bench, record, report, sizes
+from optkit import data
+from optkit.course.exercises import nb03 as exercises
+from optkit.data import models
+from optkit.course import notebook
+from optkit.techniques import prune
 
 # %% tags=["parameters"]
 # Default parameters (papermill -p NAME VALUE overrides them; `make params NB=03` lists them)
@@ -88,7 +93,7 @@ dense_val = val_acc(dense)
 print(f"ResNetCNN: test accuracy {100 * dense_test:.2f} %, validation subset {100 * dense_val:.2f} % "
       f"({len(val_subset):,} images)")
 print(f"{models.count_params(dense):,} parameters, {models.count_macs(dense, x1):,} MACs per image, "
-      f"state dict {prune.serialized_size(dense):,} B, gzipped {prune.compressed_size(dense):,} B")
+      f"state dict {sizes.model_size(dense):,} B, gzipped {prune.compressed_size(dense):,} B")
 print(prune.sparsity_report(dense))
 
 # %% [markdown]
@@ -109,7 +114,7 @@ def fine_grained_prune(tensor, sparsity):
     raise NotImplementedError
 
 
-exercises_prune.check_fine_grained_prune(fine_grained_prune)
+exercises.check_fine_grained_prune(fine_grained_prune)
 
 # %% [markdown]
 # <details><summary>Reference solution</summary>
@@ -122,7 +127,7 @@ exercises_prune.check_fine_grained_prune(fine_grained_prune)
 #     threshold = tensor.abs().flatten().kthvalue(k).values
 #     return tensor * (tensor.abs() > threshold)
 # ```
-# (`optkit.prune.fine_grained_prune` does the same, and breaks ties between equal magnitudes by
+# (`optkit.techniques.prune.fine_grained_prune` does the same, and breaks ties between equal magnitudes by
 # position so that the count is exact even when many weights are equal.)
 # </details>
 #
@@ -147,7 +152,7 @@ print(f"{int((w_pruned == 0).sum()):,} of {w.numel():,} weights are now zero; th
 # PyTorch's pruning utilities do this to a module in place, **without changing the weight
 # tensor**: `prune.l1_unstructured(module, "weight", amount)` renames the parameter to
 # `weight_orig`, adds a buffer `weight_mask`, and recomputes `weight = weight_orig * weight_mask`
-# in a forward pre-hook. `optkit.prune.prune_unstructured` applies it to every conv and linear
+# in a forward pre-hook. `optkit.techniques.prune.prune_unstructured` applies it to every conv and linear
 # layer, each to the same fraction; `prune_global` ranks all their weights together
 # (`prune.global_unstructured`), so one threshold decides everywhere.
 
@@ -224,11 +229,11 @@ notebook.explore(show_ratio,
 
 # %%
 masked = prune.prune_global(copy.deepcopy(dense), global_sparsity)
-print(f"dense state dict          {prune.serialized_size(dense):>10,} B")
-print(f"masked state dict         {prune.serialized_size(masked):>10,} B  "
+print(f"dense state dict          {sizes.model_size(dense):>10,} B")
+print(f"masked state dict         {sizes.model_size(masked):>10,} B  "
       f"(+{prune.mask_overhead_bytes(masked):,} B of weight_orig and weight_mask in memory)")
 prune.make_permanent(masked)
-print(f"after make_permanent      {prune.serialized_size(masked):>10,} B  "
+print(f"after make_permanent      {sizes.model_size(masked):>10,} B  "
       f"(masks left: {prune.is_pruned(masked)}; sparsity {100 * prune.sparsity_report(masked).sparsity:.2f} %)")
 
 # %% [markdown]
@@ -348,7 +353,7 @@ sparsity_cmp.table()
 
 # %%
 # NBCHECK_APPROX size
-size = {name: {"raw": prune.serialized_size(net), "gzip": prune.compressed_size(net),
+size = {name: {"raw": sizes.model_size(net), "gzip": prune.compressed_size(net),
                "csr": prune.compressed_size(net, "csr")}
         for name, net in [("dense", dense), ("80 % sparse", unstructured)]}
 for name, s in size.items():
@@ -391,7 +396,7 @@ def keep_channels(weight, ratio):
     raise NotImplementedError
 
 
-exercises_prune.check_keep_channels(keep_channels)
+exercises.check_keep_channels(keep_channels)
 
 # %% [markdown]
 # <details><summary>Reference solution</summary>
@@ -466,7 +471,7 @@ print(f"channels_last, batch 32: dense {speed_cl['dense'].median_ms:.2f} ms "
 # **Which tool?** Torch-Pruning (`torch-pruning` on PyPI) is the maintained reference for
 # dependency-aware removal: it builds the same groups for arbitrary architectures (concatenation,
 # attention heads, grouped convs) and offers many importance criteria. For this course's models a
-# ~200-line tracer in `optkit.prune` is enough, adds no dependency and shows the idea in full;
+# ~200-line tracer in `optkit.techniques.prune` is enough, adds no dependency and shows the idea in full;
 # for your own architecture, use Torch-Pruning. If it is installed (`pip install torch-pruning`; it
 # needs only torch and numpy), the next cell prunes the same model with it and compares the shapes.
 
@@ -505,9 +510,9 @@ if tp is not None:
 leaky = prune.prune_global(copy.deepcopy(dense), 0.5)
 state_keys = [k for k in leaky.state_dict() if k.startswith("layer1.0.conv1")]
 print("layer1.0.conv1 saves:", state_keys)
-print(f"state dict: dense {prune.serialized_size(dense):,} B, pruned with masks {prune.serialized_size(leaky):,} B "
-      f"({prune.serialized_size(leaky) / prune.serialized_size(dense):.2f}x); "
-      f"after make_permanent {prune.serialized_size(prune.make_permanent(leaky)):,} B")
+print(f"state dict: dense {sizes.model_size(dense):,} B, pruned with masks {sizes.model_size(leaky):,} B "
+      f"({sizes.model_size(leaky) / sizes.model_size(dense):.2f}x); "
+      f"after make_permanent {sizes.model_size(prune.make_permanent(leaky)):,} B")
 
 # %% [markdown]
 # ### 6.3 A structurally pruned model that breaks at a residual add
@@ -534,7 +539,7 @@ except RuntimeError as exc:
 # %%
 try:
     prune.prune_channels(dense, {"fc": 0.5}, x1)
-except optkit.errors.OptkitError as exc:
+except optkit.core.errors.OptkitError as exc:
     print("OptkitError:", exc)
 
 # %% [markdown]
@@ -578,7 +583,7 @@ for name, (net, technique, accuracy) in variants.items():
     nonzero = models.count_params(net) - prune.sparsity_report(net).params_zeros
     records.append(record.Record.from_measurement(
         m32, name=name, technique=technique, runtime="pytorch eager", accuracy=accuracy,
-        params=models.count_params(net), macs=models.count_macs(net, x1), size_bytes=prune.serialized_size(net),
+        params=models.count_params(net), macs=models.count_macs(net, x1), size_bytes=sizes.model_size(net),
         env=env, extra={"latency_b1_ms": m1.median_ms, "gzip_bytes": prune.compressed_size(net),
                         "nonzero_params": nonzero}))
 Path(output_dir).mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,12 @@ import torch
 from IPython.display import display
 
 import optkit
-from optkit import bench, data, distill, exercises_distill, models, notebook, record, report
+from optkit.core import bench, record, report
+from optkit import data
+from optkit.techniques import distill
+from optkit.course.exercises import nb04 as exercises
+from optkit.data import models
+from optkit.course import notebook
 
 # %% tags=["parameters"]
 # Default parameters (papermill -p NAME VALUE overrides them; `make params NB=04` lists them)
@@ -179,7 +184,7 @@ for t_ in [1, 2, 4, 8, 16]:
 for kw in [{"temperature": 0.0}, {"alpha": 1.5}]:
     try:
         distill.kd_loss(torch.tensor(S), torch.tensor(T_), torch.tensor(Y), **kw)
-    except optkit.errors.OptkitError as exc:
+    except optkit.core.errors.OptkitError as exc:
         print("OptkitError:", exc)
 
 # %% [markdown]
@@ -506,7 +511,7 @@ def kd_loss(student_logits, teacher_logits, labels, temperature, alpha):
     raise NotImplementedError
 
 
-exercises_distill.check_kd_loss(kd_loss);
+exercises.check_kd_loss(kd_loss);
 
 # %% [markdown]
 # <details><summary>Reference solution</summary>
@@ -532,7 +537,7 @@ def ema_update(ema, weight, decay):
     raise NotImplementedError
 
 
-exercises_distill.check_ema_update(ema_update);
+exercises.check_ema_update(ema_update);
 
 # %% [markdown]
 # <details><summary>Reference solution</summary>

@@ -36,7 +36,12 @@ import torch
 from IPython.display import display
 
 import optkit
-from optkit import bench, compress, data, exercises_compress, models, notebook, record, report
+from optkit.core import bench, record, report
+from optkit.techniques import compress
+from optkit import data
+from optkit.course.exercises import nb05 as exercises
+from optkit.data import models
+from optkit.course import notebook
 
 # %% tags=["parameters"]
 # Default parameters (papermill -p NAME VALUE overrides them; `make params NB=05` lists them)
@@ -130,7 +135,7 @@ plt.show()
 err = (centroids[idx] - w)
 print(f"{torch.unique(centroids[idx]).numel()} distinct values; centroids from {centroids.min():.4f} to "
       f"{centroids.max():.4f}; mean |error| per weight {err.abs().mean():.5f} "
-      f"(mean |weight| {w.abs().mean():.5f}); SQNR {optkit.verify.sqnr(w, centroids[idx]):.1f} dB")
+      f"(mean |weight| {w.abs().mean():.5f}); SQNR {optkit.core.verify.sqnr(w, centroids[idx]):.1f} dB")
 
 # %% [markdown]
 # `compress.share_weights` does this for every Linear and Conv2d layer, each with its own codebook,
@@ -207,7 +212,7 @@ k_frame.round(2)
 # %%
 try:
     compress.share_weights(base, {"conv1": 256})
-except optkit.errors.OptkitError as exc:
+except optkit.core.errors.OptkitError as exc:
     print("OptkitError:", exc)
 
 # %% [markdown]
@@ -242,7 +247,7 @@ notebook.headline(f"k-means {kmeans_k}, centroids fine-tuned: accuracy change", 
 # %%
 shared_dense = compress.decompress(shared)
 with torch.no_grad():
-    parity = optkit.verify.compare_outputs(shared(fmnist.example_batch(256)), shared_dense(fmnist.example_batch(256)))
+    parity = optkit.core.verify.compare_outputs(shared(fmnist.example_batch(256)), shared_dense(fmnist.example_batch(256)))
 print(f"decompressed vs codebook form: max |difference| {parity.max_abs:.2e}, top-1 agreement "
       f"{100 * parity.top1_agreement:.1f} %")
 print(type(shared_dense.fc1).__name__, "with", torch.unique(shared_dense.fc1.weight).numel(), "distinct values")
@@ -332,7 +337,7 @@ pd.DataFrame(svd_rows).T.round(2)
 # %%
 try:
     compress.factorize_linear(base.fc2, 11)
-except optkit.errors.OptkitError as exc:
+except optkit.core.errors.OptkitError as exc:
     print("OptkitError:", exc)
 
 # %% [markdown]
@@ -523,7 +528,7 @@ def shared_storage_bytes(n_weights, k):
     raise NotImplementedError
 
 
-exercises_compress.check_shared_storage_bytes(shared_storage_bytes);
+exercises.check_shared_storage_bytes(shared_storage_bytes);
 
 # %% [markdown]
 # <details><summary>Reference solution</summary>
@@ -546,7 +551,7 @@ def low_rank(weight, rank):
     raise NotImplementedError
 
 
-exercises_compress.check_low_rank(low_rank);
+exercises.check_low_rank(low_rank);
 
 # %% [markdown]
 # <details><summary>Reference solution</summary>

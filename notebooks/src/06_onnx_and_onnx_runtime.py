@@ -22,7 +22,7 @@
 # provider and GPU IO binding run where a GPU is present and are skipped with the reason otherwise.
 #
 # Every number below is printed by the cell that measured it; timing cells say which machine and
-# thread count they ran on. The helpers live in `optkit.onnx` (one verb per step, each tested).
+# thread count they ran on. The helpers live in `optkit.runtimes.onnxrt` (one verb per step, each tested).
 
 # %%
 import copy
@@ -36,10 +36,15 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from optkit import bench, data, exercises_onnx, models, notebook, quantize, record, report, verify, zoo
-from optkit import io as oio
-from optkit import onnx as ox
-from optkit.errors import OptkitError
+from optkit.core import bench, record, report, verify
+from optkit import data
+from optkit.course.exercises import nb06 as exercises
+from optkit.data import models, zoo
+from optkit.course import notebook
+from optkit.techniques import quantize
+from optkit.runtimes import model_files
+from optkit.runtimes import onnxrt
+from optkit.core.errors import OptkitError
 
 with quantize.quiet_torchao():  # transformers imports torchao, which prints harmless "Failed to load" lines
     import torchao  # noqa: F401
@@ -68,11 +73,11 @@ out.mkdir(parents=True, exist_ok=True)
 # %% [markdown]
 # ## 1 · Export
 # ### 1.1 The reference CNN, with a dynamic batch
-# `ResNetCNN` (residual blocks with BatchNorm) trained on Fashion-MNIST. `ox.export` calls
+# `ResNetCNN` (residual blocks with BatchNorm) trained on Fashion-MNIST. `onnxrt.export` calls
 # `torch.onnx.export(model, args, dynamo=True, dynamic_shapes=...)`: the **dynamo exporter**
 # (`torch.export` captures the graph, onnxscript translates it), the default since PyTorch 2.9.
 # A dynamic batch is declared with `torch.export.Dim("batch")` on dim 0 of every input. Two details
-# `ox.export` takes care of, and you should know about:
+# `onnxrt.export` takes care of, and you should know about:
 #
 # - `torch.export` *specializes* dimensions of size 0 and 1, so a batch-1 example cannot prove that
 #   the code works for every batch size: the example is repeated to batch 2 first;
@@ -85,11 +90,11 @@ cnn = models.pretrained("resnet_cnn")
 x1, x32 = fmnist.example_batch(1), fmnist.example_batch(32)
 x_test, y_test = np.array(fmnist.test.x), np.array(fmnist.test.y)
 
-cnn_export = ox.export(cnn, x1, out / "resnet_cnn.onnx", overwrite=True)
+cnn_export = onnxrt.export(cnn, x1, out / "resnet_cnn.onnx", overwrite=True)
 cnn_onnx = cnn_export.path
 print(f"exporter: {cnn_export.exporter}, opset {cnn_export.opset}, dynamic batch: {cnn_export.dynamic_batch}, "
       f"warnings: {cnn_export.warnings or 'none'}")
-info = ox.inspect(cnn_onnx)
+info = onnxrt.inspect(cnn_onnx)
 print(f"inputs {info.inputs}, outputs {info.outputs}")
 print(f"{info.node_count} nodes: {info.op_counts}")
 print(f"file {info.size_bytes:,} B for {models.count_params(cnn):,} parameters "
@@ -104,15 +109,15 @@ print(f"file {info.size_bytes:,} B for {models.count_params(cnn):,} parameters "
 # (ORT 1.32 runs opsets up to 23; older runtimes on phones or in TensorRT lag behind). `opset=None`
 # takes the exporter's default (20 here). **External data** stores the weights in a side file
 # `<name>.onnx.data` (`torch.onnx.export`'s own default): needed past protobuf's 2 GB limit, and
-# handy for diffing graphs, but the two files must travel together. `ox.export` writes one
+# handy for diffing graphs, but the two files must travel together. `onnxrt.export` writes one
 # self-contained file unless asked.
 
 # %%
-ext = ox.export(cnn, x32, out / "resnet_cnn_opset18_ext.onnx", opset=18, external_data=True, overwrite=True)
+ext = onnxrt.export(cnn, x32, out / "resnet_cnn_opset18_ext.onnx", opset=18, external_data=True, overwrite=True)
 files = sorted(p.name for p in out.glob("resnet_cnn_opset18_ext*"))
-ext_info = ox.inspect(ext.path)
+ext_info = onnxrt.inspect(ext.path)
 print(f"opset {ext.opset}, files {files}: graph {ext.path.stat().st_size:,} B + data "
-      f"{(out / 'resnet_cnn_opset18_ext.onnx.data').stat().st_size:,} B (ox.inspect counts both: "
+      f"{(out / 'resnet_cnn_opset18_ext.onnx.data').stat().st_size:,} B (onnxrt.inspect counts both: "
       f"{ext_info.size_bytes:,} B)")
 print(f"same operators as opset 20: {ext_info.op_counts == info.op_counts}")
 
@@ -121,38 +126,38 @@ print(f"same operators as opset 20: {ext_info.op_counts == info.op_counts}")
 # intermediate tensor with its type and shape, which later tools (the quantizer, TensorRT's parser)
 # rely on. The dynamo exporter already records them (the two counts below agree); files written by
 # other tools often do not, and strict shape inference is where a broken graph shows up.
-# `ox.check` runs both (by path, so external data works):
+# `onnxrt.check` runs both (by path, so external data works):
 
 # %%
 proto = onnx.load(str(cnn_onnx))
 inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=True)
 print(f"tensors with a known shape: {len(proto.graph.value_info)} in the file, "
       f"{len(inferred.graph.value_info)} after shape inference")
-print(ox.check(cnn_onnx))
+print(onnxrt.check(cnn_onnx))
 
 # %% [markdown]
 # ### 1.3 Two real pretrained models
 # **EfficientNet-Lite0** (ImageNet, 4.65 M parameters) and the **all-MiniLM-L6-v2** sentence encoder
-# (6 BERT layers, 22.7 M parameters, two int64 inputs), both shipped offline (`optkit.zoo`). MiniLM's
+# (6 BERT layers, 22.7 M parameters, two int64 inputs), both shipped offline (`optkit.data.zoo`). MiniLM's
 # inputs share one dynamic `batch`; the token length is fixed at `minilm_max_length`.
 
 # %%
 effnet = zoo.efficientnet_lite0()
 images, image_labels = zoo.sample_images("imagenet", size=224, normalize=True)
-eff_export = ox.export(effnet, torch.from_numpy(images[:2]), out / "efficientnet_lite0.onnx", overwrite=True)
+eff_export = onnxrt.export(effnet, torch.from_numpy(images[:2]), out / "efficientnet_lite0.onnx", overwrite=True)
 
 encoder, tokenizer = zoo.minilm()
 text = data.rotten_tomatoes()
 ids, mask, _ = zoo.tokenize_fixed(tokenizer, text.texts["train"][:4], max_length=minilm_max_length)
-mini_export = ox.export(encoder, (ids, mask), out / "minilm.onnx", overwrite=True)
+mini_export = onnxrt.export(encoder, (ids, mask), out / "minilm.onnx", overwrite=True)
 for name, res in [("EfficientNet-Lite0", eff_export), ("MiniLM", mini_export)]:
-    i = ox.inspect(res.path)
+    i = onnxrt.inspect(res.path)
     print(f"{name:<18} {res.exporter}, opset {res.opset}, {i.node_count} nodes, {i.size_bytes / 1e6:.1f} MB, "
           f"inputs {i.inputs}")
 
 # %% [markdown]
 # ## 2 · Parity: the check every conversion goes through
-# `ox.verify(reference, candidate, inputs)` runs both on the same **real** inputs and returns a
+# `onnxrt.verify(reference, candidate, inputs)` runs both on the same **real** inputs and returns a
 # `Parity`: max absolute error, max error relative to the output's scale, SQNR (dB) and top-1
 # agreement. Past the tolerances it raises `ParityError` naming each failed criterion. Every later
 # conversion in this course (TFLite, TensorRT, the capstone) goes through it.
@@ -166,7 +171,7 @@ def parity_metrics(ref, test):
     raise NotImplementedError
 
 
-exercises_onnx.check_parity_metrics(parity_metrics);
+exercises.check_parity_metrics(parity_metrics);
 
 # %% [markdown]
 # <details><summary>Reference solution</summary>
@@ -185,15 +190,15 @@ exercises_onnx.check_parity_metrics(parity_metrics);
 # %%
 mini_ids, mini_mask, _ = zoo.tokenize_fixed(tokenizer, text.texts["test"][:64], max_length=minilm_max_length)
 parities = {
-    "ResNetCNN": ox.verify(cnn, cnn_onnx, x_test[:1000], batch_size=500),
-    "EfficientNet-Lite0": ox.verify(effnet, eff_export.path, images, batch_size=10),
-    "MiniLM": ox.verify(encoder, mini_export.path, (mini_ids.numpy(), mini_mask.numpy()), batch_size=32),
+    "ResNetCNN": onnxrt.verify(cnn, cnn_onnx, x_test[:1000], batch_size=500),
+    "EfficientNet-Lite0": onnxrt.verify(effnet, eff_export.path, images, batch_size=10),
+    "MiniLM": onnxrt.verify(encoder, mini_export.path, (mini_ids.numpy(), mini_mask.numpy()), batch_size=32),
 }
 for name, p in parities.items():
     top1 = "n/a" if p.top1_agreement is None else f"{100 * p.top1_agreement:.0f} %"
     print(f"{name:<18} max abs error <= 1e-4: {p.max_abs <= 1e-4}   top-1 agreement {top1:>5}   "
           f"SQNR > 80 dB: {p.sqnr_db > 80}   ({p.n} real inputs)")
-eff_top1 = np.mean(ox.Runner(eff_export.path)(images).argmax(1) == image_labels)
+eff_top1 = np.mean(onnxrt.Runner(eff_export.path)(images).argmax(1) == image_labels)
 print(f"EfficientNet-Lite0 in ORT labels {100 * eff_top1:.0f} % of the 20 sample images correctly "
       "(20 images check agreement, they are far too few to state an accuracy)")
 
@@ -215,7 +220,7 @@ notebook.headline("fp32 export parity: largest max abs error on real inputs", wo
 # %%
 # NBCHECK_APPROX error
 try:
-    ox.verify(cnn, cnn_onnx, x_test[:256], atol=1e-9)
+    onnxrt.verify(cnn, cnn_onnx, x_test[:256], atol=1e-9)
 except verify.ParityError as exc:
     print("ParityError:", exc.failures)
 
@@ -233,20 +238,20 @@ for level in levels:
     counts = {}
     for name, path in [("ResNetCNN", cnn_onnx), ("MiniLM", mini_export.path)]:
         saved = out / f"{path.stem}.{level}.onnx"
-        ox.session(path, optimization=level, threads=1, optimized_model_path=saved)
-        counts[name] = ox.inspect(saved).node_count
+        onnxrt.session(path, optimization=level, threads=1, optimized_model_path=saved)
+        counts[name] = onnxrt.inspect(saved).node_count
         saved.unlink()
     node_counts[level] = counts
 print("nodes after each level:", node_counts)
 saved = out / "resnet_cnn.extended.onnx"
-ox.session(cnn_onnx, optimization="extended", threads=1, optimized_model_path=saved)
-print("ResNetCNN operators at 'extended':", ox.inspect(saved).op_counts)
+onnxrt.session(cnn_onnx, optimization="extended", threads=1, optimized_model_path=saved)
+print("ResNetCNN operators at 'extended':", onnxrt.inspect(saved).op_counts)
 saved.unlink()
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 x32_np = np.array(x_test[:32])
-level_runners = {level: ox.Runner(cnn_onnx, optimization=level, threads=n_threads) for level in levels}
+level_runners = {level: onnxrt.Runner(cnn_onnx, optimization=level, threads=n_threads) for level in levels}
 level_cmp = bench.compare({level: (lambda r=r: r(x32_np)) for level, r in level_runners.items()},
                           batch_size=32, max_time_s=max_time_s)
 print(level_cmp.table()[["median_ms", "ci_lo_ms", "ci_hi_ms"]].round(2).to_string())
@@ -256,17 +261,17 @@ print(f"'all' vs 'disable' at batch 32: {level_cmp.ratio('disable', 'all'):.2f}x
 # %% [markdown]
 # Fusions cut the node count (each fused node is one kernel launch and one pass over memory instead
 # of two or three), and `all` adds the NCHWc layout that most of the speed comes from on this CPU.
-# The rewriting happens at **every session creation**; `ox.optimize` does it once and saves the
+# The rewriting happens at **every session creation**; `onnxrt.optimize` does it once and saves the
 # result. Save at `extended`: `all` bakes in layouts for this CPU's instruction set, and ORT's
 # documentation warns that such a file may not run, or run well, elsewhere.
 
 # %%
-cnn_opt = ox.optimize(cnn_onnx, out / "resnet_cnn.optimized.onnx", level="extended", overwrite=True)
-mini_opt = ox.optimize(mini_export.path, out / "minilm.optimized.onnx", level="extended", overwrite=True)
+cnn_opt = onnxrt.optimize(cnn_onnx, out / "resnet_cnn.optimized.onnx", level="extended", overwrite=True)
+mini_opt = onnxrt.optimize(mini_export.path, out / "minilm.optimized.onnx", level="extended", overwrite=True)
 for name, src, dst in [("ResNetCNN", cnn_onnx, cnn_opt), ("MiniLM", mini_export.path, mini_opt)]:
-    print(f"{name}: {ox.inspect(src).node_count} -> {ox.inspect(dst).node_count} nodes, saved as {dst.name}")
-ox.verify(cnn, ox.Runner(cnn_opt, optimization="disable"), x_test[:500]);
-ox.verify(encoder, ox.Runner(mini_opt, optimization="disable"), (mini_ids.numpy(), mini_mask.numpy()));
+    print(f"{name}: {onnxrt.inspect(src).node_count} -> {onnxrt.inspect(dst).node_count} nodes, saved as {dst.name}")
+onnxrt.verify(cnn, onnxrt.Runner(cnn_opt, optimization="disable"), x_test[:500]);
+onnxrt.verify(encoder, onnxrt.Runner(mini_opt, optimization="disable"), (mini_ids.numpy(), mini_mask.numpy()));
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -277,7 +282,7 @@ for name, path, level in [("original, optimized at load", mini_export.path, "all
                           ("optimized offline, loaded as is", mini_opt, "disable")]:
     t0 = time.perf_counter()
     for _ in range(3):
-        ox.session(path, optimization=level, threads=n_threads)
+        onnxrt.session(path, optimization=level, threads=n_threads)
     starts[name] = (time.perf_counter() - t0) / 3
     print(f"MiniLM session creation, {name}: {1000 * starts[name]:.0f} ms")
 print("Measured on:", bench.environment_line())
@@ -300,10 +305,10 @@ print("Measured on:", bench.environment_line())
 
 # %%
 for name, src in [("ResNetCNN", cnn_onnx), ("MiniLM", mini_export.path)]:
-    slim = ox.simplify(src, out / f"{src.stem}.slim.onnx", overwrite=True)
-    print(f"{name:<10} {ox.inspect(src).node_count:>4} -> {ox.inspect(slim).node_count:>4} nodes "
-          f"{ox.inspect(slim).op_counts if name == 'ResNetCNN' else ''}")
-ox.verify(encoder, out / "minilm.slim.onnx", (mini_ids.numpy(), mini_mask.numpy()));
+    slim = onnxrt.simplify(src, out / f"{src.stem}.slim.onnx", overwrite=True)
+    print(f"{name:<10} {onnxrt.inspect(src).node_count:>4} -> {onnxrt.inspect(slim).node_count:>4} nodes "
+          f"{onnxrt.inspect(slim).op_counts if name == 'ResNetCNN' else ''}")
+onnxrt.verify(encoder, out / "minilm.slim.onnx", (mini_ids.numpy(), mini_mask.numpy()));
 
 # %% [markdown]
 # ## 4 · Session options, measured
@@ -312,7 +317,7 @@ ox.verify(encoder, out / "minilm.slim.onnx", (mini_ids.numpy(), mini_mask.numpy(
 # - **memory pattern** plans buffers from the first run (pays with fixed shapes);
 #   the **CPU arena** keeps freed memory for reuse instead of returning it to the OS.
 #
-# Every option is read back from the session (`ox.session_options_of`), so what was measured is
+# Every option is read back from the session (`onnxrt.session_options_of`), so what was measured is
 # what ran. One interleaved comparison at batch 32 and one at batch 1:
 
 # %%
@@ -324,13 +329,13 @@ option_sets = {
     "no memory pattern": {"threads": n_threads, "enable_mem_pattern": False},
     "no CPU arena": {"threads": n_threads, "enable_cpu_mem_arena": False},
 }
-option_runners = {name: ox.Runner(cnn_onnx, **kw) for name, kw in option_sets.items()}
+option_runners = {name: onnxrt.Runner(cnn_onnx, **kw) for name, kw in option_sets.items()}
 for name, r in option_runners.items():
-    o = ox.session_options_of(r.session)
+    o = onnxrt.session_options_of(r.session)
     print(f"{name:<22} threads={o['threads']} inter_op={o['inter_op_threads']} mode={o['execution_mode']:<10} "
           f"mem_pattern={o['enable_mem_pattern']} arena={o['enable_cpu_mem_arena']}")
-demoted = ox.session(cnn_onnx, execution_mode="parallel", inter_op_threads=1)
-print("parallel mode with 1 inter-op thread reads back as:", ox.session_options_of(demoted)["execution_mode"])
+demoted = onnxrt.session(cnn_onnx, execution_mode="parallel", inter_op_threads=1)
+print("parallel mode with 1 inter-op thread reads back as:", onnxrt.session_options_of(demoted)["execution_mode"])
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -351,12 +356,12 @@ print("Measured on:", bench.environment_line())
 #
 # **Providers** are tried in order and each node runs on the first that supports it: the fallback
 # chain `["CUDAExecutionProvider", "CPUExecutionProvider"]` runs what CUDA can on the GPU and the
-# rest on the CPU. `ox.default_providers()` builds it from what this onnxruntime build has.
+# rest on the CPU. `onnxrt.default_providers()` builds it from what this onnxruntime build has.
 # **IO binding** hands ORT pre-placed input and output buffers so no copy happens per call; it
 # pays on a GPU, where it avoids host-device copies. On the CPU it is still correct, and measured:
 
 # %%
-print("onnxruntime build has:", ort.get_available_providers(), "-> chain used:", ox.default_providers())
+print("onnxruntime build has:", ort.get_available_providers(), "-> chain used:", onnxrt.default_providers())
 sess = option_runners[f"{n_threads} threads"].session
 binding = sess.io_binding()
 binding.bind_cpu_input("x", x32_np)
@@ -366,7 +371,7 @@ bound_out = binding.copy_outputs_to_cpu()[0]
 print("IO binding gives the same output as run():",
       np.array_equal(bound_out, option_runners[f"{n_threads} threads"](x32_np)))
 if "CUDAExecutionProvider" in ort.get_available_providers():
-    gpu_sess = ox.session(cnn_onnx, providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+    gpu_sess = onnxrt.session(cnn_onnx, providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
     x_gpu = ort.OrtValue.ortvalue_from_numpy(x32_np, "cuda", 0)
     gpu_binding = gpu_sess.io_binding()
     gpu_binding.bind_ortvalue_input("x", x_gpu)
@@ -387,13 +392,13 @@ print(io_cmp.table()[["median_ms"]].round(3).to_string(), "\nMeasured on:", benc
 # %% [markdown]
 # ## 5 · Quantization with ONNX Runtime
 # ### 5.1 Pre-processing
-# `quant_pre_process` (ORT's recommended first step, `ox.preprocess`) runs symbolic shape inference
+# `quant_pre_process` (ORT's recommended first step, `onnxrt.preprocess`) runs symbolic shape inference
 # and ORT's basic optimizations, so the quantizer sees every tensor's shape and fuses what it should.
 # The recipes call it themselves; here it is once, by hand:
 
 # %%
-cnn_pre = ox.preprocess(cnn_onnx, out / "resnet_cnn.pre.onnx", overwrite=True)
-print(f"ResNetCNN: {ox.inspect(cnn_onnx).node_count} -> {ox.inspect(cnn_pre).node_count} nodes after pre-processing")
+cnn_pre = onnxrt.preprocess(cnn_onnx, out / "resnet_cnn.pre.onnx", overwrite=True)
+print(f"ResNetCNN: {onnxrt.inspect(cnn_onnx).node_count} -> {onnxrt.inspect(cnn_pre).node_count} nodes after pre-processing")
 
 # %% [markdown]
 # ### 5.2 Static QDQ for the CNN
@@ -417,7 +422,7 @@ class ArrayReader(CalibrationDataReader):
         raise NotImplementedError
 
 
-exercises_onnx.check_calibration_reader(ArrayReader);
+exercises.check_calibration_reader(ArrayReader);
 
 # %% [markdown]
 # <details><summary>Reference solution</summary>
@@ -434,7 +439,7 @@ exercises_onnx.check_calibration_reader(ArrayReader);
 #         self.position += 1
 #         return {self.input_name: self.batches[self.position - 1]}
 # ```
-# (`ox.calibration_reader` builds one from a list of arrays or dicts, and refuses an empty one.)
+# (`onnxrt.calibration_reader` builds one from a list of arrays or dicts, and refuses an empty one.)
 # </details>
 #
 # The QDQ format inserts `QuantizeLinear`/`DequantizeLinear` pairs around each quantized operator;
@@ -449,7 +454,7 @@ def fake_quantize(x, scale, zero_point):
     raise NotImplementedError
 
 
-exercises_onnx.check_fake_quantize(fake_quantize);
+exercises.check_fake_quantize(fake_quantize);
 
 # %% [markdown]
 # <details><summary>Reference solution</summary>
@@ -472,7 +477,7 @@ exercises_onnx.check_fake_quantize(fake_quantize);
 calib_x = np.array(fmnist.calib.x[:32 * calibration_batches])
 calib = [calib_x[i:i + 32] for i in range(0, len(calib_x), 32)]
 eval_x, eval_y = x_test[:test_samples], y_test[:test_samples]
-fp32_runner = ox.Runner(cnn_onnx, threads=n_threads)
+fp32_runner = onnxrt.Runner(cnn_onnx, threads=n_threads)
 
 
 def accuracy(run, x, y, batch=500):
@@ -490,24 +495,24 @@ cnn_variants = {
 cnn_int8 = {}
 for name, kw in cnn_variants.items():
     fname = name.lower().replace(",", "").replace(" ", "_").replace("-", "") + ".onnx"
-    cnn_int8[name] = ox.quantize_static(cnn_pre, out / fname, calib, preprocess=False, overwrite=True, **kw)
+    cnn_int8[name] = onnxrt.quantize_static(cnn_pre, out / fname, calib, preprocess=False, overwrite=True, **kw)
 
 fp32_acc = accuracy(fp32_runner, eval_x, eval_y)
-fp32_size = ox.inspect(cnn_onnx).size_bytes
+fp32_size = onnxrt.inspect(cnn_onnx).size_bytes
 print(f"{'fp32 (ORT)':<36} accuracy {100 * fp32_acc:.2f} %   {fp32_size / 1e6:.2f} MB")
 cnn_quality = {}
 for name, path in cnn_int8.items():
-    runner = ox.Runner(path, threads=n_threads)
+    runner = onnxrt.Runner(path, threads=n_threads)
     acc = accuracy(runner, eval_x, eval_y)
     p = verify.compare_outputs(fp32_runner(eval_x[:500]), runner(eval_x[:500]))
     cnn_quality[name] = (acc, p.sqnr_db)
     print(f"{name:<36} accuracy {100 * acc:.2f} % ({100 * (acc - fp32_acc):+.2f})   SQNR {p.sqnr_db:4.1f} dB   "
-          f"{ox.inspect(path).size_bytes / 1e6:.2f} MB ({fp32_size / ox.inspect(path).size_bytes:.2f}x smaller)")
+          f"{onnxrt.inspect(path).size_bytes / 1e6:.2f} MB ({fp32_size / onnxrt.inspect(path).size_bytes:.2f}x smaller)")
 # dynamic quantization of the convs: so slow (next cell) that it is checked on 100 images only
-cnn_int8["dynamic (ConvInteger)"] = ox.quantize_dynamic(cnn_onnx, out / "resnet_cnn.dynamic.onnx", overwrite=True)
-p = verify.compare_outputs(fp32_runner(eval_x[:100]), ox.Runner(cnn_int8["dynamic (ConvInteger)"])(eval_x[:100]))
+cnn_int8["dynamic (ConvInteger)"] = onnxrt.quantize_dynamic(cnn_onnx, out / "resnet_cnn.dynamic.onnx", overwrite=True)
+p = verify.compare_outputs(fp32_runner(eval_x[:100]), onnxrt.Runner(cnn_int8["dynamic (ConvInteger)"])(eval_x[:100]))
 print(f"{'dynamic (ConvInteger)':<36} SQNR {p.sqnr_db:4.1f} dB on 100 images, "
-      f"{fp32_size / ox.inspect(cnn_int8['dynamic (ConvInteger)']).size_bytes:.2f}x smaller")
+      f"{fp32_size / onnxrt.inspect(cnn_int8['dynamic (ConvInteger)']).size_bytes:.2f}x smaller")
 
 # %% [markdown]
 # All keep the accuracy within a fraction of a point here, and all are about 3.7x smaller (int8 weights
@@ -518,7 +523,7 @@ print(f"{'dynamic (ConvInteger)':<36} SQNR {p.sqnr_db:4.1f} dB on 100 images, "
 # with long tails (transformers) clipping gains more. Measure, on your model.
 # A trap found on the way: ORT 1.32's `quantize_static` builds its entropy calibrator with 128
 # histogram bins for 128 quantized bins, which leaves exactly one candidate threshold, the full range.
-# "Entropy" then silently equals min-max; `ox.quantize_static` calibrates the entropy ranges itself
+# "Entropy" then silently equals min-max; `onnxrt.quantize_static` calibrates the entropy ranges itself
 # with finer histograms and hands them to ORT as a calibration cache.
 #
 # Accuracy is not the whole story. The same comparison for speed, at batch 32:
@@ -527,14 +532,14 @@ print(f"{'dynamic (ConvInteger)':<36} SQNR {p.sqnr_db:4.1f} dB on 100 images, "
 # NBVAL_IGNORE_OUTPUT
 speed_variants = ["QDQ U8S8 per-channel, min-max", "QDQ S8S8 per-channel, min-max", "QOperator U8S8 per-channel",
                   "dynamic (ConvInteger)"]
-int8_runners = {name: ox.Runner(cnn_int8[name], threads=n_threads) for name in speed_variants}
+int8_runners = {name: onnxrt.Runner(cnn_int8[name], threads=n_threads) for name in speed_variants}
 fmt_cmp = bench.compare({"fp32": lambda: fp32_runner(x32_np),
                          **{n: (lambda r=r: r(x32_np)) for n, r in int8_runners.items()}},
                         batch_size=32, max_time_s=max_time_s, min_repeats=5, warmup=2)
 for name in ["fp32"] + speed_variants:
     print(f"{name:<34} {fmt_cmp[name].median_ms:8.2f} ms   {fmt_cmp.ratio('fp32', name):5.2f}x fp32's speed")
 print("Measured on:", bench.environment_line())
-print("ops in the dynamic model:", {k: v for k, v in ox.inspect(cnn_int8["dynamic (ConvInteger)"]).op_counts.items()
+print("ops in the dynamic model:", {k: v for k, v in onnxrt.inspect(cnn_int8["dynamic (ConvInteger)"]).op_counts.items()
                                     if "Integer" in k or "Dynamic" in k})
 
 # %% [markdown]
@@ -555,12 +560,12 @@ print("ops in the dynamic model:", {k: v for k, v in ox.inspect(cnn_int8["dynami
 #   fusions land: prefer it.
 #
 # ### 5.3 Which layer hurts? (`qdq_loss_debug`)
-# `ox.layer_errors` runs the fp32 and the QDQ model on calibration batches with every intermediate
+# `onnxrt.layer_errors` runs the fp32 and the QDQ model on calibration batches with every intermediate
 # tensor exposed (ORT's `qdq_loss_debug`) and ranks tensors by SQNR, worst first:
 
 # %%
 # NBCHECK_APPROX sqnr
-worst_layers = ox.layer_errors(cnn_pre, cnn_int8["QDQ U8S8 per-channel, min-max"], calib[:2], top=5)
+worst_layers = onnxrt.layer_errors(cnn_pre, cnn_int8["QDQ U8S8 per-channel, min-max"], calib[:2], top=5)
 for tensor, db in worst_layers:
     print(f"{tensor:<14} SQNR {db:5.1f} dB")
 
@@ -582,11 +587,11 @@ for tensor, db in worst_layers:
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
 mini_dyn = {
-    "int8 dynamic, per-tensor": ox.quantize_dynamic(mini_export.path, out / "minilm.dynamic.onnx", overwrite=True),
-    "int8 dynamic, per-channel": ox.quantize_dynamic(mini_export.path, out / "minilm.dynamic_pc.onnx",
+    "int8 dynamic, per-tensor": onnxrt.quantize_dynamic(mini_export.path, out / "minilm.dynamic.onnx", overwrite=True),
+    "int8 dynamic, per-channel": onnxrt.quantize_dynamic(mini_export.path, out / "minilm.dynamic_pc.onnx",
                                                      per_channel=True, overwrite=True),
 }
-mini_fp32_runner = ox.Runner(mini_export.path, threads=n_threads)
+mini_fp32_runner = onnxrt.Runner(mini_export.path, threads=n_threads)
 
 
 def encode(runner):
@@ -601,9 +606,9 @@ train_texts, test_texts = text.texts["train"][:minilm_train], text.texts["test"]
 y_mini_train, y_mini_test = np.array(text.train.y[:minilm_train]), np.array(text.test.y[:minilm_test])
 clf = LogisticRegression(max_iter=2000).fit(embeddings(mini_fp32_runner, train_texts), y_mini_train)
 mini_emb = {"fp32 (ORT)": embeddings(mini_fp32_runner, test_texts)}
-mini_emb |= {name: embeddings(ox.Runner(path, threads=n_threads), test_texts) for name, path in mini_dyn.items()}
+mini_emb |= {name: embeddings(onnxrt.Runner(path, threads=n_threads), test_texts) for name, path in mini_dyn.items()}
 mini_acc = {}
-mini_size = {"fp32 (ORT)": ox.inspect(mini_export.path).size_bytes} | {n: ox.inspect(p).size_bytes for n, p in mini_dyn.items()}
+mini_size = {"fp32 (ORT)": onnxrt.inspect(mini_export.path).size_bytes} | {n: onnxrt.inspect(p).size_bytes for n, p in mini_dyn.items()}
 for name, emb in mini_emb.items():
     mini_acc[name] = clf.score(emb, y_mini_test)
     cos = float(np.min(np.sum(emb * mini_emb["fp32 (ORT)"], axis=1)))
@@ -631,19 +636,19 @@ notebook.headline("MiniLM ORT dynamic int8 (per-channel): downstream accuracy dr
 # ## 6 · From TensorFlow: tf2onnx
 # A small Keras 3 CNN trained on the digits data set, converted with tf2onnx. `tf2onnx.convert.from_keras`
 # fails on Keras 3 models (it expects Keras 2 internals); wrapping the model in a `tf.function` with
-# an explicit input signature and calling `from_function` works (`ox.from_tensorflow` does that).
+# an explicit input signature and calling `from_function` works (`onnxrt.from_tensorflow` does that).
 
 # %%
 # NBCHECK_APPROX accuracy
-from optkit import tf as otf  # noqa: E402
+from optkit.runtimes import tflow  # noqa: E402
 
-tf = otf.import_tensorflow(threads=n_threads)
+tf = tflow.import_tensorflow(threads=n_threads)
 import keras  # noqa: E402
 import tf2onnx  # noqa: E402
 
 digits = data.digits()
-d_xtr, d_ytr = otf.nhwc(np.array(digits.train.x)), np.array(digits.train.y)
-d_xte, d_yte = otf.nhwc(np.array(digits.test.x)), np.array(digits.test.y)
+d_xtr, d_ytr = tflow.nhwc(np.array(digits.train.x)), np.array(digits.train.y)
+d_xte, d_yte = tflow.nhwc(np.array(digits.test.x)), np.array(digits.test.y)
 keras.utils.set_random_seed(0)
 kmodel = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(16, 3, activation="relu"),
                            keras.layers.Flatten(), keras.layers.Dense(10)])
@@ -657,10 +662,10 @@ try:
         tf2onnx.convert.from_keras(kmodel, output_path=str(out / "digits_from_keras.onnx"))
 except Exception as exc:
     print(f"tf2onnx.convert.from_keras on a Keras {keras.__version__} model: {type(exc).__name__}: {exc}")
-keras_onnx = ox.from_tensorflow(kmodel, out / "digits_keras.onnx", overwrite=True)
-print(ox.inspect(keras_onnx))
-keras_parity = ox.verify(lambda x: kmodel(x, training=False).numpy(), keras_onnx, d_xte)
-onnx_acc = float(np.mean(ox.Runner(keras_onnx)(d_xte).argmax(1) == d_yte))
+keras_onnx = onnxrt.from_tensorflow(kmodel, out / "digits_keras.onnx", overwrite=True)
+print(onnxrt.inspect(keras_onnx))
+keras_parity = onnxrt.verify(lambda x: kmodel(x, training=False).numpy(), keras_onnx, d_xte)
+onnx_acc = float(np.mean(onnxrt.Runner(keras_onnx)(d_xte).argmax(1) == d_yte))
 print(f"Keras accuracy {100 * keras_acc:.2f} %, ONNX accuracy {100 * onnx_acc:.2f} %, top-1 agreement "
       f"{100 * keras_parity.top1_agreement:.0f} %, max abs error <= 1e-4: {keras_parity.max_abs <= 1e-4}")
 
@@ -690,23 +695,23 @@ class DataDependent(torch.nn.Module):
 
 
 try:
-    ox.export(FixedBatchHead(), x32, out / "fixed_batch.onnx", overwrite=True)
+    onnxrt.export(FixedBatchHead(), x32, out / "fixed_batch.onnx", overwrite=True)
 except verify.ParityError as exc:
     print("ParityError:", exc.failures[0])
-print("dimension 0 in the file:", ox.inspect(out / "fixed_batch.onnx").inputs[0])
+print("dimension 0 in the file:", onnxrt.inspect(out / "fixed_batch.onnx").inputs[0])
 
 # %% [markdown]
 # The dynamo exporter did not fail: `torch.export` saw `torch.zeros(32, 10) + y` force the batch to
-# 32, specialized it, and wrote a fixed-batch model, silently. `ox.export` catches it by looking at
+# 32, specialized it, and wrote a fixed-batch model, silently. `onnxrt.export` catches it by looking at
 # the file's input shape (and by running a batch size the exporter never saw). The fix is in the
 # model: build such tensors from the input (`torch.zeros(x.shape[0], 10)`, or shape `(1, 10)` and let
 # broadcasting do the rest); or export with `dynamic_batch=False` if one batch size is all you need.
 #
 # The second model makes `torch.export` fail outright (a guard on a data-dependent value). With
-# `fallback=True` `ox.export` retries with the **legacy TorchScript exporter** and records why:
+# `fallback=True` `onnxrt.export` retries with the **legacy TorchScript exporter** and records why:
 
 # %%
-fallback = ox.export(DataDependent(), x32, out / "data_dependent.onnx", overwrite=True)
+fallback = onnxrt.export(DataDependent(), x32, out / "data_dependent.onnx", overwrite=True)
 print(f"exporter used: {fallback.exporter} (opset {fallback.opset})")
 for w in fallback.warnings:
     print(" -", w[:230])
@@ -720,7 +725,7 @@ for w in fallback.warnings:
 
 # %%
 try:
-    ox.export(DataDependent(), x32, out / "data_dependent_strict.onnx", fallback=False, overwrite=True)
+    onnxrt.export(DataDependent(), x32, out / "data_dependent_strict.onnx", fallback=False, overwrite=True)
 except OptkitError as exc:
     print("OptkitError:", str(exc)[:300])
 
@@ -734,7 +739,7 @@ except OptkitError as exc:
 # The same U8S8 model can give different outputs on two x86 CPUs. Without VNNI, the int8 kernel
 # uses `vpmaddubsw`, which adds each *pair* of u8 x s8 products into a **saturating int16**:
 # 255 x 127 + 255 x 127 = 64,770 does not fit in 32,767. VNNI's `vpdpbusd` accumulates in int32 and
-# never saturates. `ox.u8s8_matmul` computes both ways; ORT on this CPU, running a single
+# never saturates. `onnxrt.u8s8_matmul` computes both ways; ORT on this CPU, running a single
 # `MatMulInteger` node with extreme values, tells which one it is:
 
 # %%
@@ -751,7 +756,7 @@ graph = helper.make_graph([helper.make_node("MatMulInteger", ["a", "w"], ["y"])]
 mmi = ort.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString(),
                            providers=["CPUExecutionProvider"])
 ort_result = mmi.run(None, {"a": a_u8, "w": w_s8})[0]
-exact, saturated = ox.u8s8_matmul(a_u8, w_s8), ox.u8s8_matmul(a_u8, w_s8, vnni=False)
+exact, saturated = onnxrt.u8s8_matmul(a_u8, w_s8), onnxrt.u8s8_matmul(a_u8, w_s8, vnni=False)
 has_vnni = bool(env["cpu_flags"].get("avx512_vnni") or env["cpu_flags"].get("avx_vnni"))
 print(f"this CPU has VNNI: {has_vnni}")
 print(f"ORT equals the exact int32 result: {np.array_equal(ort_result, exact)}; "
@@ -760,13 +765,13 @@ print(f"on a CPU without VNNI the first output would be {saturated[0, 0]:,} inst
       f"({100 * (saturated[0, 0] / exact[0, 0] - 1):+.1f} %)")
 w7 = (w_s8 // 2).astype(np.int8)  # reduce_range: 7-bit weights
 print(f"with 7-bit weights (ORT's reduce_range=True) both agree: "
-      f"{np.array_equal(ox.u8s8_matmul(a_u8, w7), ox.u8s8_matmul(a_u8, w7, vnni=False))}")
+      f"{np.array_equal(onnxrt.u8s8_matmul(a_u8, w7), onnxrt.u8s8_matmul(a_u8, w7, vnni=False))}")
 
 # %% [markdown]
 # Real activations and weights rarely line up like this, so the effect is usually a few changed
 # outputs, not a broken model; it is enough to make a parity test pass on one machine and fail on
 # another. Quantize with `reduce_range=True` (or use S8S8) when the model will run on x86 CPUs
-# without VNNI, and run `ox.verify` on the deployment hardware.
+# without VNNI, and run `onnxrt.verify` on the deployment hardware.
 #
 # ### 7.4 Bad inputs, clear errors
 # A file that is not ONNX, an input of the wrong rank or dtype, a calibration reader that yields
@@ -775,10 +780,10 @@ print(f"with 7-bit weights (ORT's reduce_range=True) both agree: "
 # %%
 junk = out / "not_a_model.onnx"
 junk.write_bytes(b"GIF89a this is a picture, not a model")
-for attempt in (lambda: ox.Runner(junk),
+for attempt in (lambda: onnxrt.Runner(junk),
                 lambda: fp32_runner(x_test[0]),
                 lambda: fp32_runner(x_test[:2].astype(np.float64)),
-                lambda: ox.quantize_static(cnn_onnx, out / "empty_calib.onnx", [], overwrite=True)):
+                lambda: onnxrt.quantize_static(cnn_onnx, out / "empty_calib.onnx", [], overwrite=True)):
     try:
         attempt()
     except OptkitError as exc:
@@ -798,7 +803,7 @@ cnn_cl = copy.deepcopy(cnn).to(memory_format=torch.channels_last)
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     cnn_compiled = torch.compile(copy.deepcopy(cnn))
-qdq_runner = ox.Runner(cnn_int8["QDQ U8S8 per-channel, min-max"], threads=n_threads)
+qdq_runner = onnxrt.Runner(cnn_int8["QDQ U8S8 per-channel, min-max"], threads=n_threads)
 inputs = {1: x1, 32: x32}
 inputs_np = {bs: x.numpy() for bs, x in inputs.items()}
 inputs_cl = {bs: x.to(memory_format=torch.channels_last) for bs, x in inputs.items()}
@@ -823,8 +828,8 @@ cnn_acc = {"PyTorch eager fp32": models.evaluate(cnn, fmnist).accuracy}
 cnn_acc["PyTorch eager fp32 channels_last"] = cnn_acc["PyTorch compiled fp32"] = cnn_acc["PyTorch eager fp32"]
 cnn_acc["ORT fp32"] = accuracy(fp32_runner, x_test, y_test)
 cnn_acc["ORT int8 QDQ U8S8"] = accuracy(qdq_runner, x_test, y_test)
-cnn_sizes = {"PyTorch eager fp32": oio.model_size(cnn), "ORT fp32": oio.file_size(cnn_onnx),
-             "ORT int8 QDQ U8S8": oio.file_size(cnn_int8["QDQ U8S8 per-channel, min-max"])}
+cnn_sizes = {"PyTorch eager fp32": model_files.model_size(cnn), "ORT fp32": model_files.file_size(cnn_onnx),
+             "ORT int8 QDQ U8S8": model_files.file_size(cnn_int8["QDQ U8S8 per-channel, min-max"])}
 cnn_sizes["PyTorch eager fp32 channels_last"] = cnn_sizes["PyTorch compiled fp32"] = cnn_sizes["PyTorch eager fp32"]
 cnn_records = [record.Record.from_measurement(
     cnn_cmp[32][name], name=name, technique=name.split(" ", 1)[1], runtime=name.split(" ")[0],
@@ -839,7 +844,7 @@ cnn_table[["latency_ms", "latency_b1_ms", "speedup", "size_mb", "size_ratio", "a
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-mini_runners = {"ORT fp32": mini_fp32_runner, "ORT int8 dynamic": ox.Runner(mini_int8, threads=n_threads)}
+mini_runners = {"ORT fp32": mini_fp32_runner, "ORT int8 dynamic": onnxrt.Runner(mini_int8, threads=n_threads)}
 mini_inputs = {}
 for bs in (1, 32):
     i_, m_, _ = zoo.tokenize_fixed(tokenizer, test_texts[:bs], max_length=minilm_max_length)
@@ -851,8 +856,8 @@ mini_fns = {bs: {"PyTorch eager fp32": torch_fn(lambda t: encoder(*t), mini_inpu
 mini_cmp = {bs: bench.compare(fns, batch_size=bs, max_time_s=max_time_s) for bs, fns in mini_fns.items()}
 mini_accs = {"PyTorch eager fp32": mini_acc["fp32 (ORT)"], "ORT fp32": mini_acc["fp32 (ORT)"],
              "ORT int8 dynamic": mini_acc["int8 dynamic, per-channel"]}
-mini_sizes = {"PyTorch eager fp32": oio.model_size(encoder), "ORT fp32": oio.file_size(mini_export.path),
-              "ORT int8 dynamic": oio.file_size(mini_int8)}
+mini_sizes = {"PyTorch eager fp32": model_files.model_size(encoder), "ORT fp32": model_files.file_size(mini_export.path),
+              "ORT int8 dynamic": model_files.file_size(mini_int8)}
 mini_records = [record.Record.from_measurement(
     mini_cmp[32][name], name=f"MiniLM {name}", technique=name.split(" ", 1)[1], runtime=name.split(" ")[0],
     size_bytes=mini_sizes[name], accuracy=mini_accs[name], env=env,
@@ -866,7 +871,7 @@ mini_table[["latency_ms", "latency_b1_ms", "speedup", "size_mb", "size_ratio", "
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-eff_runner = ox.Runner(eff_export.path, threads=n_threads)
+eff_runner = onnxrt.Runner(eff_export.path, threads=n_threads)
 img1 = images[:1]
 eff_cmp = bench.compare({"PyTorch eager fp32": torch_fn(effnet, torch.from_numpy(img1)),
                          "ORT fp32": lambda: eff_runner(img1)}, batch_size=1, max_time_s=max_time_s)
@@ -908,9 +913,9 @@ notebook.headline("MiniLM ORT int8 dynamic speed-up over ORT fp32 at batch 32",
 # ## Exercises
 # Exercises 1–3 are in sections 2 and 5. Two open questions:
 #
-# **4.** Quantize MiniLM statically (`ox.quantize_static` with calibration dicts of `input_ids` and
+# **4.** Quantize MiniLM statically (`onnxrt.quantize_static` with calibration dicts of `input_ids` and
 # `attention_mask` from the training split). Is it faster than dynamic at batch 32, and what happens to
-# the downstream accuracy? (Hint: look at which operators got quantized with `ox.inspect`.)
+# the downstream accuracy? (Hint: look at which operators got quantized with `onnxrt.inspect`.)
 #
 # **5.** Re-run with `-p threads 1`. Which variant gains most from the second core, and why does
 # int8 gain less than fp32?

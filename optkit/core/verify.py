@@ -1,0 +1,231 @@
+"""Parity: does an optimized model still compute what the original computed?
+
+Every recipe (quantize, prune, export, convert) produces a candidate that must be checked against
+its source before it is timed. This module compares outputs:
+
+- :func:`sqnr` - signal-to-quantization-noise ratio in dB, ``10 log10(sum ref^2 / sum (ref - test)^2)``
+  (``inf`` when identical; each 6 dB is about one bit of precision kept);
+- :func:`compare_outputs` - a :class:`Parity`: max and mean absolute error, max error relative to
+  the reference's largest magnitude, SQNR and, for ``(batch, classes)`` outputs, top-1 agreement;
+- :func:`check_parity` - the same, raising :class:`ParityError` (an ``AssertionError``) that names
+  each failed criterion;
+- :func:`compare_models` - run two models on the same inputs and compare.
+
+Inputs may be torch tensors or numpy arrays, or lists/tuples of them for models with several
+outputs (compared pair by pair, then pooled).
+
+Taught in 01_pytorch_inference_essentials; used in every later notebook.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from optkit.core.errors import OptkitError
+
+__all__ = ["Parity", "ParityError", "sqnr", "compare_outputs", "check_parity", "judge_parity", "compare_models"]
+
+
+class ParityError(AssertionError):
+    """A candidate's outputs differ from the reference's by more than allowed.
+
+    ``parity`` holds the :class:`Parity` that failed, ``failures`` one line per failed criterion.
+    """
+
+    def __init__(self, parity: "Parity", failures: list[str]):
+        self.parity = parity
+        self.failures = failures
+        super().__init__("outputs differ: " + "; ".join(failures) + f" ({parity!r})")
+
+
+@dataclass(frozen=True)
+class Parity:
+    """How far a candidate's outputs are from the reference's.
+
+    ``max_abs``/``mean_abs``: largest and mean ``|ref - test|``. ``max_rel``: ``max_abs`` divided by
+    the largest ``|ref|`` (an error relative to the output's scale; element-wise ratios explode
+    where the reference is near zero). ``sqnr_db``: see :func:`sqnr`. ``top1_agreement``: share
+    of rows whose arg-max over the last axis agrees (2-D outputs only, else ``None``). ``n``: rows
+    compared (the first dimension of the first output).
+
+    Taught in 01_pytorch_inference_essentials.
+    """
+
+    max_abs: float
+    max_rel: float
+    mean_abs: float
+    sqnr_db: float
+    top1_agreement: float | None
+    n: int
+
+    def __repr__(self) -> str:
+        top1 = "n/a" if self.top1_agreement is None else f"{100 * self.top1_agreement:.2f} %"
+        return (f"Parity(max_abs={self.max_abs:.3g}, max_rel={self.max_rel:.3g}, mean_abs={self.mean_abs:.3g}, "
+                f"sqnr={self.sqnr_db:.1f} dB, top1={top1}, n={self.n:,})")
+
+    def to_dict(self) -> dict:
+        """Plain floats (``inf`` for identical outputs' SQNR), for records and JSON."""
+        return asdict(self)
+
+
+def _to_numpy(value: Any, name: str) -> np.ndarray:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        torch = None
+    if torch is not None and isinstance(value, torch.Tensor):
+        t = value.detach()
+        if t.is_quantized:
+            t = t.dequantize()
+        if t.is_complex():
+            raise OptkitError(name, "complex tensor", "cannot be compared", "compare real outputs")
+        return t.to("cpu", torch.float64).numpy()
+    if isinstance(value, (np.ndarray, np.generic, float, int)):
+        arr = np.asarray(value)
+        if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+            raise OptkitError(name, str(arr.dtype), "is not numeric", "pass numeric outputs")
+        return arr.astype(np.float64)
+    raise OptkitError(name, type(value).__name__, "is not a tensor or array",
+                      "pass a torch.Tensor or numpy array (or a list of them for several outputs)")
+
+
+def _pairs(ref: Any, test: Any) -> list[tuple[np.ndarray, np.ndarray]]:
+    multi = isinstance(ref, (list, tuple)), isinstance(test, (list, tuple))
+    if multi[0] != multi[1]:
+        raise OptkitError("test", type(test).__name__, f"is {'a list' if multi[1] else 'one output'} but ref is "
+                          f"{'a list' if multi[0] else 'one output'}", "pass both as single outputs or both as lists")
+    refs, tests = (list(ref), list(test)) if multi[0] else ([ref], [test])
+    if len(refs) != len(tests):
+        raise OptkitError("test", f"{len(tests)} outputs", f"ref has {len(refs)} outputs",
+                          "compare the same outputs of both models, in the same order")
+    if not refs:
+        raise OptkitError("ref", ref, "holds no outputs", "pass at least one output")
+    pairs = []
+    for i, (r, t) in enumerate(zip(refs, tests)):
+        label = "" if not multi[0] else f"[{i}]"
+        r_arr, t_arr = _to_numpy(r, f"ref{label}"), _to_numpy(t, f"test{label}")
+        if r_arr.shape != t_arr.shape:
+            raise OptkitError(f"test{label}", f"shape {t_arr.shape}", f"differs from ref shape {r_arr.shape}",
+                              "compare outputs of the same inputs (same batch size and layout)")
+        pairs.append((r_arr, t_arr))
+    return pairs
+
+
+def _sqnr_from(signal: float, noise: float) -> float:
+    if noise == 0.0:
+        return math.inf
+    if math.isnan(noise) or math.isnan(signal):
+        return math.nan
+    if signal == 0.0:
+        return -math.inf
+    return 10.0 * math.log10(signal / noise)
+
+
+def sqnr(ref, test) -> float:
+    """Signal-to-quantization-noise ratio in dB: ``10 log10(sum ref^2 / sum (ref - test)^2)``.
+
+    ``inf`` for identical outputs. Rules of thumb for int8: above ~30 dB the arg-max rarely moves,
+    below ~20 dB look closer. Lists of outputs are pooled (total signal over total noise).
+
+    Taught in 01_pytorch_inference_essentials and 02_quantization.
+    """
+    pairs = _pairs(ref, test)
+    signal = sum(float(np.sum(r * r)) for r, _ in pairs)
+    noise = sum(float(np.sum((r - t) ** 2)) for r, t in pairs)
+    return _sqnr_from(signal, noise)
+
+
+def _top1(r: np.ndarray, t: np.ndarray) -> float | None:
+    if r.ndim != 2 or r.shape[0] == 0 or r.shape[1] < 2:
+        return None
+    return float(np.mean(np.argmax(r, axis=-1) == np.argmax(t, axis=-1)))
+
+
+def compare_outputs(ref, test) -> Parity:
+    """A :class:`Parity` of ``test`` against ``ref`` (tensors or arrays of the same shape).
+
+    For lists of outputs: ``max_abs``/``max_rel`` are the worst pair's, ``mean_abs`` is over all
+    elements, SQNR pools signal and noise, ``top1_agreement`` is the lowest of the 2-D pairs.
+
+    Taught in 01_pytorch_inference_essentials.
+    """
+    pairs = _pairs(ref, test)
+    max_abs, max_rel, abs_sum, count, signal, noise = 0.0, 0.0, 0.0, 0, 0.0, 0.0
+    top1s = []
+    for r, t in pairs:
+        diff = np.abs(r - t)
+        if diff.size:
+            pair_max = float(np.max(diff))
+            scale = float(np.max(np.abs(r)))
+            pair_rel = pair_max / scale if scale > 0 else (0.0 if pair_max == 0 else math.inf)
+            max_abs = pair_max if math.isnan(pair_max) else max(max_abs, pair_max)
+            max_rel = pair_rel if math.isnan(pair_rel) else max(max_rel, pair_rel)
+            abs_sum += float(np.sum(diff))
+            count += diff.size
+        signal += float(np.sum(r * r))
+        noise += float(np.sum(diff * diff))
+        top1 = _top1(r, t)
+        if top1 is not None:
+            top1s.append(top1)
+    first = pairs[0][0]
+    return Parity(max_abs=max_abs, max_rel=max_rel, mean_abs=abs_sum / count if count else 0.0,
+                  sqnr_db=_sqnr_from(signal, noise), top1_agreement=min(top1s) if top1s else None,
+                  n=int(first.shape[0]) if first.ndim else 1)
+
+
+def check_parity(ref, test, atol: float = 1e-4, min_top1: float | None = 1.0,
+                 min_sqnr_db: float | None = None) -> Parity:
+    """Return the :class:`Parity` if ``test`` matches ``ref``, else raise :class:`ParityError`.
+
+    Passes when ``max_abs <= atol``, top-1 agreement ``>= min_top1`` (checked only for 2-D
+    outputs; ``None`` skips it) and SQNR ``>= min_sqnr_db`` (when given). For quantized models a
+    fixed ``atol`` is too strict: pass ``atol=math.inf`` and judge by ``min_sqnr_db`` and
+    ``min_top1``. NaN in the outputs always fails.
+
+    Taught in 01_pytorch_inference_essentials.
+    """
+    return judge_parity(compare_outputs(ref, test), atol=atol, min_top1=min_top1, min_sqnr_db=min_sqnr_db)
+
+
+def judge_parity(parity: Parity, atol: float = 1e-4, max_rel: float | None = None,
+                 min_top1: float | None = 1.0, min_sqnr_db: float | None = None) -> Parity:
+    """Return ``parity`` if it meets every given tolerance, else raise :class:`ParityError` listing each miss.
+
+    The tolerances of :func:`check_parity`, plus ``max_rel`` (largest relative error), applied
+    to a :class:`Parity` already computed (e.g. over batches by :func:`optkit.runtimes.onnxrt.verify`).
+
+    Taught in 01_pytorch_inference_essentials.
+    """
+    failures = []
+    if not parity.max_abs <= atol:  # written so that NaN fails
+        failures.append(f"max_abs {parity.max_abs:.3g} > atol {atol:.3g}")
+    if max_rel is not None and not parity.max_rel <= max_rel:
+        failures.append(f"max_rel {parity.max_rel:.3g} > {max_rel:.3g}")
+    if min_top1 is not None and parity.top1_agreement is not None and not parity.top1_agreement >= min_top1:
+        failures.append(f"top-1 agreement {100 * parity.top1_agreement:.2f} % < {100 * min_top1:.2f} %")
+    if min_sqnr_db is not None and not parity.sqnr_db >= min_sqnr_db:
+        failures.append(f"SQNR {parity.sqnr_db:.1f} dB < {min_sqnr_db:.1f} dB")
+    if failures:
+        raise ParityError(parity, failures)
+    return parity
+
+
+def compare_models(ref_model: Callable, test_model: Callable, inputs: Any) -> Parity:
+    """Run both models on ``inputs`` (a tensor, or a tuple of positional arguments) under
+    ``torch.inference_mode`` and compare their outputs.
+
+    Models are called as they are: put them in eval mode first. A model may return numpy arrays
+    (an ONNX Runtime session wrapped in a function, say).
+
+    Taught in 01_pytorch_inference_essentials.
+    """
+    import torch
+
+    args = inputs if isinstance(inputs, tuple) else (inputs,)
+    with torch.inference_mode():
+        ref_out = ref_model(*args)
+        test_out = test_model(*args)
+    return compare_outputs(ref_out, test_out)
