@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from optkit.core.errors import OptkitError
+from optkit.core.errors import OptkitError, check_callable, check_int
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -125,7 +125,7 @@ class Measurement:
             raise OptkitError("samples_s", self.samples_s, "is empty",
                               "time at least one call (min_repeats >= 1)")
         self.samples_s = samples
-        _check_int("batch_size", self.batch_size, 1)
+        check_int("batch_size", self.batch_size, 1)
 
     @property
     def n(self) -> int:
@@ -316,20 +316,8 @@ class MemoryResult(int):
 
 # --------------------------------------------------------------------------- input checks
 
-def _check_int(parameter: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise OptkitError(parameter, value, "must be an integer", f"pass an int >= {low}")
-    if value < low:
-        raise OptkitError(parameter, value, f"must be >= {low}", f"pass an int >= {low}")
-    return int(value)
-
-
 def _check_callable(parameter: str, value: Any, *, optional: bool = False) -> None:
-    if optional and value is None:
-        return
-    if not callable(value):
-        raise OptkitError(parameter, value, "is not callable",
-                          "pass a function taking no arguments, e.g. lambda: model(x)")
+    check_callable(parameter, value, optional=optional, fix="pass a function taking no arguments, e.g. lambda: model(x)")
 
 
 def _check_budget(max_time_s: Any) -> float:
@@ -341,9 +329,9 @@ def _check_budget(max_time_s: Any) -> float:
 
 
 def _check_repeats(warmup: Any, min_repeats: Any, max_repeats: Any) -> tuple[int, int, int]:
-    warmup = _check_int("warmup", warmup, 0)
-    min_repeats = _check_int("min_repeats", min_repeats, 1)
-    max_repeats = _check_int("max_repeats", max_repeats, 1)
+    warmup = check_int("warmup", warmup, 0)
+    min_repeats = check_int("min_repeats", min_repeats, 1)
+    max_repeats = check_int("max_repeats", max_repeats, 1)
     if max_repeats < min_repeats:
         raise OptkitError("max_repeats", max_repeats, f"is below min_repeats={min_repeats}",
                           f"pass max_repeats >= {min_repeats}")
@@ -376,7 +364,7 @@ def _use_threads(n: int | None) -> Iterator[int | None]:
     if n is None:
         yield _current_threads()
         return
-    n = _check_int("threads", n, 1)
+    n = check_int("threads", n, 1)
     torch = _torch()
     if torch is None:  # pragma: no cover
         raise OptkitError("threads", n, "needs torch, which is not installed",
@@ -449,7 +437,7 @@ def measure(fn: Callable[[], Any], *, name: str | None = None, batch_size: int =
     """
     _check_callable("fn", fn)
     _check_callable("sync", sync, optional=True)
-    batch_size = _check_int("batch_size", batch_size, 1)
+    batch_size = check_int("batch_size", batch_size, 1)
     warmup, min_repeats, max_repeats = _check_repeats(warmup, min_repeats, max_repeats)
     budget = _check_budget(max_time_s)
     with _use_threads(threads) as used:
@@ -486,8 +474,8 @@ def compare(fns: Mapping[str, Callable[[], Any]], *, batch_size: int = 1, rounds
     for key, fn in fns.items():
         _check_callable(f"fns[{key!r}]", fn)
     _check_callable("sync", sync, optional=True)
-    batch_size = _check_int("batch_size", batch_size, 1)
-    rounds = _check_int("rounds", rounds, 1)
+    batch_size = check_int("batch_size", batch_size, 1)
+    rounds = check_int("rounds", rounds, 1)
     warmup, min_repeats, max_repeats = _check_repeats(warmup, min_repeats, max_repeats)
     budget = _check_budget(max_time_s)
 
@@ -526,7 +514,7 @@ def throughput_sweep(make_fn: Callable[[int], Callable[[], Any]], batch_sizes: S
     if not sizes:
         raise OptkitError("batch_sizes", batch_sizes, "must be a non-empty list of ints",
                           "pass e.g. [1, 8, 32, 128]")
-    sizes = [_check_int("batch_sizes", bs, 1) for bs in sizes]
+    sizes = [check_int("batch_sizes", bs, 1) for bs in sizes]
     for key in ("batch_size", "name"):
         if key in measure_kw:
             raise OptkitError(key, measure_kw[key], "is set by throughput_sweep itself",

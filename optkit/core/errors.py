@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["OptkitError", "check_choice", "check_range", "check_path_exists", "check_destination"]
+__all__ = ["OptkitError", "check_choice", "check_int", "check_range", "check_callable", "check_path_exists",
+           "check_destination"]
 
 
 def _short(value: object, limit: int = 80) -> str:
@@ -39,21 +40,60 @@ def check_choice(parameter: str, value: object, choices) -> object:
     return value
 
 
-def check_range(parameter: str, value, low=None, high=None, *, low_open=False, high_open=False):
-    """Return ``value`` if it lies in the stated interval, else raise an :class:`OptkitError`."""
+def _interval(low, high, low_open: bool, high_open: bool) -> str:
+    lo = "-inf" if low is None else low
+    hi = "inf" if high is None else high
+    return f"{'(' if low_open else '['}{lo}, {hi}{')' if high_open else ']'}"
+
+
+def check_int(parameter: str, value, low=None, high=None, *, allow_none: bool = False):
+    """Return ``value`` as an ``int`` if it is a whole number in ``[low, high]``, else raise.
+
+    ``bool`` is refused (``True`` is not a batch size); numpy integers are accepted. With
+    ``allow_none=True``, ``None`` passes through (a setting left to the library's default).
+    """
     import numbers
 
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise OptkitError(parameter, value, "must be a number", "pass an int or float")
+    if value is None and allow_none:
+        return None
+    hint = f"pass a whole number in {_interval(low, high, False, False)}" + (", or None" if allow_none else "")
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise OptkitError(parameter, value, "must be a whole number", hint)
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise OptkitError(parameter, value, f"is outside {_interval(low, high, False, False)}", hint)
+    return int(value)
+
+
+def check_range(parameter: str, value, low=None, high=None, *, low_open=False, high_open=False,
+                allow_none: bool = False):
+    """Return ``value`` if it is a finite number in the stated interval, else raise an :class:`OptkitError`.
+
+    ``low_open``/``high_open`` exclude the end points (a sparsity is in ``[0, 1)``); with
+    ``allow_none=True``, ``None`` passes through.
+    """
+    import math
+    import numbers
+
+    if value is None and allow_none:
+        return None
+    interval = _interval(low, high, low_open, high_open)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value):
+        raise OptkitError(parameter, value, "must be a number", f"pass an int or float in {interval}")
     bad = (
         (low is not None and (value <= low if low_open else value < low))
         or (high is not None and (value >= high if high_open else value > high))
     )
     if bad:
-        lo = "-inf" if low is None else low
-        hi = "inf" if high is None else high
-        interval = f"{'(' if low_open else '['}{lo}, {hi}{')' if high_open else ']'}"
         raise OptkitError(parameter, value, f"is outside {interval}", f"pass a value in {interval}")
+    return value
+
+
+def check_callable(parameter: str, value, *, optional: bool = False, fix: str = "pass a function"):
+    """Return ``value`` if it is callable (or ``None`` with ``optional=True``), else raise."""
+    if optional and value is None:
+        return None
+    if not callable(value):
+        raise OptkitError(parameter, value, "is not callable", fix)
     return value
 
 
