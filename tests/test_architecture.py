@@ -164,3 +164,31 @@ def test_old_paths_still_import_the_same_module_with_a_warning():
     assert old_onnx is onnxrt
     assert old_onnx.__spec__.name == "optkit.runtimes.onnxrt"
     assert quantize.__name__ == "optkit.techniques.quantize"
+
+
+MAX_FUNCTION_LINES = 80  # lines of code: the docstring does not count
+LONG_FUNCTION_MARK = "long-function:"  # a comment near the def saying why this one stays long
+
+
+def _long_functions(path: Path):
+    source = path.read_text()
+    lines = source.splitlines()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            length = node.end_lineno - node.lineno + 1
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(getattr(first, "value", None), ast.Constant) \
+                    and isinstance(first.value.value, str):
+                length -= first.end_lineno - first.lineno + 1  # a docstring is not code
+            head = "\n".join(lines[node.lineno - 1: node.lineno + 25])
+            if length > MAX_FUNCTION_LINES and LONG_FUNCTION_MARK not in head:
+                yield f"{node.name} ({length} lines)"
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_functions_stay_short_or_say_why(module):
+    if module in LONG_MODULES:
+        pytest.skip(f"{module}: {LONG_MODULES[module]}")
+    long = list(_long_functions(MODULES[module]))
+    assert not long, (f"{module}: {', '.join(long)} over {MAX_FUNCTION_LINES} lines: split, or add a "
+                      f"'# {LONG_FUNCTION_MARK} <reason>' comment in the function's first lines")
