@@ -145,18 +145,18 @@ def test_curriculum_only_rejects_unknown_prefix():
 
 # ----------------------------------------------------------------- exercise checkers
 def test_exercise_checkers_accept_reference_solutions_and_reject_stubs(capsys):
-    from optkit.course import exercises
+    from optkit.course.exercises import nb00, nb01
 
     def stub(*args):
         raise NotImplementedError
 
-    assert exercises.check_percentile(exercises.reference_percentile)
-    assert not exercises.check_percentile(stub)
-    assert not exercises.check_percentile(lambda xs, q: xs[int(len(xs) * q / 100) - 1])
-    assert exercises.check_predict(exercises.reference_predict)
-    assert not exercises.check_predict(lambda m, x: m(x).argmax(1))  # train mode, autograd on
-    assert exercises.check_export_dynamic(exercises.reference_export_dynamic)
-    assert not exercises.check_export_dynamic(lambda m, x: __import__("torch").export.export(m, (x,)))
+    assert nb00.check_percentile(nb00.reference_percentile)
+    assert not nb00.check_percentile(stub)
+    assert not nb00.check_percentile(lambda xs, q: xs[int(len(xs) * q / 100) - 1])
+    assert nb01.check_predict(nb01.reference_predict)
+    assert not nb01.check_predict(lambda m, x: m(x).argmax(1))  # train mode, autograd on
+    assert nb01.check_export_dynamic(nb01.reference_export_dynamic)
+    assert not nb01.check_export_dynamic(lambda m, x: __import__("torch").export.export(m, (x,)))
     out = capsys.readouterr().out
     assert out.count("✓") == 3 and out.count("✗") == 4
 
@@ -164,8 +164,8 @@ def test_exercise_checkers_accept_reference_solutions_and_reject_stubs(capsys):
 def test_batch_budget_checker():
     import numpy as np
 
-    from optkit.course import exercises
     from optkit.core.bench import Measurement
+    from optkit.course.exercises import nb00 as exercises
 
     sweep = [Measurement(f"b{b}", np.full(20, ms / 1e3), batch_size=b) for b, ms in [(1, 1.0), (8, 3.0), (32, 9.0)]]
     assert exercises.check_batch_budget(8, sweep, 5.0)

@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from optkit.core.bench import Measurement
 
-__all__ = ["table", "tables", "groups", "fastest", "pareto_front", "plot_latency", "plot_throughput",
+__all__ = ["table", "tables", "groups", "fastest", "fastest_float", "pareto_front", "plot_latency", "plot_throughput",
            "plot_pareto"]
 
 # Record fields a table shows, in order; size_bytes is shown as size_mb.
@@ -136,6 +136,15 @@ def fastest(records: Iterable[Record], where: Callable[[Record], bool] | None = 
     """
     timed = [r for r in _records(records) if _finite(r.latency_ms) is not None and (where is None or where(r))]
     return min(timed, key=lambda r: r.latency_ms).name if timed else None
+
+
+def fastest_float(records: Iterable[Record]) -> str | None:
+    """Name of the fastest record whose variant computes in a float precision (fp32, bf16, fp16,
+    mixed; records from :func:`optkit.core.variant.evaluate` carry it in ``extra['precision']``;
+    records without one count as float). The fair baseline: ``tables(records, baseline=fastest_float)``.
+    """
+    floats = ("fp32", "bf16", "fp16", "mixed")
+    return fastest(records, where=lambda r: r.extra.get("precision", "fp32") in floats)
 
 
 def tables(records: Iterable[Record],

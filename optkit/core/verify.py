@@ -18,15 +18,18 @@ Taught in 01_pytorch_inference_essentials; used in every later notebook.
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import sys
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
 from optkit.core.errors import OptkitError
 
-__all__ = ["Parity", "ParityError", "sqnr", "compare_outputs", "check_parity", "judge_parity", "compare_models"]
+__all__ = ["Parity", "ParityError", "sqnr", "compare_outputs", "check_parity", "judge_parity", "compare_models",
+           "accuracy", "predict_all", "no_autograd"]
 
 
 class ParityError(AssertionError):
@@ -229,3 +232,65 @@ def compare_models(ref_model: Callable, test_model: Callable, inputs: Any) -> Pa
         ref_out = ref_model(*args)
         test_out = test_model(*args)
     return compare_outputs(ref_out, test_out)
+
+
+# --------------------------------------------------------------------------- accuracy
+
+@contextlib.contextmanager
+def no_autograd() -> Iterator[None]:
+    """``torch.inference_mode()`` if torch is already imported, else nothing (numpy-only runtimes)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
+    with torch.inference_mode():
+        yield
+
+
+def _first_output(out: Any) -> Any:
+    if isinstance(out, Mapping):
+        out = next(iter(out.values()))
+    if isinstance(out, (tuple, list)):
+        out = out[0]
+    return out
+
+
+def predict_all(predict: Callable[[Any], Any], x: Any, *, batch_size: int = 256,
+                convert: Callable[[Any], Any] | None = None) -> np.ndarray:
+    """Outputs of ``predict`` on all of ``x``, ``batch_size`` rows at a time, as one numpy array.
+
+    ``convert`` turns each slice of ``x`` into what ``predict`` takes (``torch.from_numpy`` for a
+    PyTorch model fed numpy data). A model's first output is kept when it returns several. A torch
+    module still in training mode is refused: dropout and batch-norm statistics would change the
+    answer (call ``model.eval()``).
+    """
+    if getattr(predict, "training", False) is True:
+        raise OptkitError("predict", type(predict).__name__, "is in training mode",
+                          "call model.eval() before evaluating it")
+    n = len(x)
+    if n == 0:
+        raise OptkitError("x", "0 rows", "is empty", "pass at least one example")
+    chunks = []
+    with no_autograd():
+        for i in range(0, n, batch_size):
+            xb = x[i:i + batch_size]
+            out = _first_output(predict(convert(xb) if convert is not None else xb))
+            chunks.append(_to_numpy(out, "predict output").astype(np.float32))
+    return np.concatenate(chunks)
+
+
+def accuracy(outputs: Any, labels: Any) -> float:
+    """Top-1 accuracy: the fraction of rows whose arg-max over the last axis equals the label.
+
+    The one accuracy function: notebooks, ``models.evaluate``, the TensorFlow helpers and the
+    capstone all count a correct answer this way. ``outputs`` are logits or probabilities
+    (``[n, classes]``, a tensor or array); ``labels`` are class indices (``[n]``).
+
+    Taught in 00_measure_first.
+    """
+    out = _to_numpy(outputs, "outputs")
+    y = np.asarray(labels.cpu() if hasattr(labels, "cpu") else labels).reshape(-1)
+    if out.ndim < 2 or out.shape[0] != y.shape[0]:
+        raise OptkitError("outputs", f"shape {out.shape}", f"does not match {y.shape[0]} labels",
+                          "pass one row of class scores per label")
+    return float(np.mean(out.argmax(-1) == y))

@@ -1,0 +1,107 @@
+"""optkit.core.variant: one measurement path (verify + interleaved timing + Records), within one workload."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from optkit.core import report, verify
+from optkit.core.errors import OptkitError
+from optkit.core.variant import Variant, Workload, evaluate, floats
+
+WORKLOAD = Workload("toy MLP", "4-class toy", "toy test (64)")
+
+
+@pytest.fixture(scope="module")
+def toy():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 8, generator=g)
+    net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4)).eval()
+    with torch.no_grad():
+        y = net(x).argmax(1).numpy()  # labels the fp32 model gets right, so its accuracy is 1
+    return net, x.numpy(), y
+
+
+def test_evaluate_verifies_times_and_records_every_variant_per_batch(toy):
+    import copy
+
+    net, x, y = toy
+    bf16 = copy.deepcopy(net).to(torch.bfloat16)
+    variants = [
+        Variant("fp32", net, precision="fp32"),
+        Variant("bf16", lambda xb: bf16(xb.to(torch.bfloat16)).float(), technique="cast", precision="bf16",
+                config={"dtype": "bfloat16"}),
+        Variant("numpy copy", lambda xb: np.asarray(net(torch.from_numpy(xb)).detach()), runtime="numpy",
+                inputs={1: x[:1], 8: x[:8]}),
+    ]
+    records = evaluate(variants, WORKLOAD, data=(x, y), inputs={1: torch.from_numpy(x[:1]), 8: torch.from_numpy(x[:8])},
+                       convert={"fp32": torch.from_numpy, "bf16": torch.from_numpy}, max_time_s=0.05, rounds=2,
+                       env={"cpu": "test"}, progress=False)
+    assert [(r.name, r.batch_size) for r in records] == [("fp32", 1), ("fp32", 8), ("bf16", 1), ("bf16", 8),
+                                                         ("numpy copy", 1), ("numpy copy", 8)]
+    assert {r.workload for r in records} == {str(WORKLOAD)} == {"toy MLP · toy test (64)"}
+    by = {(r.name, r.batch_size): r for r in records}
+    assert by["fp32", 1].accuracy == 1.0 and by["numpy copy", 8].accuracy == 1.0
+    assert by["fp32", 1].parity["sqnr_db"] == float("inf") and by["fp32", 1].parity["top1_agreement"] == 1.0
+    assert by["numpy copy", 1].parity["max_abs"] < 1e-6
+    assert 15 < by["bf16", 1].parity["sqnr_db"] < 80  # bf16 keeps ~8 bits of mantissa
+    assert by["bf16", 8].extra["config"] == {"dtype": "bfloat16"} and by["bf16", 8].extra["precision"] == "bf16"
+    assert all(r.latency_ms > 0 and r.env == {"cpu": "test"} for r in records)
+    # closing tables: one per batch size, each against its fastest float variant
+    tabs = report.tables(records, baseline=report.fastest_float)
+    assert sorted(k[1] for k in tabs) == [1, 8]
+    for frame in tabs.values():  # every variant is float here, so the baseline is the fastest of all
+        assert frame["speedup"].max() == pytest.approx(1.0)
+    assert len(floats(records)) == 6  # "numpy copy" is fp32 too
+
+
+def test_ratios_across_workloads_are_refused(toy):
+    net, x, y = toy
+    one = evaluate([Variant("a", net)], WORKLOAD, data=(x, y), inputs={1: torch.from_numpy(x[:1])},
+                   convert=torch.from_numpy, max_time_s=0.02, rounds=1, env={}, progress=False)
+    other = evaluate([Variant("b", net)], Workload("toy MLP", "4-class toy", "other split"), data=(x, y),
+                     inputs={1: torch.from_numpy(x[:1])}, convert=torch.from_numpy, max_time_s=0.02, rounds=1,
+                     env={}, progress=False)
+    with pytest.raises(OptkitError, match="workload"):
+        report.table(one + other, baseline="a")
+
+
+def test_bad_input_names_the_parameter(toy):
+    net, x, y = toy
+    with pytest.raises(OptkitError, match="names two variants"):
+        evaluate([Variant("a", net), Variant("a", net)], WORKLOAD, data=(x, y), inputs={1: x[:1]})
+    with pytest.raises(OptkitError, match="^workload="):
+        evaluate([Variant("a", net)], "toy", data=(x, y), inputs={1: x[:1]})
+    with pytest.raises(OptkitError, match="^reference="):
+        evaluate([Variant("a", net)], WORKLOAD, data=(x, y), inputs={1: x[:1]}, reference="nope")
+    with pytest.raises(OptkitError, match="^data="):
+        evaluate([Variant("a", net)], WORKLOAD, data=x, inputs={1: x[:1]})
+    with pytest.raises(OptkitError, match="^precision="):
+        Variant("a", net, precision="int3")
+    with pytest.raises(OptkitError, match="^predict="):
+        Variant("a", "not a model")
+    with pytest.raises(OptkitError, match="^workload=|^model="):
+        Workload("", "t", "e")
+
+
+def test_a_module_in_training_mode_is_refused(toy):
+    net, x, y = toy
+    train = nn.Sequential(nn.Linear(8, 4)).train()
+    with pytest.raises(OptkitError, match="training mode"):
+        verify.predict_all(train, torch.from_numpy(x))
+
+
+def test_accuracy_is_top1_and_checks_shapes():
+    logits = np.array([[0.1, 0.9], [2.0, 1.0], [0.0, 3.0]])
+    assert verify.accuracy(logits, [1, 0, 0]) == pytest.approx(2 / 3)
+    assert verify.accuracy(torch.tensor(logits), torch.tensor([1, 0, 1])) == 1.0
+    with pytest.raises(OptkitError, match="does not match"):
+        verify.accuracy(logits, [1, 0])
+
+
+def test_variant_repr_says_what_it_is(toy):
+    net, _, _ = toy
+    text = repr(Variant("int8", net, technique="PT2E static", runtime="pytorch", precision="int8",
+                        config={"per_channel": True}, size_bytes=2_500_000))
+    assert text == "Variant('int8': PT2E static; pytorch; int8; per_channel=True; 2.5 MB)"
