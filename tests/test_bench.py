@@ -13,6 +13,7 @@ import torch
 
 from optkit.core import bench
 from optkit.core.bench import Comparison, Measurement, MemoryResult
+from optkit.core.bench.system import _peak_memory_sampled
 from optkit.core.errors import OptkitError
 
 
@@ -256,7 +257,7 @@ def test_sampling_fallback_sees_held_allocation():
         time.sleep(0.05)
         return a[0]
 
-    peak, delta, method = bench._peak_memory_sampled(hold, (), {})
+    peak, delta, method = _peak_memory_sampled(hold, (), {})
     assert delta >= 0.9 * N_BYTES
     assert "sampling" in method
 

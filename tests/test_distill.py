@@ -1,7 +1,6 @@
 """optkit.techniques.distill: the KD loss against a hand computation, EMA against its formula, hooks, the trainer."""
 from __future__ import annotations
 
-import copy
 import math
 
 import numpy as np

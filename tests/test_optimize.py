@@ -331,9 +331,9 @@ def test_reference_files_are_bundled():
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # keras' own np.array(tensor, copy=False) call
 def test_keras_model_to_tflite(tmp_path):
-    from optkit.runtimes import tflow as otf
+    from optkit.runtimes.tflow.env import _keras
 
-    keras = otf._keras(False)
+    keras = _keras(False)
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input(shape=(8,)), keras.layers.Dense(16, activation="relu"),
                               keras.layers.Dense(3)])

@@ -71,12 +71,12 @@ def test_magnitude_mask_exact_count_with_ties(sparsity):
 def test_prune_unstructured_reaches_each_target_within_one_weight():
     torch.manual_seed(0)
     m = models.build("small_cnn", in_size=8)
-    prune.prune_unstructured(m, 0.6)
+    prune.prune_unstructured_(m, 0.6)
     report = prune.sparsity_report(m)
     for layer in report.layers:
         assert abs(layer.zeros - 0.6 * layer.total) <= 1, layer
     # targets are absolute: pruning again to 0.8 ends at 80 %, not 92 %
-    prune.prune_unstructured(m, {"conv1": 0.8, "fc1": 0.9})
+    prune.prune_unstructured_(m, {"conv1": 0.8, "fc1": 0.9})
     report = prune.sparsity_report(m)
     assert abs(report["conv1"].zeros - 0.8 * report["conv1"].total) <= 1
     assert abs(report["fc1"].zeros - 0.9 * report["fc1"].total) <= 1
@@ -88,7 +88,7 @@ def test_prune_global_reaches_global_target_unevenly():
     m = models.build("small_cnn", in_size=8)
     with torch.no_grad():
         m.conv2.weight.mul_(0.01)  # make one layer's weights small: global pruning takes them first
-    prune.prune_global(m, 0.5)
+    prune.prune_global_(m, 0.5)
     report = prune.sparsity_report(m)
     assert abs(report.zeros - 0.5 * report.total) <= 1
     assert report["conv2"].sparsity > 0.99
@@ -99,7 +99,7 @@ def test_make_permanent_drops_masks_keeps_zeros_and_outputs():
     torch.manual_seed(0)
     m = models.build("small_cnn", in_size=8).eval()
     dense_bytes = sizes.model_size(m)
-    prune.prune_global(m, 0.7)
+    prune.prune_global_(m, 0.7)
     assert prune.is_pruned(m)
     assert any(k.endswith("weight_mask") for k in m.state_dict())
     assert prune.mask_overhead_bytes(m) > 0
@@ -120,14 +120,14 @@ def test_make_permanent_drops_masks_keeps_zeros_and_outputs():
 def test_compressed_size_shrinks_with_sparsity():
     torch.manual_seed(0)
     dense = models.build("small_cnn", in_size=28)
-    sparse = prune.make_permanent(prune.prune_global(copy.deepcopy(dense), 0.8))
+    sparse = prune.make_permanent(prune.prune_global_(copy.deepcopy(dense), 0.8))
     gz_dense, gz_sparse = prune.compressed_size(dense), prune.compressed_size(sparse)
     assert gz_dense > 0.85 * sizes.model_size(dense)  # random fp32 hardly compresses
     assert gz_dense / gz_sparse > 2.5
     assert prune.compressed_size(sparse, "csr") < 0.35 * prune.compressed_size(dense, "csr")
     assert prune.compressed_size(sparse, "csr+gzip") < gz_dense
     # a masked model is measured by its effective weights
-    masked = prune.prune_global(copy.deepcopy(dense), 0.8)
+    masked = prune.prune_global_(copy.deepcopy(dense), 0.8)
     assert abs(prune.compressed_size(masked) - gz_sparse) < 0.02 * gz_sparse
 
 
@@ -136,7 +136,7 @@ def test_compressed_size_shrinks_with_sparsity():
 @pytest.mark.parametrize("bad", [1.0, -0.1, 1.5, float("nan"), "0.5", True])
 def test_ratio_outside_range_is_a_clear_error(bad):
     m = models.build("small_cnn", in_size=8)
-    for call in (lambda: prune.prune_unstructured(m, bad), lambda: prune.prune_global(m, bad),
+    for call in (lambda: prune.prune_unstructured_(m, bad), lambda: prune.prune_global_(m, bad),
                  lambda: prune.fine_grained_prune(torch.ones(3), bad),
                  lambda: prune.prune_channels(m, bad, X8),
                  lambda: prune.sensitivity_scan(m, lambda _: 1.0, [0.5, bad])):
@@ -147,7 +147,7 @@ def test_ratio_outside_range_is_a_clear_error(bad):
 def test_unknown_layer_lists_known_ones():
     m = models.build("small_cnn", in_size=8)
     with pytest.raises(OptkitError, match="conv2") as e:
-        prune.prune_unstructured(m, {"conv3": 0.5})
+        prune.prune_unstructured_(m, {"conv3": 0.5})
     assert "conv3" in str(e.value) and "fc1" in str(e.value)
     with pytest.raises(OptkitError, match="fc1"):
         prune.prune_channels(m, {"nope": 0.5}, X8)
@@ -190,7 +190,7 @@ def test_untraceable_model_and_masked_model_are_refused():
 
     with pytest.raises(OptkitError, match="torch.fx"):
         prune.prune_channels(Branchy(), 0.5, X8)
-    m = prune.prune_global(models.build("small_cnn", in_size=8), 0.5)
+    m = prune.prune_global_(models.build("small_cnn", in_size=8), 0.5)
     with pytest.raises(OptkitError, match="make_permanent"):
         prune.prune_channels(m, 0.5, X8)
 
@@ -313,6 +313,45 @@ def test_round_to_keeps_multiples():
     for mod in p.modules():
         if isinstance(mod, nn.Conv2d) and mod.in_channels > 1:
             assert mod.out_channels % 4 == 0
+
+
+def test_dependency_graph_is_public_and_gives_the_same_groups():
+    m = tiny_resnet()
+    graph = prune.DependencyGraph(m, X8)
+    groups = graph.groups()
+    assert [g.producers for g in groups] == [g.producers for g in prune.channel_groups(m, X8)]
+    assert all(isinstance(g, prune.Group) for g in groups)
+    assert prune.ChannelGroup is prune.Group  # the 0.1 name
+    assert repr(groups[1]).startswith("Group(")
+    with pytest.raises(OptkitError, match="not a tensor"):
+        prune.DependencyGraph(m, [1, 2])
+
+
+# --------------------------------------------------------------------------- 0.1 names
+
+def test_old_names_still_work_with_a_warning():
+    torch.manual_seed(0)
+    m = models.build("small_cnn", in_size=8)
+    with pytest.warns(DeprecationWarning, match="prune_global_"):
+        assert prune.prune_global(m, 0.5) is m
+    with pytest.warns(DeprecationWarning, match="prune_unstructured_"):
+        assert prune.prune_unstructured(m, 0.6) is m
+    assert abs(prune.sparsity_report(m)["fc1"].sparsity - 0.6) < 1e-3
+    with pytest.warns(DeprecationWarning, match=r"channel_ratio"):
+        p = prune.prune_channels(models.build("small_cnn", in_size=8), ratio={"conv1": 0.5}, example_input=X8)
+    assert p.conv1.out_channels == 8
+    with pytest.raises(OptkitError, match="channel_ratio"):
+        prune.prune_channels(models.build("small_cnn", in_size=8), 1.5, X8)
+
+
+def test_iterative_prune_accepts_target_sparsity_with_a_warning():
+    torch.manual_seed(0)
+    m = models.build("small_cnn", in_size=8)
+    with pytest.warns(DeprecationWarning, match=r"sparsity=\.\.\."):
+        hist = prune.iterative_prune(m, target_sparsity=0.5, evaluate_fn=lambda _: 1.0, steps=1)
+    assert abs(hist.final_sparsity - 0.5) < 1e-3
+    with pytest.raises(OptkitError, match="target_sparsity"):
+        prune.iterative_prune(m, target_sparsity=0.5, sparsity=0.5, evaluate_fn=lambda _: 1.0)
 
 
 # --------------------------------------------------------------------------- accuracy on real data

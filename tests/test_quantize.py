@@ -12,7 +12,7 @@ from torch import nn
 from optkit import data
 from optkit.data import models
 from optkit.techniques import quantize as Q
-from optkit.core import sizes
+from optkit.core import sizes, verify
 from optkit.core.errors import OptkitError
 
 # A hand-made 5x5 tensor: rows are the same pattern scaled 1..5, so per-channel scales differ by row.
@@ -84,6 +84,7 @@ def test_sqnr_floors_and_six_db_per_bit():
     assert s4 > 12.0
     assert 18.0 < s8 - s4 < 30.0  # about 6 dB per bit
     assert Q.sqnr(w, w) == math.inf
+    assert Q.sqnr is verify.sqnr  # one implementation, named where 02 teaches it
 
 
 def test_per_channel_beats_per_tensor_when_channels_differ():
@@ -199,14 +200,14 @@ def test_legacy_dynamic_quantizes_lstm():
 
     torch.manual_seed(0)
     model = Tiny().eval()
-    q = Q.dynamic_int8(model, layers=("lstm", "linear"), backend="legacy")
+    q = Q.dynamic_int8(model, kinds=("lstm", "linear"), backend="legacy")
     assert q.module.lstm._get_name() == "DynamicQuantizedLSTM"
     assert Q.weight_storage(q.module).get("int8", 0) >= 4 * 16 * 32 + 4 * 32 * 32
     ids = torch.randint(0, 50, (8, 12))
     with torch.no_grad():
         assert Q.sqnr(model(ids), q(ids)) > 20.0
     with pytest.raises(OptkitError, match="Linear only"):
-        Q.dynamic_int8(model, layers=("lstm",))
+        Q.dynamic_int8(model, kinds=("lstm",))
 
 
 def test_per_tensor_and_observers_run(digits, cnn):
@@ -265,7 +266,21 @@ def test_no_layers_of_requested_kind(digits):
     with pytest.raises(OptkitError, match="no layers of that kind"):
         Q.static_int8(nn.Sequential(nn.ReLU()), [torch.rand(2, 1, 8, 8)], digits.example_batch(1))
     with pytest.raises(OptkitError, match="not a known choice"):
-        Q.dynamic_int8(convs_only, layers=("attention",))
+        Q.dynamic_int8(convs_only, kinds=("attention",))
+
+
+def test_old_layers_keyword_still_chooses_kinds_with_a_warning(digits, mlp, cnn):
+    # layers= names a model's own modules in optkit; layer types are kinds= (docs/ARCHITECTURE.md)
+    with pytest.warns(DeprecationWarning, match=r"dynamic_int8\(kinds=\.\.\.\)"):
+        q = Q.dynamic_int8(mlp, layers=("linear",))
+    assert q.info["layers"] == ["fc1", "fc2", "fc3"]
+    with pytest.warns(DeprecationWarning, match=r"sensitivity\(kinds=\.\.\.\)"):
+        ranking = Q.sensitivity(cnn, digits.test, layers="linear")
+    assert {r.name for r in ranking} == {"fc1", "fc2"}
+    with pytest.raises(OptkitError, match="pass only kinds="):
+        Q.dynamic_int8(mlp, ("linear",), layers=("linear",))
+    with pytest.raises(OptkitError, match=r"kinds=\('linear',\)"):
+        Q.dynamic_int8(nn.Sequential(nn.Conv2d(1, 4, 3)).eval())
 
 
 def test_empty_calibration_loader(digits, cnn):

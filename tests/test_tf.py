@@ -276,10 +276,24 @@ def test_default_pruning_frequency_never_fires_on_a_short_run():
     assert len(fires_ours) >= 5 and float(ours(fires_ours[-1])[1]) == pytest.approx(0.8)
 
 
+def test_old_target_sparsity_keyword_still_works_with_a_warning(keras3_cnn, arrays):
+    with pytest.warns(DeprecationWarning, match=r"pruning_schedule\(target_sparsity=\.\.\.\) is now "
+                                                r"pruning_schedule\(sparsity=\.\.\.\)"):
+        old = otf.pruning_schedule(target_sparsity=0.8, end_step=50)
+    new = otf.pruning_schedule(sparsity=0.8, end_step=50)
+    assert (old.frequency, old.end_step, float(old(old.end_step)[1])) == \
+        (new.frequency, new.end_step, float(new(new.end_step)[1]))
+    with pytest.raises(OptkitError, match="target_sparsity=0.5: is the old name of sparsity"):
+        otf.pruning_schedule(0.8, 50, target_sparsity=0.5)
+    x, y, *_ = arrays
+    with pytest.warns(DeprecationWarning, match="prune_model"), pytest.raises(OptkitError, match="Keras 2"):
+        otf.prune_model(keras3_cnn, x[:10], y[:10], target_sparsity=0.5)  # the keyword is taken, then the check
+
+
 @pytest.mark.slow
 def test_pruned_model_reaches_target_sparsity(keras2_weights, arrays):
     x, y, xt, yt, _ = arrays
-    pruned = otf.prune_model(fresh_keras2(keras2_weights), x[:1280], y[:1280], target_sparsity=0.8, batch_size=64,
+    pruned = otf.prune_model(fresh_keras2(keras2_weights), x[:1280], y[:1280], sparsity=0.8, batch_size=64,
                              min_weights=100)
     info = otf.sparsity(pruned)
     first, *rest = info.layers.values()

@@ -105,3 +105,36 @@ def test_variant_repr_says_what_it_is(toy):
     text = repr(Variant("int8", net, technique="PT2E static", runtime="pytorch", precision="int8",
                         config={"per_channel": True}, size_bytes=2_500_000))
     assert text == "Variant('int8': PT2E static; pytorch; int8; per_channel=True; 2.5 MB)"
+
+
+def test_tables_show_agreement_extra_and_chosen_columns(toy):
+    net, x, y = toy
+    records = evaluate([Variant("a", net), Variant("b", lambda xb: net(xb) * 0.5, technique="scaled")], WORKLOAD,
+                       data=(x, y), inputs={4: torch.from_numpy(x[:4])}, convert=torch.from_numpy, max_time_s=0.02,
+                       rounds=1, env={}, progress=False)
+    for r in records:
+        r.extra["seeds"] = 3
+    frame = report.table(records, baseline="a", extra=["seeds"], columns=["technique", "speedup", "agreement", "seeds"])
+    assert list(frame.columns) == ["technique", "speedup", "agreement", "seeds"]
+    assert frame.loc["b", "agreement"] == 1.0 and frame.loc["b", "seeds"] == 3  # halving logits keeps every arg-max
+    with pytest.raises(OptkitError, match="^columns="):
+        report.table(records, baseline="a", columns=["nope"])
+
+
+def test_unlabelled_data_with_named_inputs_and_several_outputs():
+    def two_inputs(feed):
+        a, b = feed["a"], feed["b"]
+        return [a + b, a * b]  # two outputs, like a detector's boxes and scores
+
+    feed = {"a": np.arange(12, dtype=np.float32).reshape(6, 2), "b": np.ones((6, 2), np.float32)}
+    noisy = lambda f: [o + 1e-3 for o in two_inputs(f)]  # noqa: E731
+    records = evaluate([Variant("ref", two_inputs, runtime="numpy"), Variant("noisy", noisy, runtime="numpy")],
+                       WORKLOAD, data=(feed, None), inputs={2: {"a": feed["a"][:2], "b": feed["b"][:2]}},
+                       eval_batch_size=4, max_time_s=0.02, rounds=1, env={}, progress=False)
+    by = {r.name: r for r in records}
+    assert by["ref"].accuracy is None and by["noisy"].accuracy is None
+    assert by["noisy"].parity["max_abs"] == pytest.approx(1e-3, rel=1e-3)
+    outs = verify.predict_all(two_inputs, feed, batch_size=4, all_outputs=True)
+    assert [o.shape for o in outs] == [(6, 2), (6, 2)]
+    with pytest.raises(OptkitError, match="different numbers of rows"):
+        verify.predict_all(two_inputs, {"a": feed["a"], "b": feed["b"][:3]})

@@ -25,7 +25,8 @@ import torch
 import optkit
 from optkit.core import bench, record, report
 from optkit import data
-from optkit.course import exercises, notebook
+from optkit.course import notebook
+from optkit.course.exercises import nb00 as exercises
 from optkit.runtimes import model_files
 from optkit.data import models
 

@@ -27,7 +27,8 @@ import torch
 import optkit
 from optkit.core import bench, record, report
 from optkit import data
-from optkit.course import exercises, notebook
+from optkit.course import notebook
+from optkit.course.exercises import nb01 as exercises
 from optkit.runtimes import gpu, model_files
 from optkit.data import models
 

@@ -208,8 +208,8 @@ for message in sorted({str(c.message).strip().splitlines()[0] for c in caught}):
 # NBCHECK_APPROX int8
 text_variants = {
     "text fp32": quantize.Quantized(model=lstm, module=lstm, technique="fp32 eager"),
-    "text int8 dyn torchao (Linear)": quantize.dynamic_int8(lstm, layers="linear"),
-    "text int8 dyn legacy (LSTM+Linear)": quantize.dynamic_int8(lstm, layers=("lstm", "linear"), backend="legacy"),
+    "text int8 dyn torchao (Linear)": quantize.dynamic_int8(lstm, kinds="linear"),
+    "text int8 dyn legacy (LSTM+Linear)": quantize.dynamic_int8(lstm, kinds=("lstm", "linear"), backend="legacy"),
 }
 text_eval = {}
 for name, v in text_variants.items():
@@ -292,8 +292,8 @@ with warnings.catch_warnings():
     minilm_variants = {
         "MiniLM fp32 eager": encoder,
         "MiniLM fp32 compiled": torch.compile(copy.deepcopy(encoder)),
-        "MiniLM int8 dyn torchao compiled": torch.compile(quantize.dynamic_int8(encoder, layers="linear").model),
-        "MiniLM int8 dyn legacy": quantize.dynamic_int8(encoder, layers="linear", backend="legacy").model,
+        "MiniLM int8 dyn torchao compiled": torch.compile(quantize.dynamic_int8(encoder, kinds="linear").model),
+        "MiniLM int8 dyn legacy": quantize.dynamic_int8(encoder, kinds="linear", backend="legacy").model,
     }
     clf = LogisticRegression(max_iter=2000).fit(
         zoo.embed(encoder, tokenizer, mini_train, batch_size=32, max_length=minilm_max_length), y_train)

@@ -152,13 +152,13 @@ print(f"{int((w_pruned == 0).sum()):,} of {w.numel():,} weights are now zero; th
 # PyTorch's pruning utilities do this to a module in place, **without changing the weight
 # tensor**: `prune.l1_unstructured(module, "weight", amount)` renames the parameter to
 # `weight_orig`, adds a buffer `weight_mask`, and recomputes `weight = weight_orig * weight_mask`
-# in a forward pre-hook. `optkit.techniques.prune.prune_unstructured` applies it to every conv and linear
-# layer, each to the same fraction; `prune_global` ranks all their weights together
+# in a forward pre-hook. `optkit.techniques.prune.prune_unstructured_` applies it to every conv and linear
+# layer, each to the same fraction; `prune_global_` ranks all their weights together
 # (`prune.global_unstructured`), so one threshold decides everywhere.
 
 # %%
-per_layer = prune.prune_unstructured(copy.deepcopy(dense), global_sparsity)
-global_ = prune.prune_global(copy.deepcopy(dense), global_sparsity)
+per_layer = prune.prune_unstructured_(copy.deepcopy(dense), global_sparsity)
+global_ = prune.prune_global_(copy.deepcopy(dense), global_sparsity)
 conv = global_.get_submodule("layer1.0.conv1")
 print("parameters of a pruned conv:", [n for n, _ in conv.named_parameters()])
 print("buffers of a pruned conv:   ", [n for n, _ in conv.named_buffers()])
@@ -203,7 +203,7 @@ for name, net in [("per layer", per_layer), ("global", global_)]:
 # %%
 def show_ratio(ratio, scope, recalibrate):
     net = copy.deepcopy(dense)
-    (prune.prune_global if scope == "global" else prune.prune_unstructured)(net, ratio)
+    (prune.prune_global_ if scope == "global" else prune.prune_unstructured_)(net, ratio)
     if recalibrate:
         prune.recalibrate_batchnorm(net, fmnist.calib)
     rep = prune.sparsity_report(net)
@@ -228,7 +228,7 @@ notebook.explore(show_ratio,
 # calls it for every pruned tensor) folds the mask in and drops both.
 
 # %%
-masked = prune.prune_global(copy.deepcopy(dense), global_sparsity)
+masked = prune.prune_global_(copy.deepcopy(dense), global_sparsity)
 print(f"dense state dict          {sizes.model_size(dense):>10,} B")
 print(f"masked state dict         {sizes.model_size(masked):>10,} B  "
       f"(+{prune.mask_overhead_bytes(masked):,} B of weight_orig and weight_mask in memory)")
@@ -253,9 +253,9 @@ plt.show()
 
 # %%
 chosen = scan.choose_ratios(max_drop=max_drop_points / 100)
-by_choice = prune.prune_unstructured(copy.deepcopy(dense), chosen)
+by_choice = prune.prune_unstructured_(copy.deepcopy(dense), chosen)
 rep_choice = prune.sparsity_report(by_choice)
-uniform = prune.prune_unstructured(copy.deepcopy(dense), round(rep_choice.sparsity, 4))
+uniform = prune.prune_unstructured_(copy.deepcopy(dense), round(rep_choice.sparsity, 4))
 print("per-layer ratios (largest scanned ratio costing at most "
       f"{max_drop_points} point alone):\n", {k: v for k, v in chosen.items()})
 print(f"\nchosen ratios : total sparsity {100 * rep_choice.sparsity:.2f} %, validation accuracy "
@@ -299,7 +299,7 @@ fig = history.plot(title=f"global magnitude pruning to {100 * global_sparsity:.0
 plt.show()
 prune.make_permanent(unstructured)
 unstructured_test = test_acc(unstructured)
-one_shot = prune.make_permanent(prune.prune_global(copy.deepcopy(dense), global_sparsity))
+one_shot = prune.make_permanent(prune.prune_global_(copy.deepcopy(dense), global_sparsity))
 print(f"one shot to {100 * global_sparsity:.0f} %, nothing else:      validation accuracy {100 * val_acc(one_shot):.2f} %")
 print(f"iterative with fine-tuning:        validation accuracy {100 * val_acc(unstructured):.2f} % "
       f"(dense {100 * dense_val:.2f} %)")
@@ -336,7 +336,7 @@ def forward_fn(net, x):
     return call
 
 
-masked_copy = prune.prune_global(copy.deepcopy(dense), global_sparsity)  # masks still attached
+masked_copy = prune.prune_global_(copy.deepcopy(dense), global_sparsity)  # masks still attached
 sparsity_cmp = bench.compare({"dense": forward_fn(dense, x32), "80 % sparse": forward_fn(unstructured, x32),
                               "80 % sparse, masks attached": forward_fn(masked_copy, x32)},
                              batch_size=32, max_time_s=max_time_s)
@@ -507,7 +507,7 @@ if tp is not None:
 # `weight_orig` + `weight_mask` + the recomputed `weight` while the masks are attached:
 
 # %%
-leaky = prune.prune_global(copy.deepcopy(dense), 0.5)
+leaky = prune.prune_global_(copy.deepcopy(dense), 0.5)
 state_keys = [k for k in leaky.state_dict() if k.startswith("layer1.0.conv1")]
 print("layer1.0.conv1 saves:", state_keys)
 print(f"state dict: dense {sizes.model_size(dense):,} B, pruned with masks {sizes.model_size(leaky):,} B "
@@ -551,8 +551,8 @@ except optkit.core.errors.OptkitError as exc:
 worst = min(scan.scores, key=lambda name: scan.scores[name][-1])
 print(f"most sensitive layer at ratio {scan.ratios[-1]}: {worst} "
       f"({100 * scan.scores[worst][-1]:.2f} % validation accuracy when pruned alone)")
-everything = prune.prune_unstructured(copy.deepcopy(dense), 0.9)
-spared = prune.prune_unstructured(copy.deepcopy(dense), {n: 0.9 for n in prune.prunable_layers(dense) if n != worst})
+everything = prune.prune_unstructured_(copy.deepcopy(dense), 0.9)
+spared = prune.prune_unstructured_(copy.deepcopy(dense), {n: 0.9 for n in prune.prunable_layers(dense) if n != worst})
 for net in (everything, spared):  # both with fresh BatchNorm statistics, so only the pruning differs
     prune.recalibrate_batchnorm(net, fmnist.calib)
 print(f"every layer at 90 %       : validation accuracy {100 * val_acc(everything):.2f} %, "

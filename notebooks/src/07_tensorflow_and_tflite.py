@@ -501,7 +501,7 @@ prunable = sum(n for n in kernel_sizes.values() if n >= prune_min_weights)
 layer_sparsity = min(target_sparsity * sum(kernel_sizes.values()) / prunable, 0.99)  # so the total hits the target
 print(f"kernel weights per layer: {kernel_sizes}; pruning the layers with >= {prune_min_weights:,} to "
       f"{100 * layer_sparsity:.2f} % each")
-pruned = tflow.prune_model(fresh(), x_ft, y_ft, target_sparsity=layer_sparsity, min_weights=prune_min_weights,
+pruned = tflow.prune_model(fresh(), x_ft, y_ft, sparsity=layer_sparsity, min_weights=prune_min_weights,
                          batch_size=batch_size, learning_rate=learning_rate)
 pruned_info = tflow.sparsity(pruned)
 print(pruned_info)

@@ -29,7 +29,7 @@ import torch
 
 from optkit.core import bench, verify
 from optkit import data
-from optkit.course.exercises import nb06 as exercises
+from optkit.course.exercises import nb08 as exercises
 from optkit.data import models
 from optkit.course import notebook
 from optkit.runtimes import onnxrt

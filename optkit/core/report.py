@@ -148,12 +148,13 @@ def fastest_float(records: Iterable[Record]) -> str | None:
 
 
 def tables(records: Iterable[Record],
-           baseline: str | Callable[[list[Record]], str | None] | None = None) -> dict[GroupKey, "pd.DataFrame"]:
+           baseline: str | Callable[[list[Record]], str | None] | None = None, *, extra: Sequence[str] = (),
+           columns: Sequence[str] | None = None) -> dict[GroupKey, "pd.DataFrame"]:
     """One :func:`table` per ``(workload, batch_size)`` group, keyed by that pair.
 
     ``baseline`` is a record name (used in the groups that contain it), or a function from a
     group's records to the name of its baseline (e.g. ``lambda g: report.fastest(g, is_float)``),
-    or None (no ratio columns).
+    or None (no ratio columns). ``extra`` and ``columns`` are passed to :func:`table`.
 
     Taught in 00_measure_first.
     """
@@ -163,17 +164,20 @@ def tables(records: Iterable[Record],
             base = baseline(group)
         else:
             base = baseline if baseline in {r.name for r in group} else None
-        out[key] = table(group, baseline=base)
+        out[key] = table(group, baseline=base, extra=extra, columns=columns)
     return out
 
 
 # --------------------------------------------------------------------------- table
 
-def table(records: Iterable[Record], baseline: str | None = None) -> "pd.DataFrame":
+def table(records: Iterable[Record], baseline: str | None = None, *, extra: Sequence[str] = (),
+          columns: Sequence[str] | None = None) -> "pd.DataFrame":
     """A DataFrame indexed by name with the columns that have values, plus ratios vs a baseline.
 
     Columns (only those some record fills): technique, runtime, workload, batch_size, latency_ms,
-    p90_ms, p99_ms, throughput, size_mb (= size_bytes / 1e6), accuracy, params, macs. With
+    p90_ms, p99_ms, throughput, size_mb (= size_bytes / 1e6), accuracy, params, macs, then
+    ``agreement`` and ``sqnr_db`` from ``parity`` (top-1 agreement with the reference's outputs and
+    their SQNR, as :func:`optkit.core.variant.evaluate` records them) and the ``extra`` keys named. With
     ``baseline`` (a record's name) three more: ``speedup`` = baseline latency / latency,
     ``size_ratio`` = baseline size / size (both above 1 means better than the baseline) and
     ``acc_delta`` = accuracy - baseline accuracy in percentage points (accuracies in [0, 1] are
@@ -181,9 +185,21 @@ def table(records: Iterable[Record], baseline: str | None = None) -> "pd.DataFra
 
     Ratios are computed only within one workload and one batch size: with a ``baseline``, records
     of another workload or batch size raise :class:`OptkitError` (use :func:`tables`).
+    ``columns`` keeps only the named columns, in that order.
 
     Taught in 00_measure_first.
     """
+    frame = _table(records, baseline, tuple(extra))
+    if columns is None:
+        return frame
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise OptkitError("columns", missing, "are not columns of this table",
+                          "choose from " + ", ".join(frame.columns))
+    return frame[list(columns)]
+
+
+def _table(records: Iterable[Record], baseline: str | None, extra: tuple[str, ...]) -> "pd.DataFrame":
     import pandas as pd
 
     items = _records(records)
@@ -197,9 +213,13 @@ def table(records: Iterable[Record], baseline: str | None = None) -> "pd.DataFra
                 row["size_mb"] = None if _finite(value) is None else value / 1e6
             else:
                 row[key] = value
+        row["agreement"] = r.parity.get("top1_agreement")
+        row["sqnr_db"] = r.parity.get("sqnr_db")
+        for key in extra:
+            row[key] = r.extra.get(key)
         rows.append(row)
     frame = pd.DataFrame(rows, columns=["name", *[c if c != "size_bytes" else "size_mb"
-                                                  for c in _TABLE_COLUMNS]])
+                                                  for c in _TABLE_COLUMNS], "agreement", "sqnr_db", *extra])
     frame = frame.set_index("name")
     frame = frame[[c for c in frame.columns if frame[c].notna().any()]]
     if baseline is None:

@@ -146,18 +146,23 @@ def _check_variants(variants: Any) -> list[Variant]:
     return items
 
 
-def _labelled(data: Any) -> tuple[Any, np.ndarray]:
-    """``(x, y)`` from an ``(x, y)`` pair or anything with ``.x`` and ``.y`` (an optkit Split)."""
+def _labelled(data: Any) -> tuple[Any, np.ndarray | None]:
+    """``(x, y)`` from an ``(x, y)`` pair or anything with ``.x`` and ``.y`` (an optkit Split).
+
+    ``y`` may be None (no labels: parity and latency only); ``x`` may be a dict of named inputs.
+    """
     if hasattr(data, "x") and hasattr(data, "y"):
-        return data.x, np.asarray(data.y)
-    if isinstance(data, (tuple, list)) and len(data) == 2:
-        return data[0], np.asarray(data[1])
-    raise OptkitError("data", type(data).__name__, "is not labelled evaluation data",
-                      "pass an (x, y) pair or a data split with .x and .y (e.g. ds.test)")
+        x, y = data.x, data.y
+    elif isinstance(data, (tuple, list)) and len(data) == 2:
+        x, y = data
+    else:
+        raise OptkitError("data", type(data).__name__, "is not evaluation data",
+                          "pass an (x, y) pair (y may be None without labels) or a split with .x and .y (ds.test)")
+    return x, (None if y is None else np.asarray(y))
 
 
-def _outputs(variant: Variant, x: Any, batch_size: int, convert: Callable[[Any], Any] | None) -> np.ndarray:
-    return verify.predict_all(variant.predict, x, batch_size=batch_size, convert=convert)
+def _outputs(variant: Variant, x: Any, batch_size: int, convert: Callable[[Any], Any] | None) -> list[np.ndarray]:
+    return verify.predict_all(variant.predict, x, batch_size=batch_size, convert=convert, all_outputs=True)
 
 
 def _input_for(variant: Variant, inputs: Mapping[int, Any], batch_size: int) -> Any:
@@ -176,8 +181,9 @@ def evaluate(variants: Sequence[Variant] | Mapping[str, Variant], workload: Work
              progress: bool = True) -> list[Record]:
     """Verify every variant against a reference, time them interleaved, return their Records.
 
-    - ``data``: the workload's labelled evaluation data (an ``(x, y)`` pair or a split with
-      ``.x``/``.y``); accuracy and parity are computed on it, ``eval_batch_size`` rows at a time.
+    - ``data``: the workload's evaluation data (an ``(x, y)`` pair or a split with ``.x``/``.y``;
+      ``x`` may be a dict of named inputs); accuracy (on the first output; None when ``y`` is None)
+      and parity (every output) are computed on it, ``eval_batch_size`` rows at a time.
     - ``inputs``: ``{batch_size: batch}`` to time with (random inputs are fine for latency; a
       variant's own ``inputs`` take precedence). One interleaved comparison per batch size.
     - ``reference``: the variant whose outputs the others are compared with (default: the first).
@@ -207,7 +213,7 @@ def evaluate(variants: Sequence[Variant] | Mapping[str, Variant], workload: Work
     conv = {v.name: (convert.get(v.name) if isinstance(convert, Mapping) else convert) for v in items}
 
     bar = _progress(len(items) + len(batch_sizes), progress)
-    outputs: dict[str, np.ndarray] = {}
+    outputs: dict[str, list[np.ndarray]] = {}
     for v in items:
         bar.set_description(f"evaluating {v.name}")
         outputs[v.name] = _outputs(v, x, eval_batch_size, conv[v.name])
@@ -224,7 +230,7 @@ def evaluate(variants: Sequence[Variant] | Mapping[str, Variant], workload: Work
     env = dict(env) if env is not None else bench.environment()
     records = []
     for v in items:
-        acc = verify.accuracy(outputs[v.name], y)
+        acc = None if y is None else verify.accuracy(outputs[v.name][0], y)  # the first output holds the scores
         parity = verify.compare_outputs(outputs[ref_name], outputs[v.name]).to_dict()
         extra = {"precision": v.precision, "config": jsonable(v.config, strict=False), "reference": ref_name}
         if v.artifact is not None:

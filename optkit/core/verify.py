@@ -247,36 +247,56 @@ def no_autograd() -> Iterator[None]:
         yield
 
 
-def _first_output(out: Any) -> Any:
+def _as_outputs(out: Any) -> list:
+    """A model's outputs as a list: one tensor/array, a tuple or list of them, or a dict (its values)."""
     if isinstance(out, Mapping):
-        out = next(iter(out.values()))
+        return list(out.values())
     if isinstance(out, (tuple, list)):
-        out = out[0]
-    return out
+        return list(out)
+    return [out]
+
+
+def _rows(x: Any) -> int:
+    if isinstance(x, Mapping):
+        if not x:
+            raise OptkitError("x", "{}", "has no inputs", "pass {input name: array}")
+        lengths = {len(v) for v in x.values()}
+        if len(lengths) != 1:
+            raise OptkitError("x", {k: len(v) for k, v in x.items()}, "inputs have different numbers of rows",
+                              "pass the same number of rows for every input")
+        return lengths.pop()
+    return len(x)
+
+
+def _slice(x: Any, i: int, j: int) -> Any:
+    return {k: v[i:j] for k, v in x.items()} if isinstance(x, Mapping) else x[i:j]
 
 
 def predict_all(predict: Callable[[Any], Any], x: Any, *, batch_size: int = 256,
-                convert: Callable[[Any], Any] | None = None) -> np.ndarray:
-    """Outputs of ``predict`` on all of ``x``, ``batch_size`` rows at a time, as one numpy array.
+                convert: Callable[[Any], Any] | None = None, all_outputs: bool = False) -> Any:
+    """Outputs of ``predict`` on all of ``x``, ``batch_size`` rows at a time, as numpy arrays.
 
-    ``convert`` turns each slice of ``x`` into what ``predict`` takes (``torch.from_numpy`` for a
-    PyTorch model fed numpy data). A model's first output is kept when it returns several. A torch
-    module still in training mode is refused: dropout and batch-norm statistics would change the
-    answer (call ``model.eval()``).
+    ``x`` is an array or tensor, or a dict ``{input name: array}`` for a model with several inputs
+    (each is sliced alike). ``convert`` turns each slice into what ``predict`` takes
+    (``torch.from_numpy`` for a PyTorch model fed numpy data). Returns the first output as one
+    array, or with ``all_outputs=True`` a list with every output. A torch module still in
+    training mode is refused: dropout and batch-norm statistics would change the answer (call
+    ``model.eval()``).
     """
     if getattr(predict, "training", False) is True:
         raise OptkitError("predict", type(predict).__name__, "is in training mode",
                           "call model.eval() before evaluating it")
-    n = len(x)
+    n = _rows(x)
     if n == 0:
         raise OptkitError("x", "0 rows", "is empty", "pass at least one example")
-    chunks = []
+    chunks: list[list[np.ndarray]] = []
     with no_autograd():
         for i in range(0, n, batch_size):
-            xb = x[i:i + batch_size]
-            out = _first_output(predict(convert(xb) if convert is not None else xb))
-            chunks.append(_to_numpy(out, "predict output").astype(np.float32))
-    return np.concatenate(chunks)
+            xb = _slice(x, i, i + batch_size)
+            outs = _as_outputs(predict(convert(xb) if convert is not None else xb))
+            chunks.append([_to_numpy(o, "predict output").astype(np.float32) for o in outs])
+    merged = [np.concatenate([c[k] for c in chunks]) for k in range(len(chunks[0]))]
+    return merged if all_outputs else merged[0]
 
 
 def accuracy(outputs: Any, labels: Any) -> float:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 
-from optkit.optimize import REFERENCE_DIR, make_reference
+from optkit.optimize.reference import REFERENCE_DIR, make_reference
 
 
 def main(argv: list[str] | None = None) -> int:

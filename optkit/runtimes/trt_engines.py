@@ -29,7 +29,6 @@ Taught in 08_tensorrt.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path

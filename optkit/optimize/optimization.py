@@ -1,0 +1,581 @@
+"""The capstone's run: :class:`Optimization` holds one run on one model, its steps as methods
+(inspect, load_data, measure_baseline, try_recipes, verify, benchmark, recommend, write_report)
+and their results as attributes; :func:`optimize` runs them all.
+
+Recipes come from :mod:`optkit.optimize.recipes`; models are read by
+:mod:`~optkit.optimize.inspection`, data by :mod:`~optkit.optimize.inputs`; the rule and its
+explanation live in :mod:`~optkit.optimize.recommendation`, the run folder and the report in
+:mod:`~optkit.optimize.reporting`.
+
+Taught in 10_optimize_your_own_model.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import os
+import re
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from optkit.core.errors import OptkitError, check_int, check_range
+from optkit.core.record import jsonable
+from optkit.optimize import reporting
+from optkit.optimize.inputs import SampleData, load_data
+from optkit.optimize.inspection import ModelSummary, _format_text, _load_model
+from optkit.optimize.recipes import (RUNTIMES, Candidate, Context, Recipe, RecipeSkipped, all_recipes,
+                                     litert_candidate, ort_candidate, recipes_for, torch_runner)
+from optkit.optimize.recommendation import Recommendation, explain, recommend
+from optkit.optimize.reference import REFERENCE_DATA, REFERENCE_MODEL
+from optkit.optimize.verification import Check, _check_text, _run_chunked, predictions
+
+__all__ = ["Optimization", "Outcome", "optimize"]
+
+
+# =============================================================================== helpers
+
+def _first_line(e: BaseException, limit: int = 300) -> str:
+    text = str(e).strip().splitlines()
+    msg = text[0][:limit] if text else ""
+    if isinstance(e, (OptkitError, RecipeSkipped)):
+        return msg or type(e).__name__
+    if isinstance(e, NotImplementedError) and not msg:
+        return "NotImplementedError (its build function is not written yet)"
+    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
+
+
+def _default_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover
+        return os.cpu_count() or 1
+
+
+def _check_list_of(parameter: str, value: Any, allowed: Sequence[str] | None) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [v for v in re.split(r"[,\s]+", value) if v]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise OptkitError(parameter, value, "must be a list of names", f"pass e.g. [{', '.join(map(repr, (allowed or ['name'])[:2]))}]")
+    if allowed is not None:
+        unknown = [v for v in value if v not in allowed]
+        if unknown:
+            raise OptkitError(parameter, unknown, "are not known names", "use some of " + ", ".join(allowed))
+    return list(value)
+
+
+# =============================================================================== the run
+
+@dataclass
+class Outcome:
+    """A recipe that produced no candidate: ``status`` is ``"skipped"`` (does not apply here) or
+    ``"failed"`` (it raised, or its candidate failed verification), with the ``reason``."""
+
+    recipe: str
+    status: str
+    reason: str
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return jsonable(self.__dict__, strict=False)
+
+    def __repr__(self) -> str:
+        return f"{self.recipe}: {self.status} - {self.reason}"
+
+
+class Optimization:
+    """One capstone run on one model: the steps as methods, their results as attributes.
+
+    Parameters (the same names as notebook 10's and the ``optkit optimize`` options):
+    ``model_path`` (None: the bundled reference CNN, with its data), ``data_path`` (an ``.npz``;
+    None: generated inputs, unless the model is the reference), ``max_accuracy_drop`` (points,
+    default 1), ``batch_sizes`` (timed; the largest decides the recommendation), ``runtimes``
+    (restrict to some of :data:`RUNTIMES`), ``recipes`` (restrict to some recipe names),
+    ``time_budget_s`` (soft budget for building and timing candidates: recipes still waiting when
+    60 % of it is spent are skipped, timing shares the rest), ``output_dir``, ``threads`` (None:
+    every core this process may use), ``allow_pickle``, ``min_sqnr_db`` (eligibility when outputs
+    are not class scores and there are no labels), ``log`` (a function receiving progress lines).
+
+    Attributes filled as the steps run: ``summary``, ``data``, ``baseline``, ``candidates``,
+    ``outcomes`` (skipped and failed recipes), ``checks``, ``comparisons`` (batch size ->
+    :class:`optkit.core.bench.Comparison`), ``records``, ``recommendation``, ``run_dir``;
+    ``started_at`` is when the run was created (ISO time).
+
+    Taught in 10_optimize_your_own_model.
+    """
+
+    def __init__(self, model_path: str | os.PathLike | None = None, data_path: str | os.PathLike | None = None, *,
+                 max_accuracy_drop: float = 1.0, batch_sizes: Sequence[int] = (1, 32),
+                 runtimes: Sequence[str] | None = None, recipes: Sequence[str] | None = None,
+                 time_budget_s: float = 45.0, output_dir: str | os.PathLike = "optkit-optimize",
+                 threads: int | None = None, allow_pickle: bool = False, min_sqnr_db: float = 20.0,
+                 run_name: str | None = None, log: Callable[[str], Any] | None = print):
+        if model_path is None or str(model_path) == "":
+            model_path = REFERENCE_MODEL
+            if data_path is None or str(data_path) == "":
+                data_path = REFERENCE_DATA
+        self.model_path = Path(model_path).expanduser()
+        self.data_path = None if data_path is None or str(data_path) == "" else Path(data_path).expanduser()
+        check_range("max_accuracy_drop", max_accuracy_drop, 0, 100)
+        self.max_accuracy_drop = float(max_accuracy_drop)
+        if isinstance(batch_sizes, int) and not isinstance(batch_sizes, bool):
+            batch_sizes = [batch_sizes]
+        if not isinstance(batch_sizes, (list, tuple)) or not batch_sizes or not all(
+                isinstance(b, int) and not isinstance(b, bool) and 1 <= b <= 65536 for b in batch_sizes):
+            raise OptkitError("batch_sizes", batch_sizes, "must be a non-empty list of whole numbers from 1 to 65536",
+                              "pass e.g. [1, 32]")
+        self.batch_sizes = sorted(set(int(b) for b in batch_sizes))
+        self.runtimes = _check_list_of("runtimes", runtimes, list(RUNTIMES))
+        self.recipe_names = _check_list_of("recipes", recipes, [r.name for r in all_recipes()])
+        check_range("time_budget_s", time_budget_s, 0, low_open=True)
+        self.time_budget_s = float(time_budget_s)
+        threads = check_int("threads", threads, 1, allow_none=True)
+        self.threads = threads if threads is not None else _default_threads()
+        out = Path(output_dir).expanduser()
+        if out.exists() and not out.is_dir():
+            raise OptkitError("output_dir", str(output_dir), "is a file, not a folder", "pass a folder path")
+        self.output_dir = out
+        if not isinstance(allow_pickle, bool):
+            raise OptkitError("allow_pickle", allow_pickle, "must be True or False", "pass allow_pickle=True to opt in")
+        self.allow_pickle = allow_pickle
+        check_range("min_sqnr_db", min_sqnr_db, 0)
+        self.min_sqnr_db = float(min_sqnr_db)
+        if run_name is not None and (not isinstance(run_name, str) or not re.fullmatch(r"[\w.\-]+", run_name)):
+            raise OptkitError("run_name", run_name, "must be letters, digits, '.', '-' or '_'", "pass e.g. 'trial-1'")
+        self.run_name = run_name
+        self.log = log or (lambda line: None)
+        self.summary: ModelSummary | None = None
+        self.data: SampleData | None = None
+        self.baseline: Candidate | None = None
+        self.candidates: list[Candidate] = []
+        self.outcomes: list[Outcome] = []
+        self.checks: dict[str, Check] = {}
+        self.baseline_timing: dict = {}
+        self.comparisons: dict = {}
+        self.records: list = []
+        self.recommendation: Recommendation | None = None
+        self.run_dir: Path | None = None
+        self.env: dict = {}
+        self.timings: dict[str, float] = {}
+        self.notes: list[str] = []
+        self._cache: dict = {}
+        self._loaded = None
+        self._reference_outputs: list | None = None
+        self._budget_start: float | None = None
+        self._started = time.perf_counter()
+        self.started_at = _dt.datetime.now().isoformat(timespec="seconds")
+
+    @property
+    def elapsed_s(self) -> float:
+        """Seconds since this Optimization was created."""
+        return time.perf_counter() - self._started
+
+    # ----------------------------------------------------------------- steps
+    def _say(self, line: str) -> None:
+        self.log(line)
+
+    def _timed(self, name: str, start: float) -> None:
+        self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
+
+    def inspect(self) -> ModelSummary:
+        """Step 1: read the model and describe it (see :class:`ModelSummary`)."""
+        start = time.perf_counter()
+        summary, loaded, cache = _load_model(self.model_path, allow_pickle=self.allow_pickle,
+                                             data_path=self.data_path, threads=self.threads)
+        self.summary, self._loaded = summary, loaded
+        self._cache.update(cache)
+        fixed = [s.shape[0] for s in summary.inputs if s.shape and isinstance(s.shape[0], int)]
+        if summary.inputs and len(fixed) == len(summary.inputs) and self.batch_sizes != [min(fixed)]:
+            self.notes.append(f"the model fixes its batch size at {min(fixed)}, so it is timed at batch "
+                              f"{min(fixed)} only (batch_sizes asked for {self.batch_sizes})")
+            self.batch_sizes = [min(fixed)]
+        self._timed("inspect", start)
+        self._say(f"[optimize] model: {Path(summary.path).name} ({_format_text(summary.format)}, "
+                  f"{summary.size_bytes / 1e6:.2f} MB)")
+        return summary
+
+    def _set_threads(self) -> None:
+        import torch
+
+        torch.set_num_threads(self.threads)
+
+    def load_data(self) -> SampleData:
+        """Step 1b: read and check the data (see :func:`load_data`); build the baseline runner and
+        run it once on the data, so a model that cannot take this data fails here, clearly."""
+        if self.summary is None:
+            self.inspect()
+        start = time.perf_counter()
+        self._set_threads()
+        self.data = load_data(self.data_path, self.summary, batch_sizes=self.batch_sizes)
+        self.baseline = self._baseline_candidate()
+        probe = self.data.batch(min(self.batch_sizes))
+        try:
+            self.baseline.run(probe)
+        except OptkitError as e:
+            raise OptkitError("data_path", str(self.data_path or "generated inputs"),
+                              f"the model cannot run on it: {e}", "check the data against the model's inputs") from None
+        except Exception as e:
+            raise OptkitError("data_path", str(self.data_path or "generated inputs"),
+                              f"the model failed on the first examples ({_first_line(e, 200)})",
+                              "check the data against the model's inputs (shapes, dtypes, value ranges)") from None
+        if self.data.labels is not None:
+            out = self.baseline.run(probe)[0]
+            if predictions(out) is None:
+                raise OptkitError("data_path", str(self.data_path), f"has labels, but the model's first output has "
+                                  f"shape {np.asarray(out).shape}, which is not one score per class",
+                                  "drop the labels (quality is then agreement with the original model)")
+        self._timed("load_data", start)
+        self._say(f"[optimize] data: {self.data.n} examples"
+                  + (" with labels" if self.data.labels is not None else " without labels")
+                  + ("" if self.data.source == "file" else " (generated)"))
+        return self.data
+
+    def _baseline_candidate(self) -> Candidate:
+        s = self.summary
+        ctx = self._context()
+        if s.format == "onnx":
+            c = ort_candidate(ctx, "baseline", "baseline", "as given (ORT defaults)", Path(s.path),
+                              artifact=False)
+        elif s.format == "torch_export":
+            c = Candidate("baseline", "baseline", "as given (eager)", "pytorch",
+                          torch_runner(ctx, self._cache["program"].module()), size_bytes=s.size_bytes)
+        elif s.format == "keras":
+            from optkit.runtimes import tflow as otf
+
+            if len(s.inputs) != 1:
+                raise OptkitError("model_path", str(s.path), f"has {len(s.inputs)} inputs; only single-input Keras "
+                                  "models are handled", "export it to ONNX (tf2onnx) and pass the .onnx")
+            predict = otf.keras_predict(self._cache["keras_model"])
+            name = s.inputs[0].name
+            c = Candidate("baseline", "baseline", "as given (Keras, tf.function)", "tensorflow",
+                          lambda feed: [predict(feed[name])], size_bytes=s.size_bytes)
+        else:
+            c = litert_candidate(ctx, "baseline", "baseline", "as given (LiteRT)", Path(s.path), artifact=False)
+        c.notes.append("The model as you gave it, in its own runtime with default settings: the reference "
+                       "every candidate is compared with.")
+        return c
+
+    def _context(self) -> Context:
+        artifacts = (self.run_dir / "artifacts") if self.run_dir is not None else Path(os.devnull)
+        return Context(summary=self.summary, data=self.data, artifacts=artifacts, threads=self.threads,
+                       baseline=self.baseline, cache=self._cache, gpu=_gpu())
+
+    def measure_baseline(self, max_time_s: float = 0.5) -> dict:
+        """Step 2: time the model as given at each batch size with :func:`optkit.core.bench.measure`
+        (the closing comparison times it again, interleaved with the candidates)."""
+        from optkit.core import bench
+
+        if self.baseline is None:
+            self.load_data()
+        start = time.perf_counter()
+        for bs in self.batch_sizes:
+            feed = self.data.batch(bs)
+            self.baseline_timing[bs] = bench.measure(lambda f=feed: self.baseline.run(f), name=f"baseline b{bs}",
+                                                     batch_size=bs, warmup=2, min_repeats=5, max_time_s=max_time_s,
+                                                     threads=self.threads)
+        self._timed("baseline", start)
+        self._say("[optimize] baseline: " + ", ".join(f"batch {bs} {m.median_ms:.3g} ms"
+                                                      for bs, m in self.baseline_timing.items()))
+        return self.baseline_timing
+
+    def applicable_recipes(self) -> list[Recipe]:
+        """The recipes this run will try: those for the model's format, filtered by ``runtimes``
+        and ``recipes``."""
+        if self.summary is None:
+            self.inspect()
+        fmt = "torch_export" if self.summary.format == "torch_pickle" else self.summary.format
+        return recipes_for(fmt, self.runtimes, self.recipe_names)
+
+    def _ensure_run_dir(self) -> Path:
+        if self.run_dir is None:
+            self.run_dir = reporting.new_run_dir(self.output_dir, self.run_name, self.model_path)
+        return self.run_dir
+
+    def try_recipes(self, recipes: Sequence[Recipe] | None = None) -> list[Candidate]:
+        """Step 3: build a candidate with every applicable recipe (or the given ones), each caught
+        on its own: a recipe that raises :class:`RecipeSkipped` is reported as skipped, any other
+        error as failed, and the others go on. Artifacts go to ``<run dir>/artifacts``. Applicable
+        recipes still waiting when 60 % of ``time_budget_s`` is spent are skipped; recipes passed
+        here explicitly are always tried."""
+        if self.baseline is None:
+            self.load_data()
+        self._ensure_run_dir()
+        if self._budget_start is None:
+            self._budget_start = time.perf_counter()
+        ctx = self._context()
+        todo = list(recipes) if recipes is not None else self.applicable_recipes()
+        phase = time.perf_counter()
+        for recipe in todo:
+            spent = time.perf_counter() - self._budget_start
+            if recipes is None and spent > 0.6 * self.time_budget_s:  # recipes you name are always tried
+                self._outcome(recipe.name, "skipped", f"time budget: {spent:.0f} s of time_budget_s="
+                              f"{self.time_budget_s:g} spent before it could start")
+                continue
+            start = time.perf_counter()
+            try:
+                with _quiet_warnings():
+                    cand = recipe.build(ctx)
+                if not isinstance(cand, Candidate):
+                    raise TypeError(f"build returned {type(cand).__name__}, not a Candidate")
+            except RecipeSkipped as e:
+                self._outcome(recipe.name, "skipped", str(e), time.perf_counter() - start)
+                continue
+            except Exception as e:  # one recipe failing must not stop the others
+                self._outcome(recipe.name, "failed", _first_line(e), time.perf_counter() - start)
+                continue
+            cand.build_s = time.perf_counter() - start
+            if any(c.name == cand.name for c in [self.baseline, *self.candidates]):
+                cand.name = f"{cand.name}-{len(self.candidates) + 1}"
+            self.candidates.append(cand)
+            self._say(f"[optimize] built {cand.name} ({cand.technique}) in {cand.build_s:.1f} s")
+        self._timed("recipes", phase)
+        return self.candidates
+
+    def _outcome(self, recipe: str, status: str, reason: str, seconds: float = 0.0) -> None:
+        self.outcomes.append(Outcome(recipe, status, reason, seconds))
+        self._say(f"[optimize] {status} {recipe}: {reason}")
+
+    def _chunk(self) -> int:
+        return max(self.batch_sizes)
+
+    def _reference(self) -> list[np.ndarray]:
+        if self._reference_outputs is None:
+            self._reference_outputs = _run_chunked(self.baseline.run, self.data.eval_inputs(), self._chunk())
+        return self._reference_outputs
+
+    def _quality(self, name: str, outs: list[np.ndarray], base_acc: float | None) -> Check:
+        from optkit.core.verify import compare_outputs
+
+        ref = self._reference()
+        parity = compare_outputs(ref if len(ref) > 1 else ref[0], outs if len(outs) > 1 else outs[0])
+        labels = self.data.eval_labels()
+        finite = all(np.all(np.isfinite(o)) for o in outs if np.issubdtype(o.dtype, np.floating))
+        accuracy = None
+        if labels is not None:
+            accuracy = float(np.mean(predictions(outs[0]) == labels))
+            kind, quality = "accuracy", accuracy
+            drop = 100.0 * ((base_acc if base_acc is not None else accuracy) - accuracy)
+            ok = drop <= self.max_accuracy_drop + 1e-9
+            why = "" if ok else f"accuracy drop {drop:.2f} points > max_accuracy_drop {self.max_accuracy_drop:g}"
+        elif predictions(ref[0]) is not None and predictions(outs[0]) is not None:
+            agreement = float(np.mean(predictions(ref[0]) == predictions(outs[0])))
+            kind, quality = "agreement", agreement
+            drop = 100.0 * (1.0 - agreement)
+            ok = drop <= self.max_accuracy_drop + 1e-9
+            why = "" if ok else (f"top-1 agreement with the original {100 * agreement:.2f} % (drop {drop:.2f} "
+                                 f"points > max_accuracy_drop {self.max_accuracy_drop:g})")
+        else:
+            kind, quality, drop = "sqnr_db", parity.sqnr_db, None
+            ok = parity.sqnr_db >= self.min_sqnr_db
+            why = "" if ok else f"SQNR {parity.sqnr_db:.1f} dB < min_sqnr_db {self.min_sqnr_db:g}"
+        if not finite:
+            ok, why = False, "outputs hold NaN or infinite values"
+        return Check(name=name, parity=parity, accuracy=accuracy, quality=quality, quality_kind=kind,
+                     drop_points=drop, ok=ok, why=why)
+
+    def verify(self) -> dict[str, Check]:
+        """Step 4: run the baseline and every candidate on the evaluation rows (in chunks of the
+        largest batch size) and compare: parity, accuracy or agreement, eligibility. A candidate
+        that raises here is dropped and reported as failed."""
+        if self.baseline is None:
+            self.load_data()
+        start = time.perf_counter()
+        base_outs = self._reference()
+        base_acc = None
+        if self.data.labels is not None:
+            base_acc = float(np.mean(predictions(base_outs[0]) == self.data.eval_labels()))
+        self.checks["baseline"] = self._quality("baseline", base_outs, base_acc)
+        kept = []
+        for cand in self.candidates:
+            if cand.name in self.checks:
+                kept.append(cand)
+                continue
+            try:
+                with _quiet_warnings():
+                    outs = _run_chunked(cand.run, self.data.eval_inputs(), self._chunk())
+                check = self._quality(cand.name, outs, base_acc)
+            except Exception as e:
+                self._outcome(cand.recipe, "failed", f"its candidate failed on your data: {_first_line(e)}")
+                continue
+            self.checks[cand.name] = check
+            kept.append(cand)
+            self._say(f"[optimize] verified {cand.name}: " + _check_text(check))
+        self.candidates = kept
+        self._timed("verify", start)
+        return self.checks
+
+    def benchmark(self, max_time_s: float | None = None) -> dict:
+        """Step 5: one interleaved :func:`optkit.core.bench.compare` of the baseline and every verified
+        candidate per batch size. ``max_time_s`` per variant and batch size defaults to a share of
+        what is left of ``time_budget_s``."""
+        from optkit.core import bench
+
+        if not self.checks:
+            self.verify()
+        start = time.perf_counter()
+        variants = [self.baseline] + [c for c in self.candidates if c.name in self.checks]
+        if max_time_s is None:
+            spent = time.perf_counter() - (self._budget_start or self._started)
+            left = max(self.time_budget_s - spent, 0.0)
+            max_time_s = min(2.0, max(0.15, 0.85 * left / (len(variants) * len(self.batch_sizes))))
+        for bs in self.batch_sizes:
+            feed = self.data.batch(bs)
+            fns = {c.name: (lambda c=c, f=feed: c.run(f)) for c in variants}
+            with _quiet_warnings():
+                self.comparisons[bs] = bench.compare(fns, batch_size=bs, rounds=5, warmup=2, min_repeats=5,
+                                                     max_repeats=200, max_time_s=max_time_s, threads=self.threads)
+            self._say(f"[optimize] timed batch {bs}: " + ", ".join(
+                f"{n} {m.median_ms:.3g} ms" for n, m in self.comparisons[bs].measurements.items()))
+        self.env = bench.environment()
+        self._timed("benchmark", start)
+        self._build_records()
+        return self.comparisons
+
+    def _build_records(self) -> None:
+        from optkit.core.record import Record
+
+        records = []
+        variants = [self.baseline] + [c for c in self.candidates if c.name in self.checks]
+        for bs, cmp in self.comparisons.items():
+            for c in variants:
+                if c.name not in cmp.measurements:
+                    continue
+                check = self.checks[c.name]
+                art = None if c.artifact is None else os.path.relpath(c.artifact, self.run_dir) \
+                    if self.run_dir is not None else str(c.artifact)
+                extra = {"recipe": c.recipe, "eligible": check.ok, "why_not": check.why,
+                         "quality": check.quality, "quality_kind": check.quality_kind,
+                         "drop_points": check.drop_points, "artifact": art, "build_s": c.build_s,
+                         "info": jsonable(c.info, strict=False)}
+                records.append(Record.from_measurement(
+                    cmp.measurements[c.name], name=c.name, technique=c.technique, runtime=c.runtime,
+                    size_bytes=c.size_bytes, accuracy=check.accuracy, params=self.summary.params,
+                    parity=check.parity.to_dict(), env=self.env, notes=" ".join(c.notes) or None, extra=extra))
+        self.records = records
+
+    def table(self, batch_size: int | None = None):
+        """A DataFrame of every measured variant at ``batch_size`` (default: the largest), with
+        speed-up, size ratio and accuracy change against the baseline, eligibility, and the latency
+        at the other batch sizes."""
+        from optkit.core import report
+
+        if not self.records:
+            raise OptkitError("records", [], "nothing has been timed yet", "run benchmark() first")
+        bs = batch_size if batch_size is not None else max(self.batch_sizes)
+        rows = [r for r in self.records if r.batch_size == bs]
+        frame = report.table(rows, baseline="baseline")
+        keep = [c for c in ("technique", "runtime", "latency_ms", "speedup", "size_mb", "size_ratio", "accuracy",
+                            "acc_delta") if c in frame.columns]
+        frame = frame[keep]
+        kinds = {r.extra.get("quality_kind") for r in rows}
+        if "agreement" in kinds:
+            frame["agreement"] = [r.extra.get("quality") for r in rows]
+        if "sqnr_db" in kinds:
+            frame["sqnr_db"] = [r.parity.get("sqnr_db") for r in rows]
+        frame["eligible"] = [bool(r.extra.get("eligible")) for r in rows]
+        base = {r.batch_size: r.latency_ms for r in self.records if r.name == "baseline"}
+        for other in self.batch_sizes:
+            if other == bs:
+                continue
+            lat = {r.name: r.latency_ms for r in self.records if r.batch_size == other}
+            frame[f"latency_b{other}_ms"] = [lat.get(r.name) for r in rows]
+            frame[f"speedup_b{other}"] = [base[other] / lat[r.name] if lat.get(r.name) else None for r in rows]
+        return frame
+
+    def recommend(self) -> Recommendation:
+        """Step 6: apply :func:`recommend` to the records at the largest batch size and explain
+        the choice in one paragraph built from the numbers."""
+        if not self.records:
+            self.benchmark()
+        bs = max(self.batch_sizes)
+        rows = {r.name: r for r in self.records if r.batch_size == bs}
+        name = recommend(list(rows.values()), batch_size=bs)
+        eligible = sorted((r for r in rows.values() if r.extra.get("eligible")), key=lambda r: r.latency_ms)
+        rejected = {r.name: r.extra.get("why_not") for r in rows.values() if not r.extra.get("eligible")}
+        base = rows["baseline"]
+        rec = rows.get(name) if name else None
+        self.recommendation = Recommendation(
+            name=name, reason=explain(self, rec, base, eligible, rejected, bs), batch_size=bs,
+            eligible=[r.name for r in eligible], rejected=rejected,
+            speedup=(base.latency_ms / rec.latency_ms) if rec else None,
+            size_ratio=(base.size_bytes / rec.size_bytes) if rec and rec.size_bytes and base.size_bytes else None,
+            artifact=rec.extra.get("artifact") if rec else None)
+        self._say(f"[optimize] recommended: {name}"
+                  + (f" ({self.recommendation.speedup:.2f}x faster than the baseline at batch {bs})" if rec else ""))
+        return self.recommendation
+
+    # ----------------------------------------------------------------- output
+    def plot(self):
+        """The Pareto plot: quality against latency (left) and against size (right), at the largest
+        batch size. The step line joins the candidates no other beats on both axes; grey crosses
+        are not eligible, the star is the recommendation. Candidates at the same spot share a label."""
+        return reporting.pareto_figure(self)
+
+    def write_report(self) -> Path:
+        """Step 7: write ``results.json``, ``report.md``, ``report.html`` and ``pareto.png`` into
+        the run folder, then point ``output_dir/latest`` at it. Returns the run folder."""
+        if self.recommendation is None:
+            self.recommend()
+        return reporting.write_report(self, self._ensure_run_dir())
+
+    def results(self) -> dict:
+        """Everything measured, as a JSON-ready dict (what ``results.json`` holds)."""
+        return reporting.results(self)
+
+    def parameters(self) -> dict:
+        return {"model_path": str(self.model_path), "data_path": None if self.data_path is None else str(self.data_path),
+                "max_accuracy_drop": self.max_accuracy_drop, "batch_sizes": self.batch_sizes,
+                "runtimes": self.runtimes, "recipes": self.recipe_names, "time_budget_s": self.time_budget_s,
+                "output_dir": str(self.output_dir), "threads": self.threads, "allow_pickle": self.allow_pickle,
+                "min_sqnr_db": self.min_sqnr_db}
+
+    # ----------------------------------------------------------------- all steps
+    def run(self) -> "Optimization":
+        """Every step in order (inspect, load_data, measure_baseline, try_recipes, verify,
+        benchmark, recommend, write_report); returns ``self``."""
+        self.inspect()
+        self.load_data()
+        self.measure_baseline()
+        self.try_recipes()
+        self.verify()
+        self.benchmark()
+        self.recommend()
+        self.write_report()
+        return self
+
+    def __repr__(self) -> str:
+        state = (f"recommended {self.recommendation.name!r}" if self.recommendation else
+                 f"{len(self.candidates)} candidates" if self.candidates else "not run")
+        return f"Optimization({self.model_path.name!r}, {state}, run_dir={str(self.run_dir) if self.run_dir else None!r})"
+
+
+def _gpu() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except Exception:  # pragma: no cover
+        return False
+
+
+@contextlib.contextmanager
+def _quiet_warnings():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def optimize(model_path: str | os.PathLike | None = None, data_path: str | os.PathLike | None = None,
+             **kwargs: Any) -> Optimization:
+    """Run every step on ``model_path`` (see :class:`Optimization` for the parameters) and return
+    the finished :class:`Optimization`: ``.recommendation``, ``.table()``, ``.run_dir``.
+
+    Taught in 10_optimize_your_own_model.
+    """
+    return Optimization(model_path, data_path, **kwargs).run()

@@ -1,0 +1,45 @@
+"""The capstone's recipe registry: what a recipe is, and the recipes optkit tries on each format.
+
+A :class:`Recipe` is a small frozen record: a ``name``, the model ``formats`` it applies to, the
+``runtime`` it produces a candidate for, and a ``build(context) -> Candidate`` function. A
+:class:`Candidate` is something that can be called on a batch (``run(feed) -> outputs``), with the
+artifact it wrote (if any), its size and how long it took to build. :func:`register` adds a
+recipe of your own; :func:`recipes_for` lists the ones that apply to a format.
+
+A recipe that cannot apply here raises :class:`RecipeSkipped` with the reason (no GPU, nothing to
+quantize); any other exception is a failure. :class:`optkit.optimize.Optimization` catches both
+per recipe, reports the reason and goes on with the others.
+
+Built-in recipes, by format:
+
+- ONNX: ORT offline graph optimization, ORT with one thread, ORT dynamic int8 (MatMul/Gemm/RNN
+  weights), ORT static QDQ int8 (per-channel, uint8 activations, calibrated on your data), fp16
+  and TensorRT (skipped with a reason unless a GPU and the provider are present);
+- torch.export programs (``.pt2``): ``torch.compile``, PT2E static int8 and PT2E dynamic int8
+  (x86 inductor quantizer, compiled with freezing), bf16 (where the CPU or GPU has it), and the
+  ONNX Runtime route (export to ONNX, then fp32 and static int8 in ORT);
+- Keras: XLA (``jit_compile``), TFLite float32, dynamic-range, float16 and full int8;
+- TFLite: LiteRT with one thread.
+
+Submodules: :mod:`~optkit.optimize.recipes.registry` (Recipe, Candidate, Context, the registry),
+:mod:`~optkit.optimize.recipes.onnx_runtime` (the ORT recipes, :func:`ort_candidate`),
+:mod:`~optkit.optimize.recipes.torch_programs` (the torch.export recipes, :func:`torch_runner`),
+:mod:`~optkit.optimize.recipes.tflite` (Keras and TFLite, :func:`litert_candidate`) and
+:mod:`~optkit.optimize.recipes.builtin` (registers the built-in recipes, in the order they are tried).
+
+Taught in 10_optimize_your_own_model.
+"""
+from __future__ import annotations
+
+from optkit.optimize.recipes import builtin  # noqa: F401  (registers the built-in recipes)
+from optkit.optimize.recipes.onnx_runtime import ort_candidate
+from optkit.optimize.recipes.registry import (FORMATS, RUNTIMES, Candidate, Context, Recipe, RecipeSkipped,
+                                              all_recipes, get_recipe, recipes_for, register, unregister)
+from optkit.optimize.recipes.tflite import litert_candidate
+from optkit.optimize.recipes.torch_programs import torch_runner
+
+__all__ = [
+    "FORMATS", "RUNTIMES", "Recipe", "Candidate", "Context", "RecipeSkipped",
+    "register", "unregister", "recipes_for", "all_recipes", "get_recipe",
+    "ort_candidate", "torch_runner", "litert_candidate",
+]

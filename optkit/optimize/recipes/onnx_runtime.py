@@ -1,0 +1,188 @@
+"""The capstone's ONNX Runtime recipes: offline graph optimization, one thread, dynamic and
+static int8, fp16 and TensorRT on an ONNX model, and the ONNX Runtime route for a torch program
+(exported to ONNX once per run, then fp32 or static int8 in ORT).
+
+Each one calls :mod:`optkit.runtimes.onnxrt` for the work (``optimize``, ``quantize_dynamic``,
+``quantize_static``, ``convert_fp16``, ``Runner``); :func:`ort_candidate` wraps an ONNX file in a
+:class:`~optkit.optimize.recipes.registry.Candidate`.
+
+Taught in 10_optimize_your_own_model.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from optkit.optimize.recipes.registry import Candidate, Context, RecipeSkipped, _first_line, _size
+from optkit.optimize.recipes.torch_programs import _export_program_to_onnx
+
+__all__ = ["ort_candidate"]
+
+#: ONNX operators whose constant weights int8 quantization turns into integer arithmetic.
+_WEIGHTED_OPS = {"Conv", "ConvTranspose", "MatMul", "Gemm", "LSTM", "GRU", "Attention", "MultiHeadAttention"}
+_DYNAMIC_OPS = ["MatMul", "Gemm", "LSTM", "GRU", "Attention"]
+
+
+def _weighted_ops(path: Path, kinds: Iterable[str]) -> dict[str, int]:
+    """Operators of ``kinds`` in the graph with at least one constant (initializer) input."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    consts = {t.name for t in proto.graph.initializer}
+    consts |= {o for n in proto.graph.node if n.op_type == "Constant" for o in n.output}
+    kinds = set(kinds)
+    found: dict[str, int] = {}
+    for n in proto.graph.node:
+        if n.op_type in kinds and any(i in consts for i in n.input[1:] or n.input):
+            found[n.op_type] = found.get(n.op_type, 0) + 1
+    return found
+
+
+def _require_weights(ctx: Context, path: Path, kinds: Iterable[str]) -> dict[str, int]:
+    found = _weighted_ops(path, kinds)
+    if not found:
+        from optkit.runtimes.onnxrt import op_counts
+
+        have = ", ".join(sorted(op_counts(path))[:12]) or "none"
+        raise RecipeSkipped(f"nothing to quantize: no {'/'.join(sorted(set(kinds)))} with constant weights "
+                            f"(the model's operators: {have})")
+    return found
+
+
+def _quantized_ops(path: Path) -> dict[str, int]:
+    from optkit.runtimes.onnxrt import op_counts
+
+    return {k: v for k, v in op_counts(path).items()
+            if "Quant" in k or "Integer" in k or k.startswith("QLinear") or k in ("QGemm", "QAttention")}
+
+
+def ort_candidate(ctx: Context, name: str, recipe: str, technique: str, path: Path, *,
+                  threads: int | None = None, artifact: bool = True, notes: Sequence[str] = (),
+                  info: dict | None = None, providers: Sequence | None = None) -> Candidate:
+    """A :class:`Candidate` running the ONNX file ``path`` in an ONNX Runtime session
+    (``threads`` intra-op threads, default the context's). Records how long the session took to
+    load (``info["load_s"]``).
+
+    Taught in 10_optimize_your_own_model.
+    """
+    from optkit.runtimes import onnxrt as ox
+
+    start = time.perf_counter()
+    runner = ox.Runner(path, threads=threads or ctx.threads, providers=providers)
+    load_s = time.perf_counter() - start
+    seen: dict = {}
+
+    def run(feed: dict) -> list:
+        # the Runner checks names, ranks and dtypes (a clear error naming the input); once a feed
+        # has passed, later calls with the same arrays go straight to the session, so timing
+        # measures ONNX Runtime, not the checks
+        if seen.get("feed") is not feed:
+            out = runner.run_all(feed)
+            seen["feed"] = feed
+            return out
+        return runner.session.run(None, feed)
+
+    return Candidate(name=name, recipe=recipe, technique=technique, runtime="onnxruntime",
+                     run=run, artifact=path if artifact else None,
+                     size_bytes=_size(path), notes=list(notes),
+                     info={"load_s": load_s, "threads": threads or ctx.threads, **(info or {})})
+
+
+def _onnx_source(ctx: Context) -> Path:
+    """The ONNX file the ORT recipes work on: the model itself, or the export of a torch program."""
+    if ctx.summary.format == "onnx":
+        return Path(ctx.summary.path)
+    if "onnx_export" not in ctx.cache:
+        ctx.cache["onnx_export"] = _export_program_to_onnx(ctx)
+    result = ctx.cache["onnx_export"]
+    if isinstance(result, Exception):
+        raise RecipeSkipped(f"the torch program could not be exported to ONNX: {_first_line(result)}")
+    return result
+
+
+def _ort_optimized(ctx: Context) -> Candidate:
+    from optkit.runtimes import onnxrt as ox
+
+    dst = ox.optimize(_onnx_source(ctx), ctx.artifact("model.ort-optimized.onnx"), level="extended")
+    return ort_candidate(ctx, "ort-optimized", "ort-optimized", "graph optimized offline (extended)", dst,
+                         notes=["ONNX Runtime's fusions saved into the file: the session loads faster; "
+                                "run-time speed matches the default session, which applies them at load."])
+
+
+def _ort_one_thread(ctx: Context) -> Candidate:
+    if ctx.threads <= 1:
+        raise RecipeSkipped("the baseline already runs on one thread")
+    src = _onnx_source(ctx)
+    return ort_candidate(ctx, "ort-1-thread", "ort-1-thread", "fp32, 1 intra-op thread", src, threads=1,
+                         artifact=False, notes=["Same file, one thread: slower per call on a quiet machine, "
+                                                "but leaves the other cores to other work (and wins when "
+                                                "the cores are already busy)."])
+
+
+def _ort_int8_dynamic(ctx: Context) -> Candidate:
+    from optkit.runtimes import onnxrt as ox
+
+    src = _onnx_source(ctx)
+    found = _require_weights(ctx, src, _DYNAMIC_OPS)
+    dst = ox.quantize_dynamic(src, ctx.artifact("model.int8-dynamic.onnx"), op_types=_DYNAMIC_OPS)
+    if not _quantized_ops(dst):
+        raise RecipeSkipped("ONNX Runtime's dynamic quantizer left every operator in float")
+    return ort_candidate(ctx, "ort-int8-dynamic", "ort-int8-dynamic", "int8 dynamic (MatMul/Gemm/RNN)", dst,
+                         info={"quantized_ops": found},
+                         notes=["int8 weights, activations quantized per batch at run time; convolutions are "
+                                "left in float (ORT's dynamic ConvInteger is slower than fp32 on x86)."])
+
+
+def _ort_int8_static(ctx: Context) -> Candidate:
+    from optkit.runtimes import onnxrt as ox
+
+    src = _onnx_source(ctx)
+    found = _require_weights(ctx, src, _WEIGHTED_OPS)
+    calib = ctx.calibration(batch_size=16)
+    dst = ox.quantize_static(src, ctx.artifact("model.int8-static-qdq.onnx"), calib, per_channel=True,
+                             activation_type="uint8", weight_type="int8", method="minmax")
+    if "QuantizeLinear" not in ox.op_counts(dst):
+        raise RecipeSkipped("ONNX Runtime's static quantizer inserted no QuantizeLinear node")
+    n = sum(len(next(iter(b.values()))) for b in calib)
+    return ort_candidate(ctx, "ort-int8-static", "ort-int8-static", "int8 static QDQ (per-channel, U8S8)", dst,
+                         info={"quantized_ops": found, "calibration_examples": n},
+                         notes=[f"Activation ranges calibrated on {n} of your examples (min-max); uint8 "
+                                "activations with int8 per-channel weights, the fast combination on x86."])
+
+
+def _ort_fp16(ctx: Context) -> Candidate:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise RecipeSkipped("no GPU: this onnxruntime build has no CUDA provider, and fp16 pays only on a GPU "
+                            "(a CPU without native fp16 arithmetic emulates it)")
+    from optkit.runtimes import onnxrt as ox
+
+    dst = ox.convert_fp16(_onnx_source(ctx), ctx.artifact("model.fp16.onnx"), keep_io_types=True)
+    return ort_candidate(ctx, "ort-fp16", "ort-fp16", "fp16 weights and compute (GPU)", dst,
+                         providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+
+
+def _tensorrt(ctx: Context) -> Candidate:
+    import importlib.util
+
+    import onnxruntime as ort
+
+    if "TensorrtExecutionProvider" not in ort.get_available_providers():
+        why = ("TensorRT is not installed" if importlib.util.find_spec("tensorrt") is None
+               else "this onnxruntime build has no TensorRT provider")
+        raise RecipeSkipped(f"{why}: it needs an NVIDIA GPU and NVIDIA's own package index")
+    src = _onnx_source(ctx)
+    return ort_candidate(ctx, "tensorrt-fp16", "tensorrt", "TensorRT fp16 (via ORT)", src, artifact=False,
+                         providers=[("TensorrtExecutionProvider", {"trt_fp16_enable": True}),
+                                    "CUDAExecutionProvider", "CPUExecutionProvider"])
+
+
+# ------------------------------------------------------------------------------- a torch program, through ONNX
+
+def _torch_to_ort(ctx: Context) -> Candidate:
+    src = _onnx_source(ctx)
+    return ort_candidate(ctx, "onnx-ort", "torch-to-onnx", "exported to ONNX, fp32 in ORT", src,
+                         notes=["The program exported with optkit.runtimes.onnxrt.export (dynamo exporter, dynamic batch) "
+                                "and run in ONNX Runtime."])
