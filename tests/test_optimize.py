@@ -331,6 +331,7 @@ def test_reference_files_are_bundled():
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # keras' own np.array(tensor, copy=False) call
 def test_keras_model_to_tflite(tmp_path):
+    from optkit.runtimes import tflow as otf
     from optkit.runtimes.tflow.env import _keras
 
     keras = _keras(False)
