@@ -85,38 +85,6 @@ def _torch_compile(ctx: Context) -> Candidate:
                             "no new file: compile at load time in your service."])
 
 
-def _pt2e_convert(ctx: Context, module, dynamic: bool) -> tuple[Any, int]:
-    """(converted module, calibration examples): ``prepare_pt2e`` with the x86 inductor quantizer
-    (its default config: per-channel int8 weights, histogram-observed uint8 activations, 7-bit when
-    :func:`optkit.techniques.quantize.int8_reduce_range` says so; ``dynamic`` quantizes activations
-    per batch), the calibration rows run through it, then ``convert_pt2e``.
-
-    These are the middle steps of :func:`optkit.techniques.quantize.static_int8`, which cannot take
-    this module yet: it re-exports a float ``nn.Module`` it first checks for Conv2d/Linear layers (a
-    loaded program's module has none), feeds one input tensor, and has no dynamic mode.
-    """
-    import torch
-
-    from optkit.techniques import quantize as q
-
-    with q.quiet_torchao():
-        import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
-        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-    config = xiq.get_default_x86_inductor_quantization_config(is_dynamic=dynamic, reduce_range=q.int8_reduce_range())
-    quantizer = xiq.X86InductorQuantizer().set_global(config)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        prepared = prepare_pt2e(module, quantizer)
-        n = 0
-        with torch.no_grad():
-            for feed in ctx.calibration(batch_size=16):
-                args = _torch_inputs(ctx, feed)
-                prepared(*args)
-                n += len(args[0])
-        converted = convert_pt2e(prepared)
-    return converted, n
-
-
 def _pt2e(ctx: Context, dynamic: bool) -> Candidate:
     import torch
 
@@ -129,8 +97,9 @@ def _pt2e(ctx: Context, dynamic: bool) -> Candidate:
         raise RecipeSkipped("nothing to quantize: dynamic int8 handles linear layers and the program has none")
     if not dynamic and not (linear or conv):
         raise RecipeSkipped("nothing to quantize: the program has no convolution or linear layer")
-    converted, n = _pt2e_convert(ctx, _program(ctx), dynamic)
-    _drop_unused_attributes(converted)
+    batches = (_torch_inputs(ctx, feed) for feed in ctx.calibration(batch_size=16))
+    converted, n = q.pt2e_int8(_program(ctx), batches, dynamic=dynamic)  # what 02 teaches, on the loaded program
+    q.drop_dead_weights_(converted)
     artifact, size, notes = None, sizes.model_size(converted), []
     try:  # the int8 program as a .pt2 file, what you would ship
         from optkit.runtimes.model_files import save_program
@@ -156,25 +125,6 @@ def _pt2e(ctx: Context, dynamic: bool) -> Candidate:
     return Candidate(name=f"pt2e-int8-{kind}", recipe=f"pt2e-int8-{kind}", technique=f"int8 {kind} (PT2E, x86)",
                      runtime="pytorch", run=torch_runner(ctx, compiled), artifact=artifact, size_bytes=size,
                      notes=notes, info={"calibration_examples": n})
-
-
-def _drop_unused_attributes(gm) -> None:
-    """Remove parameters and buffers a converted graph no longer reads (``convert_pt2e`` leaves the
-    float weights attached beside their int8 copies; exported, they would double the file).
-
-    What counts as read is :func:`optkit.core.sizes.state_dict_of`'s rule, the one
-    :func:`~optkit.core.sizes.model_size` counts by, so the ``.pt2`` holds what the size says.
-    """
-    read = set(sizes.state_dict_of(gm))
-    for name in list(gm.state_dict()):
-        if name in read:
-            continue
-        owner_name, _, attr = name.rpartition(".")
-        owner = gm.get_submodule(owner_name) if owner_name else gm
-        if attr in owner._parameters:
-            del owner._parameters[attr]
-        elif attr in owner._buffers:
-            del owner._buffers[attr]
 
 
 def _pt2e_static(ctx: Context) -> Candidate:

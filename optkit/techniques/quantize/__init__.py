@@ -30,8 +30,9 @@ from optkit.techniques.quantize.primitives import (choose_qparams, dequantize, f
                                                    quantize, sqnr)
 from optkit.techniques.quantize.result import Quantized, parity
 from optkit.techniques.quantize import recipes as _recipes
-from optkit.techniques.quantize.recipes import (compile_frozen, dynamic_int8, int8_reduce_range, legacy_static_int8,
-                                                qat_int8, quiet_torchao, reduced_float, static_int8)
+from optkit.techniques.quantize.recipes import (compile_frozen, drop_dead_weights_, dynamic_int8, int8_reduce_range,
+                                                legacy_static_int8, pt2e_int8, qat_int8, quiet_torchao, reduced_float,
+                                                static_int8)
 from optkit.techniques.quantize.analysis import (LayerSensitivity, int8_tensors, mixed_precision, sensitivity,
                                                  state_dict_size, weight_storage)
 
@@ -39,7 +40,7 @@ __all__ = [
     # arithmetic
     "qrange", "choose_qparams", "quantize", "dequantize", "fake_quantize", "quantization_error", "sqnr",
     # recipes
-    "Quantized", "dynamic_int8", "static_int8", "legacy_static_int8", "qat_int8", "reduced_float", "compile_frozen",
+    "Quantized", "dynamic_int8", "static_int8", "pt2e_int8", "drop_dead_weights_", "legacy_static_int8", "qat_int8", "reduced_float", "compile_frozen",
     "LayerSensitivity", "sensitivity", "mixed_precision",
     # helpers
     "state_dict_size", "weight_storage", "int8_tensors", "quiet_torchao", "parity", "int8_reduce_range",

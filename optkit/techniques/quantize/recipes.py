@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from optkit.core.deprecation import renamed_keyword
+from optkit.core.sizes import state_dict_of
 from optkit.core.errors import OptkitError, check_choice, check_range
 from optkit.techniques.quantize.result import Quantized
 
@@ -219,15 +220,17 @@ def _export(model: nn.Module, example: torch.Tensor, dynamic_batch: bool = True)
 
 
 def _x86_quantizer(per_channel: bool = True, observer: str = "histogram", is_qat: bool = False,
-                   skip: Sequence[str] = ()):
-    """An ``X86InductorQuantizer`` with the chosen weight granularity and activation observer."""
+                   skip: Sequence[str] = (), is_dynamic: bool = False):
+    """An ``X86InductorQuantizer`` with the chosen weight granularity and activation observer
+    (``is_dynamic``: activations quantized per batch at run time, linear layers only)."""
     with quiet_torchao():
         import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
         from torchao.quantization.pt2e import HistogramObserver, MinMaxObserver, MovingAverageMinMaxObserver
         from torchao.quantization.pt2e.quantizer import QuantizationConfig, QuantizationSpec
     reduce = int8_reduce_range()
-    config = xiq.get_default_x86_inductor_quantization_config(is_qat=is_qat, reduce_range=reduce)
-    if not is_qat and (observer != "histogram" or not per_channel):
+    config = xiq.get_default_x86_inductor_quantization_config(is_qat=is_qat, is_dynamic=is_dynamic,
+                                                              reduce_range=reduce)
+    if not is_qat and not is_dynamic and (observer != "histogram" or not per_channel):
         act_obs = {"histogram": HistogramObserver, "minmax": MinMaxObserver,
                    "moving_average": MovingAverageMinMaxObserver}[observer]
         act = QuantizationSpec(dtype=torch.uint8, quant_min=0, quant_max=127 if reduce else 255,
@@ -243,6 +246,61 @@ def _x86_quantizer(per_channel: bool = True, observer: str = "histogram", is_qat
     for name in skip:
         quantizer.set_module_name_qconfig(name, None)
     return quantizer
+
+
+def pt2e_int8(module: nn.Module, calibration_args: Iterable[tuple], *, dynamic: bool = False,
+              per_channel: bool = True, observer: str = "histogram", skip: Sequence[str] = ()) -> tuple[nn.Module, int]:
+    """The PT2E steps themselves, on an exported module: ``prepare_pt2e`` with the x86 inductor
+    quantizer, the calibration batches run through the prepared graph, ``convert_pt2e``.
+
+    ``module`` is ``torch.export.export(model, example).module()`` (or a loaded ``.pt2``'s
+    ``.module()``); ``calibration_args`` yields the positional inputs of one forward call per
+    batch, as tuples (one tensor per model input). ``dynamic=True`` quantizes activations per
+    batch at run time (linear layers only; calibration then only traces). Weights are int8
+    per-channel unless ``per_channel=False``; activations uint8 (7-bit where
+    :func:`int8_reduce_range` says the CPU needs it). Returns ``(converted module, examples seen)``.
+
+    :func:`static_int8` is this with the export, checks and compilation around it; the capstone's
+    PT2E recipes call it on a program they loaded.
+
+    Taught in 02_quantization.
+    """
+    check_choice("observer", observer, ["histogram", "minmax", "moving_average"])
+    with quiet_torchao():
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    quantizer = _x86_quantizer(per_channel, observer, skip=skip, is_dynamic=dynamic)
+    seen = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prepared = prepare_pt2e(module, quantizer)
+        with torch.no_grad():
+            for args in calibration_args:
+                args = tuple(args) if isinstance(args, (tuple, list)) else (args,)
+                prepared(*args)
+                seen += len(args[0])
+        converted = convert_pt2e(prepared)
+    if seen == 0:
+        raise OptkitError("calibration_args", "no batch", "ran nothing through the prepared model",
+                          "pass at least one batch of inputs, e.g. [(x,)]")
+    return converted, seen
+
+
+def drop_dead_weights_(module: nn.Module) -> nn.Module:
+    """Remove, in place, the parameters and buffers a converted PT2E graph no longer reads.
+
+    ``convert_pt2e`` leaves each float weight attached beside the int8 copy its graph reads;
+    exported as a ``.pt2`` they would double the file. What counts as read is
+    :func:`optkit.core.sizes.state_dict_of`'s rule, the one :func:`~optkit.core.sizes.model_size`
+    counts by, so the file then holds what the size says. Returns ``module``.
+    """
+    read = set(state_dict_of(module))
+    for name in list(module.state_dict()):
+        if name in read:
+            continue
+        owner_name, _, attr = name.rpartition(".")
+        owner = module.get_submodule(owner_name) if owner_name else module
+        owner._parameters.pop(attr, None) if attr in owner._parameters else owner._buffers.pop(attr, None)
+    return module
 
 
 def static_int8(model: nn.Module, calibration: Any, example: torch.Tensor, *, per_channel: bool = True,
@@ -279,18 +337,10 @@ def static_int8(model: nn.Module, calibration: Any, example: torch.Tensor, *, pe
     if unknown:
         raise OptkitError("skip", unknown, "names no module of the model",
                           "use names from [n for n, _ in model.named_modules()]")
-    with quiet_torchao():
-        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
     float_model = copy.deepcopy(model).eval()
     exported = _export(float_model, example).module()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        prepared = prepare_pt2e(exported, _x86_quantizer(per_channel, observer, skip=skip))
-        with torch.no_grad():
-            for xb in batches:
-                prepared(xb)
-        converted = convert_pt2e(prepared)
-    n_seen = int(sum(len(b) for b in batches))
+    converted, n_seen = pt2e_int8(exported, [(xb,) for xb in batches], per_channel=per_channel,
+                                  observer=observer, skip=skip)
     technique = f"int8 static PTQ ({'per-channel' if per_channel else 'per-tensor'}, {observer})"
     if skip:
         technique = f"int8 mixed ({len(skip)} layers float)"
