@@ -84,7 +84,8 @@ class Variant:
     - ``inputs``: optional ``batch_size -> batch`` to time it with, when it needs inputs in another
       form than the others (numpy for ONNX Runtime, torch for PyTorch); ``evaluate``'s ``inputs``
       are used otherwise;
-    - ``notes``: one line a reader needs (``"falls back to fp32 on this CPU: no AVX512-BF16"``).
+    - ``notes``: what a reader needs (``"falls back to fp32 on this CPU: no AVX512-BF16"``), one
+      string or a list of sentences.
     """
 
     name: str
@@ -98,7 +99,7 @@ class Variant:
     params: int | None = None
     macs: int | None = None
     inputs: Mapping[int, Any] | None = None
-    notes: str | None = None
+    notes: str | list[str] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -239,8 +240,14 @@ def evaluate(variants: Sequence[Variant] | Mapping[str, Variant], workload: Work
             records.append(Record.from_measurement(
                 timings[bs][v.name], name=v.name, technique=v.technique, runtime=v.runtime,
                 workload=str(workload), accuracy=acc, size_bytes=v.size_bytes, params=v.params, macs=v.macs,
-                parity=parity, env=env, notes=v.notes, extra=dict(extra)))
+                parity=parity, env=env, notes=_note(v.notes), extra=dict(extra)))
     return records
+
+
+def _note(notes: str | list[str] | None) -> str | None:
+    if isinstance(notes, (list, tuple)):
+        return " ".join(str(n) for n in notes) or None
+    return notes
 
 
 def _timed_call(predict: Callable[[Any], Any], batch: Any) -> Callable[[], Any]:
