@@ -10,6 +10,7 @@ from torch import nn
 from optkit.techniques import compress
 from optkit.course.exercises import nb05 as exercises
 from optkit.data import models
+from optkit.core import report, variant
 from optkit.core.errors import OptkitError
 
 
@@ -202,6 +203,64 @@ def test_efficient_blocks_keep_shapes_and_cut_parameters():
     assert ir.use_residual and not compress.InvertedResidual(c, 64, stride=2).use_residual
     assert compress.InvertedResidual(c, 64, stride=2).eval()(x).shape == (2, 64, 7, 7)
     assert models.count_macs(ds.eval(), x[:1]) == 14 * 14 * (9 * c + c * c)
+
+
+def test_as_variant_sizes_by_what_is_stored_and_runs_the_dense_form(net):
+    shared = compress.share_weights(net, 4).train()
+    x1 = torch.randn(1, 1, 8, 8)
+    dense = compress.as_variant("k-means 4", shared, x1, technique="weight sharing", config={"k": 4})
+    codebook = compress.as_variant("codebook", shared, x1, technique="weight sharing", dense=False)
+    fp32 = compress.as_variant("fp32", net, x1, technique="baseline")
+    assert not shared.training  # put in eval mode: evaluation refuses training mode
+    assert dense.size_bytes == codebook.size_bytes == compress.storage_report(shared).model_bytes
+    assert fp32.size_bytes == 4 * models.count_params(net)  # SmallCNN: every parameter fp32, no buffers
+    assert not compress.shared_layers(dense.predict) and codebook.predict is shared
+    assert dense.params == models.count_params(net) > codebook.params  # codebook form: codebooks + biases only
+    assert dense.macs == codebook.macs == models.count_macs(net, x1)
+    assert dense.precision == "fp32" and dense.is_float and dense.config == {"k": 4}
+    # through the one measurement path: the dense form computes what the codebook form computes
+    x = torch.randn(40, 1, 8, 8)
+    y = net.eval()(x).argmax(1).numpy()
+    workload = variant.Workload("SmallCNN 8x8", "random", "random (40)")
+    records = variant.evaluate([fp32, dense, codebook], workload, data=(x, y), inputs={4: x[:4]}, max_time_s=0.02,
+                               rounds=1, reference="k-means 4", progress=False)
+    by_name = {r.name: r for r in records}
+    assert by_name["fp32"].accuracy == 1.0
+    assert by_name["k-means 4"].accuracy == by_name["codebook"].accuracy
+    assert by_name["k-means 4"].size_bytes < by_name["fp32"].size_bytes / 7
+    parity = by_name["codebook"].parity
+    assert parity["top1_agreement"] == 1.0 and parity["max_abs"] < 1e-5
+
+
+def test_compare_blocks_keeps_the_faster_layout_under_its_own_workload():
+    c, x = 8, torch.randn(2, 8, 6, 6)
+    blocks = {"standard": compress.ConvBNReLU(c, c), "depthwise-separable": compress.DepthwiseSeparableConv(c, c)}
+    records = compress.compare_blocks(blocks, x, max_time_s=0.02, rounds=1, env={})
+    assert [r.name for r in records] == list(blocks)
+    for r, block in zip(records, blocks.values()):
+        times = {layout: r.extra[f"latency_{layout}_ms"] for layout in compress.LAYOUTS}
+        assert r.latency_ms == min(times.values()) == times[r.extra["layout"]]
+        assert r.batch_size == 2 and r.macs == models.count_macs(block, x[:1]) and r.params == models.count_params(block)
+        assert r.workload == records[0].workload == "conv blocks, 8 channels · random input (2, 8, 6, 6)"
+    assert all(p.is_contiguous() for b in blocks.values() for p in b.parameters())  # the blocks are left alone
+    table = report.table(records, baseline="standard")
+    assert table.loc["standard", "speedup"] == 1.0
+    # a block on a random feature map never shares a table (or a ratio) with a model on a dataset
+    model_record = records[0].replace(name="fp32", workload="SmallCNN · Fashion-MNIST test (10,000)")
+    with pytest.raises(OptkitError, match="one workload"):
+        report.table(records + [model_record], baseline="fp32")
+    assert len(report.tables(records + [model_record], baseline="fp32")) == 2
+
+
+def test_compare_blocks_refuses_blocks_that_do_different_jobs():
+    x = torch.randn(1, 8, 6, 6)
+    with pytest.raises(OptkitError, match="differs from 'standard'"):
+        compress.compare_blocks({"standard": compress.ConvBNReLU(8, 8),
+                                 "strided": compress.InvertedResidual(8, 8, stride=2)}, x, max_time_s=0.01)
+    with pytest.raises(OptkitError, match="4-D"):
+        compress.compare_blocks({"standard": compress.ConvBNReLU(8, 8)}, torch.randn(8, 6, 6))
+    with pytest.raises(OptkitError, match="non-empty dict"):
+        compress.compare_blocks({}, x)
 
 
 def test_exercise_checkers_accept_reference_and_reject_common_mistakes(capsys):

@@ -243,6 +243,9 @@ def test_run_writes_a_fresh_folder_and_never_touches_the_input(mlp, tmp_path):
     assert rec["name"] == optimize.recommend(opt.records)
     for chk in results["checks"].values():  # int8 of a small MLP stays close to fp32
         assert chk["parity"]["top1_agreement"] >= 0.9 and (chk["parity"]["sqnr_db"] or 99) > 15
+    assert {c["name"]: c["precision"] for c in results["candidates"]} == {
+        "baseline": "fp32", "ort-int8-dynamic": "int8-dynamic", "ort-int8-static": "int8"}
+    assert {r["workload"] for r in results["records"]} == {results["workload"]} == {"mlp.onnx · data.npz (72 rows)"}
     md = (run1 / "report.md").read_text()
     assert "## Recommendation" in md and "| ort-int8-static |" in md and "![Pareto" in md
     assert "data:image/png;base64," in (run1 / "report.html").read_text()
@@ -313,6 +316,96 @@ def test_custom_recipes_register_and_failures_do_not_stop_the_others(mlp, tmp_pa
     finally:
         optimize.unregister("test-broken")
         optimize.unregister("test-again")
+
+
+# ----------------------------------------------------------------------------- one variant type, one measurement path
+def test_candidates_are_variants_measured_through_evaluate(mlp, tmp_path, monkeypatch):
+    from optkit.core import variant
+
+    calls = []
+    real = variant.evaluate
+    monkeypatch.setattr(variant, "evaluate", lambda *a, **kw: calls.append(kw) or real(*a, **kw))
+    opt = optimize.Optimization(*mlp, output_dir=tmp_path / "out", recipes=["ort-int8-dynamic", "ort-int8-static"],
+                                **FAST)
+    opt.try_recipes()
+    checks = opt.verify()
+    by_name = {c.name: c for c in [opt.baseline, *opt.candidates]}
+    assert all(isinstance(c, variant.Variant) for c in by_name.values())
+    assert {n: c.precision for n, c in by_name.items()} == {
+        "baseline": "fp32", "ort-int8-dynamic": "int8-dynamic", "ort-int8-static": "int8"}
+    static = by_name["ort-int8-static"]
+    assert static.run is static.predict and static.info is static.config and static.config["per_channel"] is True
+    assert opt.workload.task == "classification" and str(opt.workload) == "mlp.onnx · data.npz (72 rows)"
+
+    tables = opt.benchmark()
+    assert len(calls) == 1 and calls[0]["reference"] == "baseline" and sorted(calls[0]["inputs"]) == [1, 8]
+    assert sorted(tables) == [1, 8] and tables[8].loc["baseline", "speedup"] == pytest.approx(1.0)
+    assert {(r.name, r.batch_size) for r in opt.records} == {(n, b) for n in by_name for b in (1, 8)}
+    for r in opt.records:  # evaluate measured what verification decided on: the same accuracy and parity
+        chk = checks[r.name]
+        assert r.workload == str(opt.workload) and r.extra["eligible"] == chk.ok
+        assert r.accuracy == pytest.approx(chk.accuracy) and r.accuracy == r.extra["quality"]
+        assert r.parity["top1_agreement"] == pytest.approx(chk.parity.top1_agreement)
+        assert r.extra["precision"] == by_name[r.name].precision and r.extra["info"] == r.extra["config"]
+        assert r.extra["reference"] == "baseline" and r.params == opt.summary.params
+
+
+def test_a_recipe_written_for_0_1_still_works_with_a_warning(mlp, tmp_path):
+    from optkit.optimize import recipes as R
+    from optkit.runtimes import onnxrt as ox
+
+    def old_style(ctx):  # 0.1: run= and info=, no precision
+        runner = ox.Runner(ctx.summary.path, threads=1)
+        return R.Candidate(name="old", recipe="test-old", technique="fp32 again", runtime="onnxruntime",
+                           run=lambda feed: runner.run_all(feed), info={"threads": 1})
+
+    optimize.register(optimize.Recipe("test-old", ("onnx",), "onnxruntime", "fp32 again", old_style))
+    try:
+        opt = optimize.Optimization(*mlp, output_dir=tmp_path / "out", recipes=["test-old"], **FAST)
+        with pytest.warns(DeprecationWarning, match=r"run= \(now predict=\); info= \(now config=\)"):
+            opt.try_recipes()
+        cand = opt.candidates[0]
+        assert cand.precision == "fp32" and cand.config == {"threads": 1} and cand.run is cand.predict
+        opt.verify()
+        opt.benchmark()
+        assert opt.recommend().name in {"baseline", "old"} and opt.checks["old"].parity.max_abs == 0.0
+    finally:
+        optimize.unregister("test-old")
+
+    def fn(feed):
+        return [feed["x"]]
+
+    with pytest.warns(DeprecationWarning, match="positional arguments in the 0.1 order"):
+        c = R.Candidate("pos", "my-recipe", "t", "onnxruntime", fn, None, 123, 1.5, "one note", {"k": 1})
+    assert (c.predict, c.recipe, c.size_bytes, c.build_s, c.notes, c.config) == (fn, "my-recipe", 123, 1.5,
+                                                                                  ["one note"], {"k": 1})
+    with pytest.raises(OptkitError, match="^run="):
+        R.Candidate("x", fn, run=fn)
+    with pytest.raises(OptkitError, match="^precision="):
+        R.Candidate("x", fn, precision="int3")
+
+
+def test_evaluation_keeps_the_timed_shapes_and_binary_scores_count_like_predictions():
+    from optkit.core import verify
+    from optkit.optimize.verification import class_scores, outputs
+
+    seen = []
+
+    def model(feed):
+        seen.append(len(feed["x"]))
+        return [feed["x"].sum(1, keepdims=True) - 1.0, feed["x"][:, :2]]
+
+    x = np.random.default_rng(0).random((21, 3), dtype=np.float32)
+    outs = outputs(model, {"x": x}, 8, [1, 8])  # 8 + 8 + 5 rows: the 5 are padded to a timed shape
+    assert seen == [8, 8, 8] and [o.shape for o in outs] == [(21, 1), (21, 2)]
+    assert np.allclose(outs[0][:, 0], x.sum(1) - 1.0) and np.allclose(outs[1], x[:, :2])
+    seen.clear()
+    outputs(model, {"x": x[:17]}, 8, [1, 8])
+    assert seen == [8, 8, 1]  # a short chunk of a timed size goes through as it is
+    y = np.random.default_rng(1).integers(0, 2, 21)
+    for out in (outs[0], outs[0][:, 0], 1 / (1 + np.exp(-outs[0])), outs[1]):
+        assert verify.accuracy(class_scores(out), y) == np.mean(optimize.predictions(out) == y)
+    assert class_scores(np.zeros((4, 2, 2))) is None
 
 
 def test_reference_files_are_bundled():

@@ -131,6 +131,44 @@ def test_compressed_size_shrinks_with_sparsity():
     assert abs(prune.compressed_size(masked) - gz_sparse) < 0.02 * gz_sparse
 
 
+def test_storage_stats_count_zeros_and_compare_gzip_with_the_reference():
+    torch.manual_seed(0)
+    dense = models.build("small_cnn", in_size=28)
+    sparse = prune.prune_global_(copy.deepcopy(dense), 0.8)  # masks attached: the effective weights count
+    d, s = prune.storage_stats(dense, reference=dense), prune.storage_stats(sparse, reference=dense)
+    assert d["nonzero_params"] == models.count_params(dense) - prune.sparsity_report(dense).params_zeros
+    # pruning zeroes conv/linear weights only, so exactly that many fewer nonzero parameters
+    assert d["nonzero_params"] - s["nonzero_params"] == prune.sparsity_report(sparse).zeros
+    assert d["gzip_ratio"] == 1.0 and d["gzip_bytes"] == prune.compressed_size(dense)
+    assert s["gzip_ratio"] == pytest.approx(d["gzip_bytes"] / s["gzip_bytes"]) and s["gzip_ratio"] > 2.5
+    assert set(prune.storage_stats(sparse)) == {"nonzero_params", "gzip_bytes"}  # no reference, no ratio
+    with pytest.raises(OptkitError, match="reference"):
+        prune.storage_stats(sparse, reference="dense")
+
+
+def test_storage_stats_reach_every_table_of_a_comparison():
+    """03's closing table: variant.evaluate, the stats in Record.extra, one table per batch size."""
+    from optkit.core import report, variant
+
+    torch.manual_seed(0)
+    dense = models.build("small_cnn", in_size=8).eval()
+    sparse = prune.make_permanent(prune.prune_global_(copy.deepcopy(dense), 0.8))
+    x = torch.rand(40, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    y = dense(x).argmax(1).detach().numpy()  # labels the dense model gets all right
+    nets = {"dense": dense, "sparse": sparse}
+    records = variant.evaluate([variant.Variant(n, m) for n, m in nets.items()],
+                               variant.Workload("SmallCNN", "test", "random (40)"), data=(x, y),
+                               inputs={1: x[:1], 4: x[:4]}, max_time_s=0.02, rounds=2, progress=False, env={})
+    for r in records:
+        r.extra.update(prune.storage_stats(nets[r.name], reference=dense))
+    summaries = report.tables(records, baseline="dense", extra=["nonzero_params", "gzip_bytes", "gzip_ratio"])
+    assert sorted(bs for _, bs in summaries) == [1, 4]
+    for frame in summaries.values():
+        assert frame.loc["dense", "accuracy"] == 1.0 and frame.loc["dense", "gzip_ratio"] == 1.0
+        assert frame.loc["sparse", "gzip_ratio"] > 2.0
+        assert frame.loc["sparse", "nonzero_params"] < 0.3 * frame.loc["dense", "nonzero_params"]
+
+
 # --------------------------------------------------------------------------- errors
 
 @pytest.mark.parametrize("bad", [1.0, -0.1, 1.5, float("nan"), "0.5", True])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -347,3 +348,123 @@ def test_dynamic_int8_records_whether_it_reduced_the_range(mlp, monkeypatch):
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     assert Q.dynamic_int8(mlp).info["reduce_range"] is True
     assert Q.dynamic_int8(mlp, weight_only=True).info["reduce_range"] is False
+
+
+# ------------------------------------------------------------------------------- comparisons (02's closing tables)
+
+def test_fixed_batches_calls_only_the_timed_sizes_and_answers_as_one_call():
+    torch.manual_seed(0)
+    net = nn.Linear(4, 3).eval()
+    seen = []
+
+    def model(x):
+        seen.append(x.shape[0])
+        return net(x)
+
+    wrapped = Q.fixed_batches(model, [4, 1])
+    x = torch.randn(10, 4)
+    with torch.no_grad():
+        out, want = wrapped(x), net(x)
+    assert seen == [4, 4, 4]  # 10 rows -> chunks of max(sizes), the last padded, never a new shape
+    assert out.shape == (10, 3) and torch.allclose(out, want)
+    seen.clear()
+    with torch.no_grad():
+        wrapped(x[:1]), wrapped(x[:4])
+    assert seen == [1, 4]  # the timed sizes go through unchanged
+    # named inputs (a dict), several outputs (a tuple), numpy in and out
+    pair = Q.fixed_batches(lambda b: (b["a"] * 2, b["a"].sum(1)), [3])
+    a = np.arange(14.0).reshape(7, 2)
+    doubled, sums = pair({"a": a})
+    assert np.array_equal(doubled, a * 2) and np.array_equal(sums, a.sum(1))
+    for bad in ([], 0, [0], None):
+        with pytest.raises(OptkitError, match="sizes"):
+            Q.fixed_batches(model, bad)
+    with pytest.raises(OptkitError, match="callable"):
+        Q.fixed_batches("model", [1])
+
+
+def test_every_recipe_names_its_precision_and_becomes_a_variant(digits, cnn, mlp):
+    calib = digits.torch_loader("calib", batch_size=64)
+    loader = digits.torch_loader("train", batch_size=32, seed=0)
+    cases = {
+        "int8": [Q.static_int8(cnn, calib, digits.example_batch(1), compile=False),
+                 Q.qat_int8(cnn, loader, digits.example_batch(1), steps=2, compile=False),
+                 Q.legacy_static_int8(cnn, calib, digits.example_batch(1)),
+                 Q.mixed_precision(cnn, calib, digits.example_batch(1), ["conv1"], keep_float=1, compile=False)],
+        "int8-dynamic": [Q.dynamic_int8(mlp)],
+        "int8-weight-only": [Q.dynamic_int8(mlp, weight_only=True)],
+        "bf16": [Q.reduced_float(cnn, "bfloat16")],
+        "fp32": [Q.Quantized(model=cnn, module=cnn, technique="fp32 eager")],
+    }
+    for precision, results in cases.items():
+        for q in results:
+            v = q.to_variant("v", notes="a note")
+            assert q.precision == precision and v.precision == precision, q.technique
+            assert v.is_float == (precision in ("fp32", "bf16"))  # int8 is never a table's baseline
+            assert not q.compiled and getattr(v.predict, "__wrapped__", v.predict) is q.model  # the model itself
+            assert (v.technique, v.runtime, v.size_bytes, v.notes) == (q.technique, q.runtime, q.size_bytes, "a note")
+            assert v.config == q.info and v.config is not q.info
+
+
+def test_to_variant_of_a_compiled_model_keeps_it_to_the_timed_shapes(digits, cnn):
+    seen = []
+
+    def compiled(x):  # stands in for torch.compile(dynamic=False): records every shape it is called with
+        seen.append(x.shape[0])
+        return cnn(x)
+
+    q = Q.Quantized(model=compiled, module=cnn, eager=cnn, technique="int8 static PTQ (per-channel, histogram)")
+    assert q.compiled
+    v = q.to_variant("int8", shapes=[1, 32])
+    out = verify.predict_all(v.predict, digits.test.x, batch_size=256, convert=torch.tensor)
+    assert set(seen) <= {1, 32} and len(out) == len(digits.test.x)
+    assert verify.accuracy(out, digits.test.y) == models.evaluate(cnn, digits).accuracy
+
+
+def test_float_variants_are_the_same_function_and_the_fastest_is_the_baseline(digits, cnn, monkeypatch):
+    from optkit.core import report, variant
+    from optkit.techniques.quantize import analysis
+
+    shapes_seen = []
+
+    def fake_compile(module):  # compile_frozen without the seconds of compilation
+        def run(x):
+            shapes_seen.append(x.shape[0])
+            return module(x)
+        return run
+
+    monkeypatch.setattr(analysis, "compile_frozen", fake_compile)
+    fp32 = Q.float_variants(cnn, "CNN ", shapes=[1, 8])
+    assert [v.name for v in fp32] == ["CNN fp32 eager", "CNN fp32 channels_last", "CNN fp32 compiled"]
+    assert all(v.is_float and v.size_bytes == sizes.model_size(cnn) for v in fp32)
+    assert [v.name for v in Q.float_variants(cnn, channels_last=False, compile=False)] == ["fp32 eager"]
+    int8 = Q.static_int8(cnn, digits.torch_loader("calib", batch_size=64), digits.example_batch(1), compile=False)
+    workload = variant.Workload("SmallCNN (8x8)", "digits", "digits test")
+    records = variant.evaluate(fp32 + [int8.to_variant("CNN int8")], workload, data=digits.test, convert=torch.tensor,
+                               inputs={1: digits.example_batch(1), 8: digits.example_batch(8)}, max_time_s=0.02,
+                               rounds=2, env={"cpu": "test"}, progress=False)
+    assert set(shapes_seen) <= {1, 8}  # scoring the test set compiled no other shape
+    by = {(r.name, r.batch_size): r for r in records}
+    for name in ("CNN fp32 channels_last", "CNN fp32 compiled"):  # same function as eager: same answers
+        assert by[name, 8].parity["top1_agreement"] == 1.0 and by[name, 8].parity["max_abs"] < 1e-4
+        assert by[name, 8].accuracy == by["CNN fp32 eager", 8].accuracy
+    for group in report.groups(records).values():  # the baseline is a float variant, whatever int8's latency
+        assert report.fastest_float(group).startswith("CNN fp32")
+
+
+def test_exercise_smallest_within_reads_one_table_and_accepts_ties(capsys):
+    from optkit.core.record import Record
+    from optkit.course.exercises import nb02
+
+    def row(name, size, acc, workload="SmallCNN", bs=32):
+        return Record(name, workload=workload, batch_size=bs, size_bytes=size, accuracy=acc)
+
+    table = [row("fp32", 830, 0.912), row("int8 PTQ", 215, 0.911), row("int8 QAT", 215, 0.9115),
+             row("int8 2 bits", 60, 0.80), row("bf16", 417, 0.912)]
+    assert nb02.check_smallest_within("int8 PTQ", table, 0.912)  # same size as QAT: both are right
+    assert nb02.check_smallest_within("int8 QAT", table, 0.912)
+    assert not nb02.check_smallest_within("bf16", table, 0.912)
+    assert not nb02.check_smallest_within("int8 2 bits", table, 0.912)  # smaller, but 11 points down
+    mixed = table + [row("int8 PTQ", 215, 0.911, bs=1)]
+    assert not nb02.check_smallest_within("int8 PTQ", mixed, 0.912)
+    assert "span 2 tables" in capsys.readouterr().out

@@ -290,6 +290,113 @@ def test_stream_records_every_frame():
     assert answered.sum() == c["on_time"] + c["late"] and (res.latency_s[answered] > 0).all()
 
 
+def test_run_streams_feeds_every_strategy_and_closes_its_batchers():
+    import concurrent.futures
+
+    frames = INPUTS[:40]
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)
+    batcher = serve.DynamicBatcher(model, max_batch_size=8, max_wait_s=0.002, max_queue=64, timeout_s=0.05)
+    streams = serve.run_streams({"batcher": batcher, "pool": lambda f: pool.submit(lambda: model(f[None])[0])},
+                                frames, fps=500, deadline_s=0.05)
+    pool.shutdown()
+    assert list(streams) == ["batcher", "pool"] and batcher.closed
+    for name, res in streams.items():
+        assert res.name == name and sum(res.counts.values()) == 40 and res.counts["error"] == 0
+        assert res.deadline_s == 0.05 and res.target_fps == 500
+    fig = serve.plot_streams(streams)
+    ax = fig.axes[0]
+    assert len(ax.lines) == 3 and ax.lines[-1].get_ydata()[0] == pytest.approx(50.0)  # 2 streams + the deadline
+    with pytest.raises(OptkitError, match="strategies"):
+        serve.run_streams({}, frames, fps=100)
+
+
+# ----------------------------------------------------------------------------- experiments
+def test_head_to_head_rotates_the_order_and_takes_medians_over_rounds():
+    order = []
+
+    def way(name):
+        def call(x):
+            order.append(name)
+            return model(x[None])[0]
+        return call
+
+    h = serve.head_to_head({"a": way("a"), "b": way("b")}, INPUTS, concurrency=1, requests_per_client=2, rounds=3,
+                           expected=EXPECTED, warmup=0)
+    assert order == list("aabb" "bbaa" "aabb")  # round r starts with way r % 2
+    assert [len(rs) for rs in h.results.values()] == [3, 3] and h.concurrency == 1
+    summary = h.summary()
+    for name, rs in h.results.items():
+        assert summary[name]["throughput"] == pytest.approx(np.median([r.throughput for r in rs]))
+        assert summary[name]["p99_ms"] == pytest.approx(np.median([r.p99_ms for r in rs]))
+        assert summary[name]["requests"] == summary[name]["ok"] == 6 and summary[name]["lost"] == 0
+    assert h.ratio("a", "b") == pytest.approx(summary["a"]["throughput"] / summary["b"]["throughput"])
+    rec = h.record("a", technique="direct", workload="tiny · 1 client", extra={"note": 1})
+    assert rec.batch_size == 1 and rec.latency_ms == pytest.approx(summary["a"]["p50_ms"])
+    assert rec.throughput == pytest.approx(summary["a"]["throughput"]) and rec.technique == "direct"
+    assert rec.extra == {"concurrency": 1, "rounds": 3, "requests": 6, "lost": 0, "mismatched": 0, "note": 1}
+    assert "a" in str(h) and "6 ok" in str(h)
+    with pytest.raises(OptkitError, match="not a way"):
+        h.throughput("c")
+    with pytest.raises(OptkitError, match="cpu=True"):
+        h.cpu_per_request_ms("a")
+
+
+def test_head_to_head_checks_each_way_against_its_own_expected_outputs():
+    with serve.DynamicBatcher(model, max_batch_size=8, max_wait_s=0.001) as b:
+        h = serve.head_to_head({"right": b.predict, "wrong answers": b.predict}, INPUTS, concurrency=4,
+                               requests_per_client=5, rounds=2, cpu=True,
+                               expected={"right": EXPECTED, "wrong answers": EXPECTED + 1})
+    s = h.summary()
+    assert s["right"]["ok"] == 40 and s["right"]["mismatch"] == 0
+    assert s["wrong answers"]["mismatch"] == 40 and s["wrong answers"]["throughput"] == 0
+    cpu = h.cpu_per_request_ms("right")
+    assert "notebook (clients, JSON)" in cpu and all(v >= 0 for v in cpu.values())
+    assert list(cpu.values()) == sorted(cpu.values(), reverse=True)
+    with pytest.raises(OptkitError, match="expected"):
+        serve.head_to_head({"a": model}, INPUTS, concurrency=1, requests_per_client=1, expected={"b": EXPECTED})
+
+
+def test_compare_cache_hit_rate_follows_the_repeats():
+    rng = np.random.default_rng(1)
+    repeated = INPUTS[rng.integers(0, 10, 80)]  # 80 requests over at most 10 distinct inputs
+    unique = INPUTS[:80] + np.float32(1e-3)
+    calls = []
+
+    def reference(batch):
+        calls.append(len(batch))
+        return model(batch)
+
+    rows = serve.compare_cache(model, {"repeated": repeated, "unique": unique}, reference, concurrency=1,
+                               max_entries=64, max_bytes=2**20)
+    assert calls == [80, 80]  # one batched reference call per workload
+    by = {r["workload"]: r for r in rows}
+    distinct = by["repeated"]["distinct inputs"]
+    assert distinct == len({x.tobytes() for x in repeated}) and by["unique"]["distinct inputs"] == 80
+    assert by["repeated"]["hit rate"] == pytest.approx(1 - distinct / 80)  # one miss per distinct input
+    assert by["unique"]["hit rate"] == 0 and by["unique"]["entries"] == 64  # the entry bound holds
+    for r in rows:
+        assert r["mismatched"] == 0 and r["cache bytes"] == 12 * r["entries"]
+        assert r["speed-up"] == pytest.approx(r["req/s with cache"] / r["req/s without"])
+    small = serve.compare_cache(model, {"unique": unique}, model, concurrency=4, max_entries=1000, max_bytes=120)
+    assert small[0]["cache bytes"] <= 120 and small[0]["entries"] == 10  # the byte bound holds (12 B an entry)
+    with pytest.raises(OptkitError, match="fewer inputs than clients"):
+        serve.compare_cache(model, {"tiny": INPUTS[:2]}, model, concurrency=4)
+
+
+def test_serving_table_shows_throughput_ratios_within_one_workload():
+    from optkit.core.record import Record
+
+    recs = [Record("direct", workload="w", batch_size=1, latency_ms=1.0, throughput=100.0, size_bytes=4),
+            Record("batcher", workload="w", batch_size=1, latency_ms=10.0, throughput=250.0, size_bytes=1)]
+    t = serve.serving_table(recs, baseline="direct")
+    assert "speedup" not in t.columns and list(t["throughput_ratio"]) == [1.0, 2.5]
+    assert t.columns.get_loc("throughput_ratio") == t.columns.get_loc("throughput") + 1
+    assert list(serve.serving_table(recs, "direct", columns=["throughput_ratio", "size_ratio"]).columns) == \
+        ["throughput_ratio", "size_ratio"]
+    with pytest.raises(OptkitError, match="workload"):
+        serve.serving_table(recs + [Record("other", workload="v", batch_size=1, throughput=1.0)], baseline="direct")
+
+
 # ----------------------------------------------------------------------------- HTTP edge
 SHAPE = (1, 2, 2)
 

@@ -183,6 +183,77 @@ def test_pipeline_matches_arrays(arrays):
         assert np.array_equal(np.concatenate(ys), yt[:50]) and len(xs) == 4
 
 
+def test_png_files_decode_alike_in_python_and_tf_data(arrays):
+    _, _, xt, _, _ = arrays
+    files = otf.encode_png(xt[:50])
+    assert len(files) == 50 and all(f[:8] == b"\x89PNG\r\n\x1a\n" for f in files)
+    naive = list(otf.python_batches(files, batch_size=16))
+    assert [len(b) for b in naive] == [16, 16, 16, 2] and naive[0].dtype == np.float32
+    piped = [b.numpy() for b in otf.pipeline(files, batch_size=16, map_fn=otf.decode_png)]
+    np.testing.assert_array_equal(np.concatenate(naive), np.concatenate(piped))  # the same 8-bit pixels
+    assert np.abs(np.concatenate(naive) - xt[:50]).max() <= 0.5 / 255 + 1e-6  # rounding to 8 bits only
+    with pytest.raises(OptkitError, match="NHWC"):
+        otf.encode_png(xt[:2].transpose(0, 3, 1, 2))
+
+
+def test_plan_pruning_hits_the_target_over_all_kernels(keras3_cnn):
+    plan = otf.plan_pruning(keras3_cnn, 0.8, min_weights=1000)
+    sizes = plan.kernel_sizes
+    assert sorted(sizes.values()) == sorted([72, 1152, 784 * 64, 640])  # width 8: two convs, two dense
+    assert plan.pruned == [name for name, n in sizes.items() if n >= 1000] and len(plan.pruned) == 2
+    prunable = sum(sizes[name] for name in plan.pruned)
+    assert plan.layer_sparsity * prunable == pytest.approx(0.8 * sum(sizes.values()))
+    assert plan.layer_sparsity > 0.8 and plan.expected_sparsity == pytest.approx(0.8)
+    assert "pruning the layers with >= 1,000" in repr(plan)
+    capped = otf.plan_pruning(keras3_cnn, 0.98, min_weights=1000)  # the big layers cannot reach 99.4 %
+    assert capped.layer_sparsity == 0.99 and capped.expected_sparsity < 0.98
+    assert otf.plan_pruning(keras3_cnn, 0.5).layer_sparsity == pytest.approx(0.5)  # min_weights=0: every layer
+    with pytest.raises(OptkitError, match="leaves no layer"):
+        otf.plan_pruning(keras3_cnn, 0.8, min_weights=10**6)
+
+
+def test_thread_variants_keep_the_faster_count_and_gzip_sizes(tflite_files, keras3_cnn, arrays):
+    from optkit.core import report, variant
+
+    _, _, xt, yt, _ = arrays
+    assert set(otf.VARIANT_PRECISIONS) == set(otf.VARIANTS)
+    assert set(otf.VARIANT_PRECISIONS.values()) <= set(variant.PRECISIONS)
+    keras = variant.Variant("Keras", otf.keras_predict(keras3_cnn), runtime="TensorFlow", config={"num_threads": 2})
+    lite = []
+    for v in ("float32", "int8"):
+        made = otf.thread_variants(f"TFLite {v}", tflite_files[v], [1, 2, 1], technique=v,
+                                   precision=otf.VARIANT_PRECISIONS[v])
+        assert [m.name for m in made] == [f"TFLite {v} / 1 thr", f"TFLite {v} / 2 thr"]  # duplicates dropped
+        assert [m.predict.num_threads for m in made] == [1, 2] and made[0].config == {"num_threads": 1}
+        assert made[0].size_bytes == tflite_files[v].stat().st_size and made[0].artifact == tflite_files[v]
+        lite += made
+    workload = variant.Workload("small CNN", "Fashion-MNIST", "test (200)")
+    raw = variant.evaluate([keras] + lite, workload, data=(xt[:200], yt[:200]), inputs={1: xt[:1], 8: xt[:8]},
+                           max_time_s=0.05, rounds=2, progress=False)
+    kept = otf.fastest_threads(raw)
+    assert [(r.name, r.batch_size) for r in kept] == [(n, b) for n in ("Keras", "TFLite float32", "TFLite int8")
+                                                      for b in (1, 8)]
+    for r in kept:
+        group = [q for q in raw if q.batch_size == r.batch_size and q.name.startswith(r.name)]
+        assert r.latency_ms == min(q.latency_ms for q in group)  # the fastest thread count is kept
+        fastest = next(q for q in group if q.latency_ms == r.latency_ms)
+        assert r.extra["num_threads"] == fastest.extra["config"]["num_threads"] and r.accuracy == fastest.accuracy
+    assert raw[2].name.endswith(" thr"), "fastest_threads leaves its input alone"
+    otf.add_gzip_sizes(kept, relative_to="TFLite float32")
+    f32, i8 = (next(r for r in kept if r.name == f"TFLite {v}") for v in ("float32", "int8"))
+    assert f32.extra["gzip_bytes"] == otf.artifact_sizes(tflite_files["float32"])[1] == otf.LiteRT(
+        tflite_files["float32"]).gzip_bytes
+    assert f32.extra["gzip_ratio"] == 1.0 and i8.extra["gzip_ratio"] > 2.5  # int8 weights: a quarter of the bytes
+    assert "gzip_bytes" not in kept[0].extra  # Keras had no artifact
+    table = report.table([r for r in kept if r.batch_size == 1], baseline="TFLite float32",
+                         extra=["gzip_mb", "gzip_ratio", "num_threads"])
+    assert table.loc["TFLite float32", "agreement"] == 1.0 and table.loc["TFLite int8", "size_ratio"] > 3
+    with pytest.raises(OptkitError, match="relative_to"):
+        otf.add_gzip_sizes(kept, relative_to="TFLite float64")
+    with pytest.raises(OptkitError, match="no artifact"):
+        otf.add_gzip_sizes(kept, relative_to="Keras")
+
+
 # --------------------------------------------------------------------------- SavedModel and loading
 def test_saved_model_round_trip(keras3_cnn, arrays, tmp_path):
     _, _, xt, _, _ = arrays
@@ -301,6 +372,11 @@ def test_pruned_model_reaches_target_sparsity(keras2_weights, arrays):
     assert all(z / t == pytest.approx(0.8, abs=0.01) for z, t in rest), info
     assert info.sparsity == pytest.approx(0.8 * (info.total - first[1]) / info.total, abs=0.01)
     assert otf.accuracy(pruned, xt, yt) > 0.4
+    # plan_pruning: the big layers pruned a little harder, so 80 % of *all* kernel weights are zero
+    plan = otf.plan_pruning(fresh_keras2(keras2_weights), 0.8, min_weights=100)
+    planned = otf.prune_model(fresh_keras2(keras2_weights), x[:1280], y[:1280], sparsity=plan.layer_sparsity,
+                              batch_size=64, min_weights=plan.min_weights)
+    assert otf.sparsity(planned).sparsity == pytest.approx(0.8, abs=0.01)
 
 
 @pytest.mark.slow

@@ -138,3 +138,21 @@ def test_unlabelled_data_with_named_inputs_and_several_outputs():
     assert [o.shape for o in outs] == [(6, 2), (6, 2)]
     with pytest.raises(OptkitError, match="different numbers of rows"):
         verify.predict_all(two_inputs, {"a": feed["a"], "b": feed["b"][:3]})
+
+
+def test_precomputed_outputs_are_used_and_single_scores_are_refused(toy):
+    net, x, y = toy
+    calls = []
+
+    def counted(xb):
+        calls.append(len(xb))
+        return net(xb)
+
+    ref = verify.predict_all(net, torch.from_numpy(x), all_outputs=True)
+    evaluate([Variant("a", counted)], WORKLOAD, data=(x, y), inputs={2: torch.from_numpy(x[:2])},
+             outputs={"a": ref}, max_time_s=0.01, rounds=1, warmup=1, min_repeats=2, env={}, progress=False)
+    assert set(calls) == {2}  # only timed calls at batch 2: the 64 evaluation rows were not run again
+    with pytest.raises(OptkitError, match="^outputs="):
+        evaluate([Variant("a", net)], WORKLOAD, data=(x, y), inputs={2: x[:2]}, outputs={"b": ref})
+    with pytest.raises(OptkitError, match="one score per row"):
+        verify.accuracy(np.zeros((3, 1)), [0, 1, 0])

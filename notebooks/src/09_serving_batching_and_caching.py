@@ -33,12 +33,11 @@ import threading
 import time
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
 
-from optkit.core import bench, record, report
+from optkit.core import bench, record, report, sizes, variant
 from optkit import data, serve
 from optkit.course.exercises import nb09 as exercises
 from optkit.data import models, zoo
@@ -124,22 +123,39 @@ fp32_b = ort_fn(fp32_path, batch_threads)  # what each batcher worker calls: its
 int8_b = ort_fn(int8_path, batch_threads)
 
 # %% [markdown]
+# Before serving anything, the model's variants go through the course's one measurement path,
+# `variant.evaluate`: the PyTorch model, its ONNX Runtime fp32 export and the int8 file, with
+# accuracy on the first 2,000 labelled test images, agreement of each with the PyTorch model's
+# top-1 class on those images, and latency at batch 1 and 32 timed interleaved. The table is
+# against the fastest fp32 variant; the served model is the int8 one, and what follows is about
+# everything around it.
+#
 # Requests in this notebook are real test images, one per request; every answer is checked
 # against the output the same model gives that image, so a lost, swapped or wrong answer shows up
 # as a count, not as a silently wrong number.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-X = np.ascontiguousarray(fmnist.test.x[:1024])
-y_test = fmnist.test.y[:2000]
-expected = {"fp32": fp32(X), "int8": int8(X)}
-accuracy = {name: float((fn(fmnist.test.x[:2000]).argmax(1) == y_test).mean()) for name, fn in
-            [("fp32", fp32), ("int8", int8)]}
-agree = float((expected["fp32"].argmax(1) == expected["int8"].argmax(1)).mean())
-for name in accuracy:
-    print(f"{model_name} ONNX Runtime {name}: accuracy {100 * accuracy[name]:.2f} % on the first 2,000 test images")
-print(f"int8 and fp32 agree on the top-1 class of {100 * agree:.2f} % of the 1,024 request images "
-      "(int8 kernels differ between CPUs, so this cell's output is not compared in CI)")
+X = fmnist.test.x[:1024].copy()  # the request images (a writable copy: torch.from_numpy warns on read-only arrays)
+expected = {"fp32": fp32(X), "int8": int8(X)}  # what each model answers for each of them
+file_bytes = {"fp32": Path(fp32_path).stat().st_size, "int8": Path(int8_path).stat().st_size}
+workload = variant.Workload(model_name, "Fashion-MNIST classification", "Fashion-MNIST test (first 2,000)")
+model_variants = [
+    variant.Variant("PyTorch fp32", serve.numpy_fn(net), size_bytes=sizes.model_size(net)),
+    variant.Variant("ORT fp32", fp32, technique="ONNX export (dynamo)", runtime="onnxruntime", artifact=fp32_path,
+                    size_bytes=file_bytes["fp32"]),
+    variant.Variant("ORT int8", int8, technique="static QDQ int8", runtime="onnxruntime", precision="int8",
+                    config={"per_channel": True, "calibration_images": len(fmnist.calib)}, artifact=int8_path,
+                    size_bytes=file_bytes["int8"])]
+model_records = variant.evaluate(model_variants, workload, data=(fmnist.test.x[:2000].copy(), fmnist.test.y[:2000]),
+                                 inputs={1: X[:1], 32: X[:32]}, max_time_s=max_time_s, env=env, progress=False)
+accuracy = {p: next(r.accuracy for r in model_records if r.name == f"ORT {p}") for p in ("fp32", "int8")}
+print("Measured on:", bench.environment_line(), "| baseline: the fastest fp32 variant | agreement: top-1 class "
+      "against PyTorch fp32 (int8 kernels differ between CPUs, so this cell's output is not compared in CI)")
+for (_, bs), frame in report.tables(model_records, baseline=report.fastest_float, columns=[
+        "runtime", "latency_ms", "speedup", "size_mb", "accuracy", "acc_delta", "agreement", "sqnr_db"]).items():
+    print(f"batch {bs}")
+    display(frame.round(4))
 
 # %% [markdown]
 # ## 1 · Why batching pays (and how much, here)
@@ -196,7 +212,8 @@ pd.DataFrame(rows).set_index("variant").round(3)
 # `max_batch_size` are queued or `max_wait_s` has passed since the *oldest* one arrived, stacks
 # them, makes one call and sets each caller's Future to its own row. No polling, no shared result
 # dictionary keyed by `id(request)` (ids are reused once an object is freed, so two requests can
-# collide). The whole worker is about 60 lines of `optkit/serve.py`.
+# collide). The whole worker is about 65 lines of `optkit/serve/batching.py` (`_take_batch`, `_work`
+# and `_run`).
 #
 # **Exercise 1.** The heart of it is one decision, taken every time the worker wakes up. Write
 # `batch_ready(arrivals, now, max_batch_size, max_wait_s)`: given the arrival times of the queued
@@ -369,8 +386,9 @@ exercises.check_cache_key(cache_key);
 # **The bounds.** `serve.PredictionCache(max_entries, max_bytes)` is an LRU cache bounded by both
 # (a few huge outputs can exhaust memory long before the entry count does), thread-safe, and
 # counting hits and misses. `serve.cached(batcher.predict, cache)` puts it *in front of* the
-# batcher, so a hit never waits in the queue. Three workloads of `cache_requests` requests each,
-# at 16 clients:
+# batcher, so a hit never waits in the queue. `serve.compare_cache` sends each of three workloads
+# of `cache_requests` requests at 16 clients through the batcher, then again through a fresh cache
+# in front of it, checking every answer:
 # - **popular**: a few images are requested again and again (Zipf-distributed, as popular items
 #   are in practice);
 # - **uniform**: every one of 10,000 images equally likely, with room for 1,000 in the cache;
@@ -386,23 +404,12 @@ workloads = {
     "uniform": fmnist.test.x[rng.integers(0, len(fmnist.test), cache_requests)],
     "noisy": (fmnist.test.x[zipf_ids] + rng.normal(0, 1e-3, (cache_requests, 1, 28, 28))).astype(np.float32),
 }
-cache_rows = []
 with serve.DynamicBatcher(int8_b, max_batch_size=max_batch_size, max_wait_s=max_wait_ms / 1e3,
                          workers=workers) as batcher:
-    for label, inputs in workloads.items():
-        want = int8(inputs)
-        plain = serve.run_load(batcher.predict, inputs, concurrency=16,
-                               requests_per_client=cache_requests // 16, expected=want, atol=1e-3, rtol=1e-3)
-        cache = serve.PredictionCache(max_entries=1000, max_bytes=4 * 2**20)
-        with_cache = serve.run_load(serve.cached(batcher.predict, cache), inputs, concurrency=16,
-                                    requests_per_client=cache_requests // 16, expected=want, atol=1e-3,
-                                    rtol=1e-3, warmup=0)
-        s = cache.stats()
-        cache_rows.append({"workload": label, "distinct inputs": len({serve.cache_key(x) for x in inputs}),
-                           "hit rate": s.hit_rate, "entries": s.entries, "cache bytes": s.bytes,
-                           "req/s without": plain.throughput, "req/s with cache": with_cache.throughput,
-                           "speed-up": with_cache.throughput / plain.throughput,
-                           "mismatched": plain.counts["mismatch"] + with_cache.counts["mismatch"]})
+    # each workload through the batcher, then through serve.cached(batcher.predict, a fresh cache);
+    # every answer checked against int8(inputs)
+    cache_rows = serve.compare_cache(batcher.predict, workloads, reference=int8, concurrency=16,
+                                     max_entries=1000, max_bytes=4 * 2**20)
 print("Measured on:", bench.environment_line(), "| int8 model, 16 clients, cache of 1,000 entries / 4 MiB")
 pd.DataFrame(cache_rows).set_index("workload").round(3)
 
@@ -442,13 +449,14 @@ batch_fp32 = serve.DynamicBatcher(fp32_b, max_batch_size=max_batch_size, max_wai
                                   workers=workers, name="batcher fp32")
 batch_int8 = serve.DynamicBatcher(int8_b, max_batch_size=max_batch_size, max_wait_s=max_wait_ms / 1e3,
                                   workers=workers, name="batcher int8")
-variants = {"(a) per request fp32": (one_call_per_request, expected["fp32"]),
-            "(b) batcher fp32": (batch_fp32.predict, expected["fp32"]),
-            "(c) batcher int8": (batch_int8.predict, expected["int8"])}
+calls = {"(a) per request fp32": one_call_per_request, "(b) batcher fp32": batch_fp32.predict,
+         "(c) batcher int8": batch_int8.predict}
+wants = {"(a) per request fp32": expected["fp32"], "(b) batcher fp32": expected["fp32"],
+         "(c) batcher int8": expected["int8"]}  # the answer each request's image should get
 t0 = time.perf_counter()
-curves = {name: serve.sweep_load(call, X, concurrencies, requests_per_level=requests_per_level, expected=want,
+curves = {name: serve.sweep_load(call, X, concurrencies, requests_per_level=requests_per_level, expected=wants[name],
                                  atol=1e-3, rtol=1e-3, name=name)
-          for name, (call, want) in variants.items()}
+          for name, call in calls.items()}
 print(f"{sum(r.n for c in curves.values() for r in c):,} requests in {time.perf_counter() - t0:.1f} s; "
       f"lost {sum(r.lost for c in curves.values() for r in c)}, "
       f"mismatched {sum(r.counts['mismatch'] for c in curves.values() for r in c)}")
@@ -469,41 +477,30 @@ pd.DataFrame([r.summary() for c in curves.values() for r in c]).set_index(["name
 # and Python's GIL, and their tail can be long even when their median is short; the batcher
 # answers in arrival order.
 #
-# The targets are checked on a separate, interleaved comparison at 32 clients (rounds rotating
-# the order of the variants, so a drift of the machine hits each alike). For the batcher the
-# issue's latency bound is `max_wait` plus two batch compute times: a request can arrive just
-# after a batch started, wait for it, then for its own. The compute time is the median model time
-# of the batches the batcher ran in this very comparison.
+# The targets are checked on a separate, interleaved comparison at 32 clients
+# (`serve.head_to_head`: rounds rotating the order of the variants, so a drift of the machine hits
+# each alike). For the batcher the issue's latency bound is `max_wait` plus two batch compute
+# times: a request can arrive just after a batch started, wait for it, then for its own. The
+# compute time is the median model time of the batches the batcher ran in this very comparison.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 for b in (batch_fp32, batch_int8):
     b.reset_stats()
 per_client = max(8, requests_per_level // 32)
-h2h = {name: [] for name in variants}
-names = list(variants)
-for r in range(head_to_head_rounds):
-    for name in names[r % len(names):] + names[:r % len(names)]:
-        call, want = variants[name]
-        h2h[name].append(serve.run_load(call, X, concurrency=32, requests_per_client=per_client, expected=want,
-                                        atol=1e-3, rtol=1e-3, name=name))
-at32 = {name: {"throughput": float(np.median([r.throughput for r in rs])),
-               "p50_ms": float(np.median([r.p50_ms for r in rs])), "p99_ms": float(np.median([r.p99_ms for r in rs])),
-               "requests": sum(r.n for r in rs), "lost": sum(r.lost for r in rs),
-               "mismatch": sum(r.counts["mismatch"] for r in rs)} for name, rs in h2h.items()}
+h2h = serve.head_to_head(calls, X, concurrency=32, requests_per_client=per_client, rounds=head_to_head_rounds,
+                         expected=wants, atol=1e-3, rtol=1e-3)  # round r starts with the (r mod 3)-th variant
+at32 = h2h.summary()  # per variant: medians over rounds (throughput, p50_ms, p99_ms), sums (requests, lost ...)
 batcher_stats = {"(b) batcher fp32": batch_fp32.stats(), "(c) batcher int8": batch_int8.stats()}
-compute_ms = {name: st.compute_ms_p50 for name, st in batcher_stats.items()}
-mean_batch = {name: st.mean_batch_size for name, st in batcher_stats.items()}
-speedup_b = at32["(b) batcher fp32"]["throughput"] / at32["(a) per request fp32"]["throughput"]
-speedup_c = at32["(c) batcher int8"]["throughput"] / at32["(a) per request fp32"]["throughput"]
-p99_bound = {k: max_wait_ms + 2 * v for k, v in compute_ms.items()}
+p99_bound = {name: max_wait_ms + 2 * st.compute_ms_p50 for name, st in batcher_stats.items()}
+speedup_b = h2h.ratio("(b) batcher fp32", "(a) per request fp32")
+speedup_c = h2h.ratio("(c) batcher int8", "(a) per request fp32")
 print(f"32 clients, {head_to_head_rounds} interleaved rounds of {32 * per_client} requests per variant "
       f"(median of rounds); measured on {bench.environment_line()}")
-for name, row in at32.items():
-    extra = (f"; batches of {mean_batch[name]:.1f} on average, median compute {compute_ms[name]:.2f} ms, "
-             f"p99 bound {p99_bound[name]:.2f} ms" if name in compute_ms else "")
-    print(f"  {name:<22} {row['throughput']:8,.0f} req/s  p50 {row['p50_ms']:7.2f} ms  p99 {row['p99_ms']:7.2f} ms"
-          f"  lost {row['lost']} mismatched {row['mismatch']}{extra}")
+print(h2h)
+for name, st in batcher_stats.items():
+    print(f"  {name}: batches of {st.mean_batch_size:.1f} on average, median compute {st.compute_ms_p50:.2f} ms; "
+          f"p99 {at32[name]['p99_ms']:.2f} ms against a bound of {p99_bound[name]:.2f} ms")
 notebook.headline("dynamic batcher (fp32) vs one call per request, throughput at 32 clients", speedup_b, "x",
                   fmt=".2f", note=f"target >= 3x; {bench.environment_line()}")
 notebook.headline("dynamic batcher + int8 vs one fp32 call per request, throughput at 32 clients", speedup_c, "x",
@@ -551,27 +548,15 @@ print(f"one frame takes {single_ms:.3f} ms -> one by one sustains {1000 / single
       f"{fps:,.0f} fps ({len(frames):,} frames)")
 
 pool = concurrent.futures.ThreadPoolExecutor(max_workers=n_threads)
-strategies = {
+strategies = {  # a batcher, or a function that submits one frame and returns its Future
     "one by one": serve.DynamicBatcher(fp32_1t, max_batch_size=1, max_wait_s=0, max_queue=4096, timeout_s=delay_s),
-    f"thread pool ({n_threads} workers)": None,
+    f"thread pool ({n_threads} workers)": lambda frame: pool.submit(lambda: fp32_1t(frame[None])[0]),
     "micro-batches": serve.DynamicBatcher(fp32_b, max_batch_size=stream_max_batch, max_wait_s=1 / fps,
                                           max_queue=4096, timeout_s=delay_s, workers=workers),
 }
-streams = {}
-for label, b in strategies.items():
-    submit = b.submit if b is not None else (lambda frame: pool.submit(lambda f=frame: fp32_1t(f[None])[0]))
-    streams[label] = serve.run_stream(submit, frames, fps, deadline_s=delay_s, name=label)
-    if b is not None:
-        b.close()
+streams = serve.run_streams(strategies, frames, fps, deadline_s=delay_s)  # one after another; batchers closed after
 pool.shutdown()
-fig, ax = plt.subplots(figsize=(8, 3.4))
-for label, s in streams.items():
-    ax.plot(s.scheduled_s * 1e3, s.latency_s * 1e3, ".", ms=2, label=label)
-ax.axhline(stream_max_delay_ms, color="grey", ls="--", lw=1)
-ax.set(xlabel="frame arrival (ms into the stream)", ylabel="end-to-end latency (ms)", yscale="log",
-       title=f"{fps:,.0f} fps stream; dashed: {stream_max_delay_ms:g} ms deadline (dropped frames not drawn)")
-ax.legend(fontsize=8)
-plt.show()
+display(serve.plot_streams(streams))
 print("Measured on:", bench.environment_line())
 pd.DataFrame([s.summary() for s in streams.values()]).set_index("name").round(2)
 
@@ -627,32 +612,16 @@ else:
 if run_ray:
     ray_curve = serve.sweep_load(client, X, ray_concurrencies, requests_per_level=ray_requests_per_level,
                                  expected=expected["int8"], atol=1e-3, rtol=1e-3, name="(d) Ray Serve int8, HTTP")
-    ray_h2h = {"(c) batcher int8": [], "(d) Ray Serve int8, HTTP": []}
-    ray_calls = {"(c) batcher int8": batch_int8.predict, "(d) Ray Serve int8, HTTP": client}
-    cpu_used = {name: {} for name in ray_calls}  # CPU seconds per process, summed over the runs
-    for r in range(2):
-        for name in (list(ray_calls) if r % 2 == 0 else list(ray_calls)[::-1]):
-            before = serve.cpu_by_process()
-            ray_h2h[name].append(serve.run_load(ray_calls[name], X, concurrency=32,
-                                                requests_per_client=max(4, ray_requests_per_level // 32),
-                                                expected=expected["int8"], atol=1e-3, rtol=1e-3, name=name))
-            for proc, sec in serve.cpu_used(before, serve.cpu_by_process()).items():
-                cpu_used[name][proc] = cpu_used[name].get(proc, 0.0) + sec
-    ray_at32 = {name: float(np.median([r.throughput for r in rs])) for name, rs in ray_h2h.items()}
-    ray_p99 = {name: float(np.median([r.p99_ms for r in rs])) for name, rs in ray_h2h.items()}
-    ray_overhead = ray_at32["(c) batcher int8"] / ray_at32["(d) Ray Serve int8, HTTP"]
-    groups = {"this process": "notebook (clients, JSON)", "ray::ProxyActor": "Serve HTTP proxy",
-              "ray::ServeReplica": "replica (model, JSON)"}
-    for name in ray_at32:
-        n_req = sum(r.n for r in ray_h2h[name])
-        by_group = {}
-        for proc, sec in cpu_used[name].items():
-            label = next((g for k, g in groups.items() if proc.startswith(k)), "other Ray processes")
-            by_group[label] = by_group.get(label, 0.0) + sec
-        parts = ", ".join(f"{g} {1e3 * v / n_req:.2f}" for g, v in sorted(by_group.items(), key=lambda kv: -kv[1])
-                          if v / n_req >= 5e-5)
-        print(f"  {name:<26} {ray_at32[name]:8,.0f} req/s, p99 {ray_p99[name]:7.2f} ms at 32 clients; "
-              f"CPU per request {1e3 * sum(by_group.values()) / n_req:.2f} ms ({parts})")
+    # two interleaved rounds (AB, BA), with the CPU seconds of every process (ours and Ray's) around each run
+    ray_h2h = serve.head_to_head({"(c) batcher int8": batch_int8.predict, "(d) Ray Serve int8, HTTP": client}, X,
+                                 concurrency=32, requests_per_client=max(4, ray_requests_per_level // 32), rounds=2,
+                                 expected=expected["int8"], atol=1e-3, rtol=1e-3, cpu=True)
+    ray_overhead = ray_h2h.ratio("(c) batcher int8", "(d) Ray Serve int8, HTTP")
+    for name, row in ray_h2h.summary().items():
+        cpu_ms = ray_h2h.cpu_per_request_ms(name, groups=serve.RAY_PROCESS_GROUPS)  # {what the process does: ms}
+        parts = ", ".join(f"{group} {ms:.2f}" for group, ms in cpu_ms.items() if ms >= 0.05)
+        print(f"  {name:<26} {row['throughput']:8,.0f} req/s, p99 {row['p99_ms']:7.2f} ms at 32 clients; "
+              f"CPU per request {sum(cpu_ms.values()):.2f} ms ({parts})")
     print(f"in-process batcher / Ray Serve throughput: {ray_overhead:.1f}x; measured on {bench.environment_line()}")
     notebook.headline("in-process batcher / Ray Serve (HTTP) throughput at 32 clients", ray_overhead, "x", fmt=".1f",
                       note=f"target <= 2x; {bench.environment_line()}")
@@ -696,25 +665,25 @@ if run_ray:
     print(f"exported in {time.perf_counter() - t0:.1f} s; one-input ONNX vs the two-input encoder: "
           f"max |diff| {np.abs(two_inputs - mini_expected[:16]).max():.1e}; "
           f"{mini_ms:.2f} ms per request at batch 1 with {n_threads} threads")
+
+# %% [markdown]
+# Then the same file behind one Ray Serve replica and behind an in-process batcher, loaded in turn:
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+if run_ray:
     mini_client = serve.HttpClient(cluster.run(
         serve.ray_deployment(mini_path, max_batch_size=max_batch_size, batch_wait_timeout_s=max_wait_ms / 1e3,
                              num_replicas=1, num_cpus=1, threads=n_threads), name="minilm", route_prefix="/minilm"))
     with serve.DynamicBatcher(mini_fn, max_batch_size=max_batch_size, max_wait_s=max_wait_ms / 1e3,
                               name="batcher minilm") as mini_batcher:
-        mini_calls = {"in-process batcher, MiniLM": mini_batcher.predict, "Ray Serve, MiniLM, HTTP": mini_client}
-        mini_h2h = {name: [] for name in mini_calls}
-        for r in range(2):
-            for name in (list(mini_calls) if r % 2 == 0 else list(mini_calls)[::-1]):
-                mini_h2h[name].append(serve.run_load(
-                    mini_calls[name], mini_ids, concurrency=32, requests_per_client=minilm_requests_per_client,
-                    expected=mini_expected, atol=1e-4, rtol=1e-3, name=name))
+        mini_h2h = serve.head_to_head(
+            {"in-process batcher, MiniLM": mini_batcher.predict, "Ray Serve, MiniLM, HTTP": mini_client}, mini_ids,
+            concurrency=32, requests_per_client=minilm_requests_per_client, rounds=2, expected=mini_expected,
+            atol=1e-4, rtol=1e-3)
     cluster.delete("minilm")
-    mini_at32 = {name: float(np.median([r.throughput for r in rs])) for name, rs in mini_h2h.items()}
-    ray_overhead_minilm = mini_at32["in-process batcher, MiniLM"] / mini_at32["Ray Serve, MiniLM, HTTP"]
-    for name, rs in mini_h2h.items():
-        print(f"  {name:<28} {mini_at32[name]:6,.0f} req/s, p99 {np.median([r.p99_ms for r in rs]):6.1f} ms; "
-              f"{sum(r.counts['ok'] for r in rs)} ok, {sum(r.lost for r in rs)} lost, "
-              f"{sum(r.counts['mismatch'] for r in rs)} mismatched")
+    ray_overhead_minilm = mini_h2h.ratio("in-process batcher, MiniLM", "Ray Serve, MiniLM, HTTP")
+    print(mini_h2h)
     print(f"in-process / Ray Serve throughput: MiniLM {ray_overhead_minilm:.2f}x, the int8 CNN above "
           f"{ray_overhead:.1f}x; measured on {bench.environment_line()}")
     notebook.headline("in-process batcher / Ray Serve (HTTP) throughput, MiniLM at 32 clients", ray_overhead_minilm,
@@ -725,8 +694,8 @@ if run_ray:
 # Ray adds the same work per request as for the CNN (the proxy, JSON at both ends, the hops
 # between processes; a MiniLM request is `minilm_tokens` integers, fewer numbers than the CNN's 784); what
 # changed is what that work is compared with. Each MiniLM request costs milliseconds of model
-# time, so Ray's share of the total is small, and the two ratios printed above differ by an order
-# of magnitude. Before choosing (or blaming) a serving framework, put its cost per request next
+# time, so Ray's share of the total is smaller: compare the two ratios printed above (the CNN's
+# and MiniLM's). Before choosing (or blaming) a serving framework, put its cost per request next
 # to your model's.
 #
 # ### Input validation at the edge
@@ -768,7 +737,7 @@ if run_ray:
     two = serve.run_load(client2, X, concurrency=32, requests_per_client=max(4, ray_requests_per_level // 32),
                          expected=expected["int8"], atol=1e-3, rtol=1e-3, name="(e) Ray Serve int8, 2 replicas")
     print(two)
-    one_replica = ray_at32["(d) Ray Serve int8, HTTP"]
+    one_replica = ray_h2h.throughput("(d) Ray Serve int8, HTTP")
     print(f"2 replicas / 1 replica throughput at 32 clients: {two.throughput / one_replica:.2f}x")
     t0 = time.perf_counter()
     ray_soak = serve.run_load(client2, X, concurrency=64, requests_per_client=-(-soak_requests // 64),
@@ -816,32 +785,23 @@ if run_ray:
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-sizes = {"fp32": Path(fp32_path).stat().st_size, "int8": Path(int8_path).stat().st_size}
-summary_rows = [("(a) per request fp32", "one call per request", "fp32"),
-                ("(b) batcher fp32", "dynamic batcher", "fp32"), ("(c) batcher int8", "dynamic batcher", "int8")]
-records = [record.Record(name=name, technique=technique, runtime="onnxruntime in process", batch_size=1,
-                         latency_ms=at32[name]["p50_ms"], p99_ms=at32[name]["p99_ms"],
-                         throughput=at32[name]["throughput"], size_bytes=sizes[model], accuracy=accuracy[model],
-                         env=env, extra={"concurrency": 32, "lost": at32[name]["lost"],
-                                         "mismatched": at32[name]["mismatch"], "requests": at32[name]["requests"]})
-           for name, technique, model in summary_rows]
+serving = f"{model_name} served · 32 closed-loop clients, one test image per request"
+ways = [(h2h, "(a) per request fp32", "one call per request", "onnxruntime in process", "fp32"),
+        (h2h, "(b) batcher fp32", "dynamic batcher", "onnxruntime in process", "fp32"),
+        (h2h, "(c) batcher int8", "dynamic batcher", "onnxruntime in process", "int8")]
 if run_ray:
-    rays = ray_h2h["(d) Ray Serve int8, HTTP"]
-    records.append(record.Record(name="(d) Ray Serve int8, HTTP", technique="@serve.batch behind HTTP, 1 replica",
-                                 runtime="ray serve", batch_size=1,
-                                 latency_ms=float(np.median([r.p50_ms for r in rays])),
-                                 p99_ms=float(np.median([r.p99_ms for r in rays])),
-                                 throughput=float(np.median([r.throughput for r in rays])),
-                                 size_bytes=sizes["int8"], accuracy=accuracy["int8"], env=env,
-                                 extra={"concurrency": 32, "lost": sum(r.lost for r in rays),
-                                        "mismatched": sum(r.counts["mismatch"] for r in rays),
-                                        "in_process_over_ray": ray_overhead}))
+    ways.append((ray_h2h, "(d) Ray Serve int8, HTTP", "@serve.batch behind HTTP, 1 replica", "ray serve", "int8"))
+# one Record per way to serve: medians over its interleaved rounds, with the size and accuracy of its model
+records = [rounds.record(name, technique=technique, runtime=runtime, workload=serving, size_bytes=file_bytes[model],
+                         accuracy=accuracy[model], env=env) for rounds, name, technique, runtime, model in ways]
+if run_ray:
+    records[-1].extra["in_process_over_ray"] = ray_overhead
 record.save_records(records, out / "serving.json")
-summary = report.table(records, baseline="(a) per request fp32")
-summary.insert(summary.columns.get_loc("throughput") + 1, "throughput_ratio",
-               summary["throughput"] / summary.loc["(a) per request fp32", "throughput"])
-summary = summary.drop(columns=["speedup"])  # a latency ratio, misleading at a fixed number of clients
-print("Measured on:", bench.environment_line(), "| 32 concurrent clients; latency_ms is the median")
+summary = serve.serving_table(records, baseline="(a) per request fp32", columns=[  # throughput_ratio, not speedup
+    "technique", "runtime", "batch_size", "latency_ms", "p99_ms", "throughput", "throughput_ratio", "size_mb",
+    "accuracy", "size_ratio", "acc_delta"])
+print("Measured on:", bench.environment_line(), f"| {serving}; latency_ms is the median | baseline: (a) one fp32 "
+      "call per request, what batching is measured against" + ("; (d) from its own rounds with (c)" if run_ray else ""))
 summary.round(3)
 
 # %%
@@ -907,7 +867,7 @@ def littles_law(concurrency, mean_latency_ms):
     raise NotImplementedError
 
 
-exercises.check_littles_law(littles_law, [rs[0] for rs in h2h.values()]);
+exercises.check_littles_law(littles_law, [rs[0] for rs in h2h.results.values()]);
 
 # %% [markdown]
 # <details><summary>Reference solution</summary>

@@ -179,7 +179,8 @@ def evaluate(variants: Sequence[Variant] | Mapping[str, Variant], workload: Work
              convert: Mapping[str, Callable[[Any], Any]] | Callable[[Any], Any] | None = None,
              eval_batch_size: int = 256, max_time_s: float = 2.0, rounds: int = 5,
              threads: int | None = None, env: Mapping[str, Any] | None = None,
-             progress: bool = True) -> list[Record]:
+             progress: bool = True, outputs: Mapping[str, Sequence[Any]] | None = None,
+             warmup: int = 5, min_repeats: int = 10, max_repeats: int = 200) -> list[Record]:
     """Verify every variant against a reference, time them interleaved, return their Records.
 
     - ``data``: the workload's evaluation data (an ``(x, y)`` pair or a split with ``.x``/``.y``;
@@ -191,6 +192,10 @@ def evaluate(variants: Sequence[Variant] | Mapping[str, Variant], workload: Work
     - ``convert``: how to turn a slice of ``data.x`` into what a variant's ``predict`` takes (e.g.
       ``torch.from_numpy``); one callable for all, or a dict by variant name. Default: unchanged.
     - ``env``: the machine description stored with each record (default ``bench.environment()``).
+    - ``outputs``: ``{variant name: [output arrays on data.x]}`` already computed (e.g. by a
+      verification step that ran them); those variants are not run on the data again.
+    - ``warmup``, ``min_repeats``, ``max_repeats``, ``rounds``, ``max_time_s``: passed to
+      :func:`optkit.core.bench.compare`.
 
     Returns one Record per variant and batch size, with ``workload=str(workload)``, accuracy,
     parity (``top1_agreement``, ``sqnr_db``, ``max_abs`` ...), size, params, MACs, and the
@@ -214,25 +219,31 @@ def evaluate(variants: Sequence[Variant] | Mapping[str, Variant], workload: Work
     conv = {v.name: (convert.get(v.name) if isinstance(convert, Mapping) else convert) for v in items}
 
     bar = _progress(len(items) + len(batch_sizes), progress)
-    outputs: dict[str, list[np.ndarray]] = {}
+    given = dict(outputs or {})
+    unknown = sorted(set(given) - set(names))
+    if unknown:
+        raise OptkitError("outputs", unknown, "names no variant", "key outputs by variant name")
+    results: dict[str, list[np.ndarray]] = {}
     for v in items:
         bar.set_description(f"evaluating {v.name}")
-        outputs[v.name] = _outputs(v, x, eval_batch_size, conv[v.name])
+        results[v.name] = ([np.asarray(o) for o in given[v.name]] if v.name in given
+                           else _outputs(v, x, eval_batch_size, conv[v.name]))
         bar.update(1)
     timings = {}
     for bs in batch_sizes:
         bar.set_description(f"timing batch {bs}")
         fns = {v.name: _timed_call(v.predict, _input_for(v, inputs, bs)) for v in items}
         with verify.no_autograd():  # one context around the whole comparison, not one per call
-            timings[bs] = bench.compare(fns, batch_size=bs, max_time_s=max_time_s, rounds=rounds, threads=threads)
+            timings[bs] = bench.compare(fns, batch_size=bs, max_time_s=max_time_s, rounds=rounds, threads=threads,
+                                        warmup=warmup, min_repeats=min_repeats, max_repeats=max_repeats)
         bar.update(1)
     bar.close()
 
     env = dict(env) if env is not None else bench.environment()
     records = []
     for v in items:
-        acc = None if y is None else verify.accuracy(outputs[v.name][0], y)  # the first output holds the scores
-        parity = verify.compare_outputs(outputs[ref_name], outputs[v.name]).to_dict()
+        acc = None if y is None else verify.accuracy(results[v.name][0], y)  # the first output holds the scores
+        parity = verify.compare_outputs(results[ref_name], results[v.name]).to_dict()
         extra = {"precision": v.precision, "config": jsonable(v.config, strict=False), "reference": ref_name}
         if v.artifact is not None:
             extra["artifact"] = str(v.artifact)

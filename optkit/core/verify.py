@@ -313,4 +313,7 @@ def accuracy(outputs: Any, labels: Any) -> float:
     if out.ndim < 2 or out.shape[0] != y.shape[0]:
         raise OptkitError("outputs", f"shape {out.shape}", f"does not match {y.shape[0]} labels",
                           "pass one row of class scores per label")
+    if out.shape[-1] < 2:  # arg-max over one column is always 0: a silent wrong answer
+        raise OptkitError("outputs", f"shape {out.shape}", "holds one score per row, not one per class",
+                          "pass two columns for a binary model, e.g. np.concatenate([-s, s], axis=1) for logits s")
     return float(np.mean(out.argmax(-1) == y))

@@ -18,7 +18,9 @@ and so do notebook 10 and the ``optkit optimize`` command):
 5. :meth:`~Optimization.verify` - parity with the original and accuracy on the labels (or top-1
    agreement without labels); candidates past ``max_accuracy_drop`` stay in the report but are
    never recommended;
-6. :meth:`~Optimization.benchmark` - one interleaved :func:`optkit.core.bench.compare` per batch size;
+6. :meth:`~Optimization.benchmark` - the one measurement path, :func:`optkit.core.variant.evaluate`:
+   accuracy and parity on the evaluation rows, one interleaved :func:`optkit.core.bench.compare` per
+   batch size, one :class:`~optkit.core.record.Record` per candidate and batch size;
 7. :meth:`~Optimization.recommend` - the fastest eligible candidate at the largest batch size,
    near-ties (within 5 %) going to the smaller file; :func:`recommend` is the rule itself;
 8. :meth:`~Optimization.write_report` - ``output_dir/<run id>/``: ``artifacts/``, ``results.json``

@@ -23,8 +23,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from optkit.core import verify
 from optkit.core.errors import OptkitError, check_int, check_range
-from optkit.core.record import jsonable
+from optkit.core.record import Record, jsonable
+from optkit.core.variant import Workload
 from optkit.optimize import reporting
 from optkit.optimize.inputs import SampleData, load_data
 from optkit.optimize.inspection import ModelSummary, _format_text, _load_model
@@ -32,7 +34,7 @@ from optkit.optimize.recipes import (RUNTIMES, Candidate, Context, Recipe, Recip
                                      litert_candidate, ort_candidate, recipes_for, torch_runner)
 from optkit.optimize.recommendation import Recommendation, explain, recommend
 from optkit.optimize.reference import REFERENCE_DATA, REFERENCE_MODEL
-from optkit.optimize.verification import Check, _check_text, _run_chunked, predictions
+from optkit.optimize.verification import Check, _check_text, _padded, class_scores, outputs, predictions
 
 __all__ = ["Optimization", "Outcome", "optimize"]
 
@@ -102,10 +104,12 @@ class Optimization:
     every core this process may use), ``allow_pickle``, ``min_sqnr_db`` (eligibility when outputs
     are not class scores and there are no labels), ``log`` (a function receiving progress lines).
 
-    Attributes filled as the steps run: ``summary``, ``data``, ``baseline``, ``candidates``,
-    ``outcomes`` (skipped and failed recipes), ``checks``, ``comparisons`` (batch size ->
-    :class:`optkit.core.bench.Comparison`), ``records``, ``recommendation``, ``run_dir``;
-    ``started_at`` is when the run was created (ISO time).
+    Attributes filled as the steps run: ``summary``, ``data``, ``workload`` (the
+    :class:`optkit.core.variant.Workload` every record is measured on), ``baseline``,
+    ``candidates`` (:class:`Candidate`, each an :class:`optkit.core.variant.Variant`), ``outcomes``
+    (skipped and failed recipes), ``checks``, ``records`` (from :func:`optkit.core.variant.evaluate`,
+    one per variant and batch size), ``recommendation``, ``run_dir``; ``started_at`` is when the
+    run was created (ISO time).
 
     Taught in 10_optimize_your_own_model.
     """
@@ -152,13 +156,13 @@ class Optimization:
         self.log = log or (lambda line: None)
         self.summary: ModelSummary | None = None
         self.data: SampleData | None = None
+        self.workload: Workload | None = None
         self.baseline: Candidate | None = None
         self.candidates: list[Candidate] = []
         self.outcomes: list[Outcome] = []
         self.checks: dict[str, Check] = {}
         self.baseline_timing: dict = {}
-        self.comparisons: dict = {}
-        self.records: list = []
+        self.records: list[Record] = []
         self.recommendation: Recommendation | None = None
         self.run_dir: Path | None = None
         self.env: dict = {}
@@ -167,6 +171,7 @@ class Optimization:
         self._cache: dict = {}
         self._loaded = None
         self._reference_outputs: list | None = None
+        self._verified: dict[str, list] = {}  # candidate name -> its outputs on the evaluation rows
         self._budget_start: float | None = None
         self._started = time.perf_counter()
         self.started_at = _dt.datetime.now().isoformat(timespec="seconds")
@@ -213,10 +218,11 @@ class Optimization:
         start = time.perf_counter()
         self._set_threads()
         self.data = load_data(self.data_path, self.summary, batch_sizes=self.batch_sizes)
+        self.workload = self._workload()
         self.baseline = self._baseline_candidate()
         probe = self.data.batch(min(self.batch_sizes))
         try:
-            self.baseline.run(probe)
+            self.baseline.predict(probe)
         except OptkitError as e:
             raise OptkitError("data_path", str(self.data_path or "generated inputs"),
                               f"the model cannot run on it: {e}", "check the data against the model's inputs") from None
@@ -225,7 +231,7 @@ class Optimization:
                               f"the model failed on the first examples ({_first_line(e, 200)})",
                               "check the data against the model's inputs (shapes, dtypes, value ranges)") from None
         if self.data.labels is not None:
-            out = self.baseline.run(probe)[0]
+            out = self.baseline.predict(probe)[0]
             if predictions(out) is None:
                 raise OptkitError("data_path", str(self.data_path), f"has labels, but the model's first output has "
                                   f"shape {np.asarray(out).shape}, which is not one score per class",
@@ -243,8 +249,8 @@ class Optimization:
             c = ort_candidate(ctx, "baseline", "baseline", "as given (ORT defaults)", Path(s.path),
                               artifact=False)
         elif s.format == "torch_export":
-            c = Candidate("baseline", "baseline", "as given (eager)", "pytorch",
-                          torch_runner(ctx, self._cache["program"].module()), size_bytes=s.size_bytes)
+            c = Candidate("baseline", torch_runner(ctx, self._cache["program"].module()), recipe="baseline",
+                          technique="as given (eager)", runtime="pytorch", precision="fp32", size_bytes=s.size_bytes)
         elif s.format == "keras":
             from optkit.runtimes import tflow as otf
 
@@ -253,13 +259,22 @@ class Optimization:
                                   "models are handled", "export it to ONNX (tf2onnx) and pass the .onnx")
             predict = otf.keras_predict(self._cache["keras_model"])
             name = s.inputs[0].name
-            c = Candidate("baseline", "baseline", "as given (Keras, tf.function)", "tensorflow",
-                          lambda feed: [predict(feed[name])], size_bytes=s.size_bytes)
+            c = Candidate("baseline", lambda feed: [predict(feed[name])], recipe="baseline",
+                          technique="as given (Keras, tf.function)", runtime="tensorflow", precision="fp32",
+                          size_bytes=s.size_bytes)
         else:
             c = litert_candidate(ctx, "baseline", "baseline", "as given (LiteRT)", Path(s.path), artifact=False)
         c.notes.append("The model as you gave it, in its own runtime with default settings: the reference "
                        "every candidate is compared with.")
+        c.params = s.params
         return c
+
+    def _workload(self) -> Workload:
+        """What every record of this run is measured on: the model file, the task, the evaluation rows."""
+        source = self.data.path.name if self.data.source == "file" and self.data.path else "generated inputs"
+        return Workload(Path(self.summary.path).name,
+                        "classification" if self.data.labels is not None else "outputs only",
+                        f"{source} ({self.data.n_eval:,} rows)")
 
     def _context(self) -> Context:
         artifacts = (self.run_dir / "artifacts") if self.run_dir is not None else Path(os.devnull)
@@ -276,7 +291,7 @@ class Optimization:
         start = time.perf_counter()
         for bs in self.batch_sizes:
             feed = self.data.batch(bs)
-            self.baseline_timing[bs] = bench.measure(lambda f=feed: self.baseline.run(f), name=f"baseline b{bs}",
+            self.baseline_timing[bs] = bench.measure(lambda f=feed: self.baseline.predict(f), name=f"baseline b{bs}",
                                                      batch_size=bs, warmup=2, min_repeats=5, max_time_s=max_time_s,
                                                      threads=self.threads)
         self._timed("baseline", start)
@@ -319,7 +334,7 @@ class Optimization:
                 continue
             start = time.perf_counter()
             try:
-                with _quiet_warnings():
+                with _quiet_warnings(optkit_deprecations=True):
                     cand = recipe.build(ctx)
                 if not isinstance(cand, Candidate):
                     raise TypeError(f"build returned {type(cand).__name__}, not a Candidate")
@@ -330,6 +345,8 @@ class Optimization:
                 self._outcome(recipe.name, "failed", _first_line(e), time.perf_counter() - start)
                 continue
             cand.build_s = time.perf_counter() - start
+            if cand.params is None:
+                cand.params = self.summary.params  # the recipes change how weights are stored, not how many
             if any(c.name == cand.name for c in [self.baseline, *self.candidates]):
                 cand.name = f"{cand.name}-{len(self.candidates) + 1}"
             self.candidates.append(cand)
@@ -344,21 +361,33 @@ class Optimization:
     def _chunk(self) -> int:
         return max(self.batch_sizes)
 
+    def _outputs(self, cand: Candidate) -> list[np.ndarray]:
+        """Every output of ``cand`` on the evaluation rows (:func:`optkit.core.verify.predict_all`,
+        in chunks of the largest batch size)."""
+        return outputs(cand.predict, self.data.eval_inputs(), self._chunk(), self.batch_sizes)
+
     def _reference(self) -> list[np.ndarray]:
         if self._reference_outputs is None:
-            self._reference_outputs = _run_chunked(self.baseline.run, self.data.eval_inputs(), self._chunk())
+            self._reference_outputs = self._outputs(self.baseline)
         return self._reference_outputs
 
-    def _quality(self, name: str, outs: list[np.ndarray], base_acc: float | None) -> Check:
-        from optkit.core.verify import compare_outputs
-
-        ref = self._reference()
-        parity = compare_outputs(ref if len(ref) > 1 else ref[0], outs if len(outs) > 1 else outs[0])
+    def _accuracy(self, outs: list[np.ndarray]) -> float | None:
+        """Accuracy on the evaluation labels (:func:`optkit.core.verify.accuracy`); None without labels."""
         labels = self.data.eval_labels()
-        finite = all(np.all(np.isfinite(o)) for o in outs if np.issubdtype(o.dtype, np.floating))
-        accuracy = None
-        if labels is not None:
-            accuracy = float(np.mean(predictions(outs[0]) == labels))
+        if labels is None:
+            return None
+        scores = class_scores(outs[0])
+        if scores is None:
+            raise OptkitError("outputs", f"shape {np.asarray(outs[0]).shape}", "are not one score per class",
+                              "a candidate must return the original model's outputs")
+        return verify.accuracy(scores, labels)
+
+    def _quality(self, name: str, outs: list[np.ndarray], base_acc: float | None) -> Check:
+        ref = self._reference()
+        parity = verify.compare_outputs(ref if len(ref) > 1 else ref[0], outs if len(outs) > 1 else outs[0])
+        finite = all(np.all(np.isfinite(o)) for o in outs)
+        accuracy = self._accuracy(outs)
+        if accuracy is not None:
             kind, quality = "accuracy", accuracy
             drop = 100.0 * ((base_acc if base_acc is not None else accuracy) - accuracy)
             ok = drop <= self.max_accuracy_drop + 1e-9
@@ -387,9 +416,7 @@ class Optimization:
             self.load_data()
         start = time.perf_counter()
         base_outs = self._reference()
-        base_acc = None
-        if self.data.labels is not None:
-            base_acc = float(np.mean(predictions(base_outs[0]) == self.data.eval_labels()))
+        base_acc = self._accuracy(base_outs)
         self.checks["baseline"] = self._quality("baseline", base_outs, base_acc)
         kept = []
         for cand in self.candidates:
@@ -398,8 +425,9 @@ class Optimization:
                 continue
             try:
                 with _quiet_warnings():
-                    outs = _run_chunked(cand.run, self.data.eval_inputs(), self._chunk())
+                    outs = self._outputs(cand)
                 check = self._quality(cand.name, outs, base_acc)
+                self._verified[cand.name] = outs  # evaluate() reuses them instead of running again
             except Exception as e:
                 self._outcome(cand.recipe, "failed", f"its candidate failed on your data: {_first_line(e)}")
                 continue
@@ -411,53 +439,67 @@ class Optimization:
         return self.checks
 
     def benchmark(self, max_time_s: float | None = None) -> dict:
-        """Step 5: one interleaved :func:`optkit.core.bench.compare` of the baseline and every verified
-        candidate per batch size. ``max_time_s`` per variant and batch size defaults to a share of
-        what is left of ``time_budget_s``."""
-        from optkit.core import bench
+        """Step 5: the one measurement path, :func:`optkit.core.variant.evaluate`, on the baseline and
+        every verified candidate (eligible or not: the report shows what the ineligible ones would
+        have gained): accuracy and parity on the evaluation rows, then one interleaved
+        :func:`optkit.core.bench.compare` per batch size. Its records, with each candidate's check
+        added to ``extra`` (``eligible``, ``quality`` ...), become ``records``. ``max_time_s`` per
+        variant and batch size defaults to a share of what is left of ``time_budget_s``. Returns
+        :meth:`timing_tables`."""
+        from optkit.core import bench, variant
 
         if not self.checks:
             self.verify()
         start = time.perf_counter()
-        variants = [self.baseline] + [c for c in self.candidates if c.name in self.checks]
+        cands = [self.baseline] + [c for c in self.candidates if c.name in self.checks]
         if max_time_s is None:
             spent = time.perf_counter() - (self._budget_start or self._started)
             left = max(self.time_budget_s - spent, 0.0)
-            max_time_s = min(2.0, max(0.15, 0.85 * left / (len(variants) * len(self.batch_sizes))))
-        for bs in self.batch_sizes:
-            feed = self.data.batch(bs)
-            fns = {c.name: (lambda c=c, f=feed: c.run(f)) for c in variants}
-            with _quiet_warnings():
-                self.comparisons[bs] = bench.compare(fns, batch_size=bs, rounds=5, warmup=2, min_repeats=5,
-                                                     max_repeats=200, max_time_s=max_time_s, threads=self.threads)
-            self._say(f"[optimize] timed batch {bs}: " + ", ".join(
-                f"{n} {m.median_ms:.3g} ms" for n, m in self.comparisons[bs].measurements.items()))
+            max_time_s = min(2.0, max(0.15, 0.85 * left / (len(cands) * len(self.batch_sizes))))
+        chunk, labels = self._chunk(), self.data.eval_labels()
+        ref_outs = self._reference()
+        ref = ref_outs[0]
+        if labels is not None and not (ref.ndim == 2 and ref.shape[1] >= 2):
+            labels = None  # one score per row (binary): verify.accuracy cannot count it; the check's accuracy is used
         self.env = bench.environment()
+        with _quiet_warnings():
+            records = variant.evaluate(
+                [c.replace(predict=_padded(c.predict, chunk, self.batch_sizes)) for c in cands], self.workload,
+                data=(self.data.eval_inputs(), labels), inputs={bs: self.data.batch(bs) for bs in self.batch_sizes},
+                reference="baseline", eval_batch_size=chunk, max_time_s=max_time_s, rounds=5, threads=self.threads,
+                env=self.env, progress=False, warmup=2, min_repeats=5,
+                outputs={"baseline": ref_outs, **{n: o for n, o in self._verified.items() if n in self.checks}})
+        by_name = {c.name: c for c in cands}
+        self.records = sorted((self._checked(r, by_name[r.name]) for r in records), key=lambda r: r.batch_size)
+        for bs in self.batch_sizes:
+            self._say(f"[optimize] timed batch {bs}: " + ", ".join(
+                f"{r.name} {r.latency_ms:.3g} ms" for r in self.records if r.batch_size == bs))
         self._timed("benchmark", start)
-        self._build_records()
-        return self.comparisons
+        return self.timing_tables()
 
-    def _build_records(self) -> None:
-        from optkit.core.record import Record
+    def _checked(self, record: Record, cand: Candidate) -> Record:
+        """``record`` with what the rule, the table and the report read in ``extra``: the candidate's
+        check and build, its artifact relative to the run folder (``info`` repeats ``config``, for
+        readers of results format 1)."""
+        check = self.checks[cand.name]
+        art = None if cand.artifact is None else os.path.relpath(cand.artifact, self.run_dir) \
+            if self.run_dir is not None else str(cand.artifact)
+        extra = {**record.extra, "recipe": cand.recipe, "eligible": check.ok, "why_not": check.why,
+                 "quality": check.quality, "quality_kind": check.quality_kind, "drop_points": check.drop_points,
+                 "artifact": art, "build_s": cand.build_s, "info": record.extra.get("config")}
+        accuracy = record.accuracy if record.accuracy is not None else check.accuracy
+        return record.replace(accuracy=accuracy, extra=extra)
 
-        records = []
-        variants = [self.baseline] + [c for c in self.candidates if c.name in self.checks]
-        for bs, cmp in self.comparisons.items():
-            for c in variants:
-                if c.name not in cmp.measurements:
-                    continue
-                check = self.checks[c.name]
-                art = None if c.artifact is None else os.path.relpath(c.artifact, self.run_dir) \
-                    if self.run_dir is not None else str(c.artifact)
-                extra = {"recipe": c.recipe, "eligible": check.ok, "why_not": check.why,
-                         "quality": check.quality, "quality_kind": check.quality_kind,
-                         "drop_points": check.drop_points, "artifact": art, "build_s": c.build_s,
-                         "info": jsonable(c.info, strict=False)}
-                records.append(Record.from_measurement(
-                    cmp.measurements[c.name], name=c.name, technique=c.technique, runtime=c.runtime,
-                    size_bytes=c.size_bytes, accuracy=check.accuracy, params=self.summary.params,
-                    parity=check.parity.to_dict(), env=self.env, notes=" ".join(c.notes) or None, extra=extra))
-        self.records = records
+    def timing_tables(self) -> dict:
+        """Batch size -> a DataFrame of that size's interleaved timing, from ``records``: median
+        latency, p90, p99, items/s, timed runs and speed-up over the baseline."""
+        from optkit.core import report
+
+        if not self.records:
+            raise OptkitError("records", [], "nothing has been timed yet", "run benchmark() first")
+        columns = ["latency_ms", "p90_ms", "p99_ms", "throughput", "runs", "speedup"]
+        return {bs: report.table([r for r in self.records if r.batch_size == bs], baseline="baseline",
+                                 extra=["runs"], columns=columns) for bs in self.batch_sizes}
 
     def table(self, batch_size: int | None = None):
         """A DataFrame of every measured variant at ``batch_size`` (default: the largest), with
@@ -565,9 +607,11 @@ def _gpu() -> bool:
 
 
 @contextlib.contextmanager
-def _quiet_warnings():
+def _quiet_warnings(optkit_deprecations: bool = False):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        if optkit_deprecations:  # what a team's recipe written against 0.1 has to change, e.g. Candidate(run=...)
+            warnings.filterwarnings("default", message=r".*goes in optkit 0\.3", category=DeprecationWarning)
         yield
 
 

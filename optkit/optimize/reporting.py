@@ -3,6 +3,19 @@
 fills it: ``results.json`` (:func:`results`: every measurement with the environment), ``report.md``,
 ``report.html`` and ``pareto.png`` (:func:`pareto_figure`), then points ``output_dir/latest`` at it.
 
+``results.json`` (format :data:`RESULTS_FORMAT`, ``"optkit.optimize/1"``) holds ``parameters``,
+``environment``, ``model``, ``data``, ``workload`` (what every record was measured on),
+``candidates`` (name, recipe, technique, runtime, precision, artifact relative to the run folder,
+size, build time, notes, ``config``: the recipe's settings), ``checks`` (the verification of each),
+``outcomes`` (recipes that were skipped or failed, with the reason), ``baseline_timing``,
+``records`` (:meth:`optkit.core.record.Record.to_dict`, one per variant and batch size, from
+:func:`optkit.core.variant.evaluate`; ``extra`` holds the timing details, ``precision``, ``config``,
+``reference`` and the capstone's ``recipe``, ``eligible``, ``why_not``, ``quality``,
+``quality_kind``, ``drop_points``, ``artifact``, ``build_s``), ``recommendation``, ``timings_s`` and
+``notes``. Since the capstone measures through :func:`optkit.core.variant.evaluate` the format only
+gained keys (``workload``, ``precision``, ``config``, ``reference``); ``info``, the 0.1 name of
+``config``, is still written (the same dict) for format-1 readers and goes in optkit 0.3.
+
 The functions take the :class:`~optkit.optimize.Optimization` whose results they write; its
 methods (``plot``, ``results``, ``write_report``) call them.
 
@@ -135,10 +148,12 @@ def results(opt) -> dict:
         "environment_line": _env_line(opt.env),
         "model": opt.summary.to_dict() if opt.summary else None,
         "data": opt.data.to_dict() if opt.data else None,
+        "workload": None if opt.workload is None else str(opt.workload),
         "candidates": [{"name": c.name, "recipe": c.recipe, "technique": c.technique, "runtime": c.runtime,
-                        "artifact": None if c.artifact is None or opt.run_dir is None
+                        "precision": c.precision, "artifact": None if c.artifact is None or opt.run_dir is None
                         else os.path.relpath(c.artifact, opt.run_dir),
-                        "size_bytes": c.size_bytes, "build_s": c.build_s, "notes": c.notes, "info": c.info}
+                        "size_bytes": c.size_bytes, "build_s": c.build_s, "notes": c.notes, "config": c.config,
+                        "info": c.config}
                        for c in [opt.baseline, *opt.candidates] if c is not None],
         "checks": {k: v.to_dict() for k, v in opt.checks.items()},
         "outcomes": [o.to_dict() for o in opt.outcomes],

@@ -1,19 +1,21 @@
 """Step 4 of the capstone, its pieces: :class:`Check` (how a candidate compares with the original:
-parity, accuracy or agreement, eligibility), :func:`predictions` (class ids from a model's output)
-and the chunked run that feeds every candidate the evaluation rows in batches of the timed shape.
+parity, accuracy or agreement, eligibility), :func:`predictions` (class ids from a model's output),
+:func:`class_scores` (the output as :func:`optkit.core.verify.accuracy` counts it) and
+:func:`outputs`, the chunked run (:func:`optkit.core.verify.predict_all`) that feeds every candidate
+the evaluation rows in batches of the timed shape.
 
 Taught in 10_optimize_your_own_model.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
 from optkit.core.record import jsonable
 
-__all__ = ["Check", "predictions"]
+__all__ = ["Check", "predictions", "class_scores", "outputs"]
 
 
 @dataclass
@@ -67,17 +69,49 @@ def predictions(output: np.ndarray) -> np.ndarray | None:
     return None
 
 
-def _run_chunked(run: Callable[[dict], list], inputs: dict, chunk: int) -> list[np.ndarray]:
-    n = len(next(iter(inputs.values())))
-    parts: list[list[np.ndarray]] = []
-    for start in range(0, n, chunk):
-        feed = {k: v[start:start + chunk] for k, v in inputs.items()}
+def _padded(predict: Callable[[dict], list], rows: int, timed: Iterable[int]) -> Callable[[dict], list]:
+    """``predict`` for the chunked evaluation: a feed whose row count is not one of the ``timed``
+    batch sizes (the last, short chunk) is padded to ``rows`` by repeating its last row and the
+    outputs cut back, so a compiled candidate or a model with a fixed batch size sees no new shape.
+    A timed batch goes straight through (same dict, so a runner's fast path for a feed it has
+    already checked still applies when it is timed)."""
+    timed = frozenset(timed)
+
+    def call(feed: dict) -> list:
         m = len(next(iter(feed.values())))
-        if m < chunk:  # pad to the timed batch shape, so compiled candidates see no new shape
-            feed = {k: np.concatenate([v, np.repeat(v[-1:], chunk - m, axis=0)]) for k, v in feed.items()}
-        out = [np.asarray(o) for o in run(feed)]
-        parts.append([o[:m] if o.ndim and o.shape[0] == chunk else o for o in out])
-    return [np.concatenate([p[i] for p in parts]) for i in range(len(parts[0]))]
+        if m in timed or m >= rows:
+            return predict(feed)
+        full = {k: np.concatenate([v, np.repeat(v[-1:], rows - m, axis=0)]) for k, v in feed.items()}
+        return [o[:m] if o.ndim and o.shape[0] == rows else o for o in map(np.asarray, predict(full))]
+
+    return call
+
+
+def outputs(predict: Callable[[dict], list], inputs: dict, rows: int, timed: Iterable[int]) -> list[np.ndarray]:
+    """Every output of ``predict`` on the feed ``inputs`` (all rows), through
+    :func:`optkit.core.verify.predict_all` in chunks of ``rows`` (the largest timed batch size;
+    the last chunk padded, see ``_padded``)."""
+    from optkit.core import verify
+
+    return verify.predict_all(_padded(predict, rows, timed), inputs, batch_size=rows, all_outputs=True)
+
+
+def class_scores(output: np.ndarray) -> np.ndarray | None:
+    """The first output as one score per class, what :func:`optkit.core.verify.accuracy` takes:
+    ``(N, classes)`` scores as they are; one score per row (``(N,)`` or ``(N, 1)``, a binary
+    classifier) as two columns whose arg-max is :func:`predictions`' threshold (0.5 for
+    probabilities, 0 for logits); None for other shapes.
+
+    Taught in 10_optimize_your_own_model.
+    """
+    o = np.asarray(output)
+    if o.ndim == 2 and o.shape[1] >= 2:
+        return o
+    if o.ndim == 1 or (o.ndim == 2 and o.shape[1] == 1):
+        o = o.reshape(len(o))
+        cut = 0.5 if (o.min() >= 0 and o.max() <= 1) else 0.0
+        return np.stack([np.full_like(o, cut), o], axis=1)  # column 1 wins only where o > cut, as predictions()
+    return None
 
 
 def _check_text(check: Check) -> str:

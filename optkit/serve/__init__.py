@@ -12,6 +12,8 @@
 - :func:`run_load` / :func:`sweep_load` are a closed-loop load generator: N client threads send
   requests one after another and every request's latency and outcome is recorded and checked
   against the answer expected for *its* input. :func:`run_stream` feeds frames at a fixed rate.
+- :func:`head_to_head` compares ways to serve in interleaved rounds; :func:`compare_cache` runs
+  workloads with and without a cache; :func:`serving_table` lines up their Records.
 - :func:`ray_deployment` wraps an optkit artifact (``.onnx``, ``.pt2``, ``.tflite`` or a factory)
   in a Ray Serve deployment with ``@serve.batch`` behind HTTP, validating input at the edge
   (:func:`parse_request`); :class:`LocalServe` starts Ray and Serve on loopback and stops them;
@@ -25,7 +27,10 @@ Submodules, each owning one job (everything public is re-exported here, so ``ser
   :func:`cached`.
 - :mod:`~optkit.serve.load`: :func:`run_load`, :func:`sweep_load`, :class:`LoadResult`,
   :func:`plot_latency_throughput`, :func:`cpu_by_process`, :func:`cpu_used`.
-- :mod:`~optkit.serve.frames`: :func:`run_stream`, :class:`StreamResult`.
+- :mod:`~optkit.serve.frames`: :func:`run_stream`, :class:`StreamResult`, :func:`run_streams`,
+  :func:`plot_streams`.
+- :mod:`~optkit.serve.experiments`: :func:`head_to_head` and :class:`HeadToHead` (interleaved load
+  rounds, medians, ratios, CPU per request, Records), :func:`compare_cache`, :func:`serving_table`.
 - :mod:`~optkit.serve.http_edge`: :func:`parse_request`, :class:`BadRequest`, :class:`HttpClient`,
   :class:`HttpError`.
 - :mod:`~optkit.serve.ray_deploy`: :func:`load_artifact`, :func:`ray_deployment`, :class:`LocalServe`.
@@ -39,7 +44,8 @@ from __future__ import annotations
 from optkit.runtimes.formats import numpy_fn
 from optkit.serve.batching import BatcherClosed, BatcherStats, DynamicBatcher, QueueFull, RequestTimeout, ServeError
 from optkit.serve.cache import CacheStats, PredictionCache, cache_key, cached
-from optkit.serve.frames import StreamResult, run_stream
+from optkit.serve.experiments import RAY_PROCESS_GROUPS, HeadToHead, compare_cache, head_to_head, serving_table
+from optkit.serve.frames import StreamResult, plot_streams, run_stream, run_streams
 from optkit.serve.http_edge import BadRequest, HttpClient, HttpError, parse_request
 from optkit.serve.load import (OUTCOMES, LoadResult, cpu_by_process, cpu_used, plot_latency_throughput, run_load,
                                sweep_load)
@@ -66,6 +72,13 @@ __all__ = [
     "cpu_used",
     "StreamResult",
     "run_stream",
+    "run_streams",
+    "plot_streams",
+    "HeadToHead",
+    "head_to_head",
+    "RAY_PROCESS_GROUPS",
+    "compare_cache",
+    "serving_table",
     "BadRequest",
     "parse_request",
     "load_artifact",

@@ -1,8 +1,10 @@
 """Frame streams: inputs fed at a fixed rate, as a camera would, and what became of each frame.
 
 Owns :func:`run_stream` (frame ``i`` submitted at ``i / fps``; latency counted from its
-scheduled time, so a feeder that falls behind is charged too) and its per-frame record
-:class:`StreamResult` (on time, late, dropped or error). Taught in 09_serving_batching_and_caching.
+scheduled time, so a feeder that falls behind is charged too), its per-frame record
+:class:`StreamResult` (on time, late, dropped or error), :func:`run_streams` (the same frames
+through several strategies, one after another) and :func:`plot_streams` (each frame's latency
+against its arrival). Taught in 09_serving_batching_and_caching.
 """
 from __future__ import annotations
 
@@ -10,14 +12,17 @@ import math
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from optkit.core.errors import OptkitError, check_callable, check_range
-from optkit.serve.batching import BatcherClosed, QueueFull, RequestTimeout
+from optkit.serve.batching import BatcherClosed, DynamicBatcher, QueueFull, RequestTimeout
 
-__all__ = ["StreamResult", "run_stream"]
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
+
+__all__ = ["StreamResult", "run_stream", "run_streams", "plot_streams"]
 
 
 @dataclass(repr=False)
@@ -158,3 +163,56 @@ def run_stream(submit: Callable[[Any], Future], frames: Sequence[Any] | np.ndarr
     wall = (np.nanmax(done_at) if np.isfinite(done_at).any() else clock() - t0)
     return StreamResult(name=name, target_fps=float(fps), deadline_s=deadline, scheduled_s=scheduled,
                         latency_s=latency, outcome=final, wall_s=float(wall), producer_lag_s=float(lag))
+
+
+def run_streams(strategies: Mapping[str, DynamicBatcher | Callable[[Any], Future]], frames: Sequence[Any] | np.ndarray,
+                fps: float, *, deadline_s: float | None = None, close: bool = True) -> dict[str, StreamResult]:
+    """:func:`run_stream` of the same ``frames`` through each strategy, one after another.
+
+    A strategy is a :class:`~optkit.serve.DynamicBatcher` (its ``submit`` is used, and with
+    ``close=True`` it is closed, drained, right after its stream, so it takes no core from the
+    next) or a ``submit`` function returning a Future (e.g. a thread pool's). Returns
+    ``{name: StreamResult}`` in the order given.
+
+    Taught in 09_serving_batching_and_caching.
+    """
+    if not isinstance(strategies, Mapping) or not strategies:
+        raise OptkitError("strategies", strategies, "must be a non-empty dict of name -> batcher or submit function",
+                          "pass e.g. {'micro-batches': serve.DynamicBatcher(fn, max_batch_size=8)}")
+    out = {}
+    for name, strategy in strategies.items():
+        submit = strategy.submit if isinstance(strategy, DynamicBatcher) else strategy
+        try:
+            out[name] = run_stream(submit, frames, fps, deadline_s=deadline_s, name=name)
+        finally:
+            if close and isinstance(strategy, DynamicBatcher):
+                strategy.close(drain=True)
+    return out
+
+
+def plot_streams(streams: Mapping[str, StreamResult], *, ax: Any = None) -> "Figure":
+    """Each answered frame's end-to-end latency against its arrival, one colour per stream (log scale).
+
+    The dashed line is the first stream's deadline; dropped frames have no latency and are not
+    drawn (their count is in ``StreamResult.counts``). Returns the Figure (closed in pyplot, shown
+    once by ``display``). Taught in 09_serving_batching_and_caching.
+    """
+    if not isinstance(streams, Mapping) or not streams:
+        raise OptkitError("streams", streams, "must be a non-empty dict of name -> StreamResult",
+                          "pass the result of serve.run_streams(...)")
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(8.0, 3.4), layout="constrained")
+        plt.close(fig)
+    else:
+        fig = ax.figure
+    for name, s in streams.items():
+        ax.plot(s.scheduled_s * 1e3, s.latency_s * 1e3, ".", ms=2, label=name)
+    first = next(iter(streams.values()))
+    ax.axhline(first.deadline_s * 1e3, color="grey", ls="--", lw=1)
+    ax.set(xlabel="frame arrival (ms into the stream)", ylabel="end-to-end latency (ms)", yscale="log",
+           title=f"{first.target_fps:,.0f} fps stream; dashed: {first.deadline_s * 1e3:g} ms deadline "
+                 "(dropped frames not drawn)")
+    ax.legend(fontsize=8)
+    return fig

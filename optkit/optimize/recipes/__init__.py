@@ -2,8 +2,9 @@
 
 A :class:`Recipe` is a small frozen record: a ``name``, the model ``formats`` it applies to, the
 ``runtime`` it produces a candidate for, and a ``build(context) -> Candidate`` function. A
-:class:`Candidate` is something that can be called on a batch (``run(feed) -> outputs``), with the
-artifact it wrote (if any), its size and how long it took to build. :func:`register` adds a
+:class:`Candidate` is an :class:`optkit.core.variant.Variant` (callable on a batch:
+``predict(feed) -> outputs``, with its precision, the recipe's settings in ``config``, the artifact
+it wrote if any and its size) that also names its recipe and how long it took to build. :func:`register` adds a
 recipe of your own; :func:`recipes_for` lists the ones that apply to a format.
 
 A recipe that cannot apply here raises :class:`RecipeSkipped` with the reason (no GPU, nothing to

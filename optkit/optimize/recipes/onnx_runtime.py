@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from optkit.core.deprecation import renamed_keyword
 from optkit.optimize.recipes.registry import Candidate, Context, RecipeSkipped, _first_line, _size
 from optkit.optimize.recipes.torch_programs import _export_program_to_onnx
 
@@ -57,12 +58,15 @@ def _quantized_ops(path: Path) -> dict[str, int]:
             if "Quant" in k or "Integer" in k or k.startswith("QLinear") or k in ("QGemm", "QAttention")}
 
 
+@renamed_keyword("info", "config")
 def ort_candidate(ctx: Context, name: str, recipe: str, technique: str, path: Path, *,
-                  threads: int | None = None, artifact: bool = True, notes: Sequence[str] = (),
-                  info: dict | None = None, providers: Sequence | None = None) -> Candidate:
+                  precision: str = "fp32", threads: int | None = None, artifact: bool = True,
+                  notes: Sequence[str] = (), config: dict | None = None,
+                  providers: Sequence | None = None) -> Candidate:
     """A :class:`Candidate` running the ONNX file ``path`` in an ONNX Runtime session
-    (``threads`` intra-op threads, default the context's). Records how long the session took to
-    load (``info["load_s"]``).
+    (``threads`` intra-op threads, default the context's). ``precision`` is what the file computes
+    in (``"fp32"``, ``"int8"``, ``"int8-dynamic"``, ``"fp16"``); ``config`` the recipe's settings,
+    to which the thread count and how long the session took to load (``load_s``) are added.
 
     Taught in 10_optimize_your_own_model.
     """
@@ -83,10 +87,9 @@ def ort_candidate(ctx: Context, name: str, recipe: str, technique: str, path: Pa
             return out
         return runner.session.run(None, feed)
 
-    return Candidate(name=name, recipe=recipe, technique=technique, runtime="onnxruntime",
-                     run=run, artifact=path if artifact else None,
-                     size_bytes=_size(path), notes=list(notes),
-                     info={"load_s": load_s, "threads": threads or ctx.threads, **(info or {})})
+    return Candidate(name=name, predict=run, recipe=recipe, technique=technique, runtime="onnxruntime",
+                     precision=precision, artifact=path if artifact else None, size_bytes=_size(path),
+                     notes=list(notes), config={**(config or {}), "threads": threads or ctx.threads, "load_s": load_s})
 
 
 def _onnx_source(ctx: Context) -> Path:
@@ -106,6 +109,7 @@ def _ort_optimized(ctx: Context) -> Candidate:
 
     dst = ox.optimize(_onnx_source(ctx), ctx.artifact("model.ort-optimized.onnx"), level="extended")
     return ort_candidate(ctx, "ort-optimized", "ort-optimized", "graph optimized offline (extended)", dst,
+                         config={"level": "extended"},
                          notes=["ONNX Runtime's fusions saved into the file: the session loads faster; "
                                 "run-time speed matches the default session, which applies them at load."])
 
@@ -129,7 +133,7 @@ def _ort_int8_dynamic(ctx: Context) -> Candidate:
     if not _quantized_ops(dst):
         raise RecipeSkipped("ONNX Runtime's dynamic quantizer left every operator in float")
     return ort_candidate(ctx, "ort-int8-dynamic", "ort-int8-dynamic", "int8 dynamic (MatMul/Gemm/RNN)", dst,
-                         info={"quantized_ops": found},
+                         precision="int8-dynamic", config={"op_types": _DYNAMIC_OPS, "quantized_ops": found},
                          notes=["int8 weights, activations quantized per batch at run time; convolutions are "
                                 "left in float (ORT's dynamic ConvInteger is slower than fp32 on x86)."])
 
@@ -146,7 +150,9 @@ def _ort_int8_static(ctx: Context) -> Candidate:
         raise RecipeSkipped("ONNX Runtime's static quantizer inserted no QuantizeLinear node")
     n = sum(len(next(iter(b.values()))) for b in calib)
     return ort_candidate(ctx, "ort-int8-static", "ort-int8-static", "int8 static QDQ (per-channel, U8S8)", dst,
-                         info={"quantized_ops": found, "calibration_examples": n},
+                         precision="int8", config={"per_channel": True, "activation_type": "uint8",
+                                                   "weight_type": "int8", "method": "minmax",
+                                                   "calibration_examples": n, "quantized_ops": found},
                          notes=[f"Activation ranges calibrated on {n} of your examples (min-max); uint8 "
                                 "activations with int8 per-channel weights, the fast combination on x86."])
 
@@ -160,8 +166,8 @@ def _ort_fp16(ctx: Context) -> Candidate:
     from optkit.runtimes import onnxrt as ox
 
     dst = ox.convert_fp16(_onnx_source(ctx), ctx.artifact("model.fp16.onnx"), keep_io_types=True)
-    return ort_candidate(ctx, "ort-fp16", "ort-fp16", "fp16 weights and compute (GPU)", dst,
-                         providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+    return ort_candidate(ctx, "ort-fp16", "ort-fp16", "fp16 weights and compute (GPU)", dst, precision="fp16",
+                         config={"keep_io_types": True, "provider": "CUDAExecutionProvider"}, providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
 
 
 def _tensorrt(ctx: Context) -> Candidate:
@@ -175,6 +181,7 @@ def _tensorrt(ctx: Context) -> Candidate:
         raise RecipeSkipped(f"{why}: it needs an NVIDIA GPU and NVIDIA's own package index")
     src = _onnx_source(ctx)
     return ort_candidate(ctx, "tensorrt-fp16", "tensorrt", "TensorRT fp16 (via ORT)", src, artifact=False,
+                         precision="fp16", config={"provider": "TensorrtExecutionProvider", "trt_fp16_enable": True},
                          providers=[("TensorrtExecutionProvider", {"trt_fp16_enable": True}),
                                     "CUDAExecutionProvider", "CPUExecutionProvider"])
 

@@ -2,20 +2,24 @@
 
 A :class:`Recipe` is a small frozen record: a ``name``, the model ``formats`` it applies to, the
 ``runtime`` it produces a candidate for, and a ``build(context) -> Candidate`` function. A
-:class:`Candidate` is something that can be called on a batch (``run(feed) -> outputs``), with the
-artifact it wrote (if any), its size and how long it took to build; a :class:`Context` is what a
-``build`` gets. :func:`register` adds a recipe of your own; :func:`recipes_for` lists the ones
-that apply to a format. A recipe that cannot apply here raises :class:`RecipeSkipped`.
+:class:`Candidate` is an :class:`optkit.core.variant.Variant` (callable on a batch:
+``predict(feed) -> outputs``, with its precision, settings, artifact and size) that also says which
+recipe built it and how long that took; a :class:`Context` is what a ``build`` gets.
+:func:`register` adds a recipe of your own; :func:`recipes_for` lists the ones that apply to a
+format. A recipe that cannot apply here raises :class:`RecipeSkipped`.
 
 Taught in 10_optimize_your_own_model.
 """
 from __future__ import annotations
 
+import functools
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from optkit.core.errors import OptkitError, check_callable, check_choice
+from optkit.core.variant import Variant
 from optkit.runtimes import formats as _formats
 
 __all__ = [
@@ -34,37 +38,104 @@ class RecipeSkipped(Exception):
     says why (e.g. "no GPU: fp16 pays only on a GPU")."""
 
 
-@dataclass
-class Candidate:
-    """One way of running the model, ready to be verified and timed.
+@dataclass(repr=False)
+class Candidate(Variant):
+    """One way of running the model, ready to be verified and timed: a
+    :class:`optkit.core.variant.Variant` (the one variant type: name, ``predict``, technique,
+    ``config``, runtime, precision, artifact, size, notes) with the ``recipe`` that built it and how
+    long the build took (``build_s``).
 
-    ``run(feed)`` takes a dict ``{input name: np.ndarray batch}`` and returns the list of outputs
-    as numpy arrays. ``artifact`` is the file or folder the recipe wrote (None when the recipe
-    changes how the model is run, not the file: thread counts, ``torch.compile``); ``size_bytes``
-    is what would ship. ``notes`` are sentences for the report; ``info`` recipe details.
+    ``predict(feed)`` takes a dict ``{input name: np.ndarray batch}`` and returns the list of
+    outputs as numpy arrays (``run`` is the same callable, its 0.1 name). ``precision`` is one of
+    :data:`optkit.core.variant.PRECISIONS` (``"fp32"``, ``"int8"``, ``"int8-dynamic"`` ...);
+    ``config`` holds the recipe's settings (``info`` is its 0.1 name: the same dict). ``artifact``
+    is the file or folder the recipe wrote (None when the recipe changes how the model is run, not
+    the file: thread counts, ``torch.compile``); ``size_bytes`` is what would ship; ``notes`` are
+    sentences for the report (a list).
+
+    The 0.1 form still works for one release, with a ``DeprecationWarning``: ``run=`` for
+    ``predict=``, ``info=`` for ``config=``, and the old positional order ``Candidate(name, recipe,
+    technique, runtime, run, ...)``.
 
     Taught in 10_optimize_your_own_model.
     """
 
-    name: str
-    recipe: str
-    technique: str
-    runtime: str
-    run: Callable[[dict], list]
-    artifact: Path | None = None
-    size_bytes: int | None = None
+    recipe: str = ""
     build_s: float = 0.0
     notes: list = field(default_factory=list)
-    info: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.recipe, str):
+            raise OptkitError("recipe", self.recipe, "must be the name of the recipe that built the candidate",
+                              "pass recipe='my-recipe'")
+        self.recipe = self.recipe or self.name
+        notes = self.notes
+        self.notes = [] if notes is None else [notes] if isinstance(notes, str) else list(notes)
+
+    @property
+    def run(self) -> Callable[[dict], list]:
+        """``predict``, under its 0.1 name: ``cand.run(feed)`` is ``cand.predict(feed)``."""
+        return self.predict
+
+    @property
+    def info(self) -> dict:
+        """``config``, under its 0.1 name (the same dict)."""
+        return self.config
+
+    @info.setter
+    def info(self, value: dict) -> None:
+        self.config = dict(value)
 
     def __call__(self, feed: dict) -> list:
-        return self.run(feed)
+        return self.predict(feed)
 
     def __repr__(self) -> str:
         size = "?" if self.size_bytes is None else f"{self.size_bytes / 1e6:.2f} MB"
-        where = self.artifact.name if self.artifact is not None else "no new file"
-        return (f"Candidate({self.name!r}: {self.technique}, {self.runtime}, {size}, {where}, "
+        where = Path(self.artifact).name if self.artifact is not None else "no new file"
+        return (f"Candidate({self.name!r}: {self.technique}, {self.runtime}, {self.precision}, {size}, {where}, "
                 f"built in {self.build_s:.1f} s)")
+
+
+#: Candidate's arguments in 0.1, in order (``run`` is now ``predict``, ``info`` is ``config``).
+_V01_ORDER = ("name", "recipe", "technique", "runtime", "run", "artifact", "size_bytes", "build_s", "notes", "info")
+_dataclass_init = Candidate.__init__
+
+
+def _v01_arguments(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """Map a 0.1-style call (``run=``, ``info=``, the old positional order) to the fields, warning."""
+    old, named = [], set(kwargs)
+    if len(args) > 1 and isinstance(args[1], str):  # 0.1: (name, recipe, ...); now (name, predict, ...)
+        if len(args) > len(_V01_ORDER):
+            raise TypeError(f"Candidate() takes at most {len(_V01_ORDER)} positional arguments in the 0.1 order")
+        for key, value in zip(_V01_ORDER, args):
+            if key in kwargs:
+                raise TypeError(f"Candidate() got multiple values for argument {key!r}")
+            kwargs[key] = value
+        args = ()
+        old.append("positional arguments in the 0.1 order (name, recipe, technique, runtime, run, ...)")
+    for before, now in (("run", "predict"), ("info", "config")):
+        if before in kwargs:
+            if now in kwargs or (now == "predict" and len(args) > 1):
+                raise OptkitError(before, kwargs[before], f"is the 0.1 name of {now}, which is given too",
+                                  f"pass only {now}=")
+            kwargs[now] = kwargs.pop(before)
+            if before in named:
+                old.append(f"{before}= (now {now}=)")
+    warnings.warn("Candidate(" + "; ".join(old) + ") is the optkit 0.1 form: pass Candidate(name, predict=..., "
+                  "recipe=..., technique=..., runtime=..., precision=..., config=...) (the old form goes in optkit "
+                  "0.3)", DeprecationWarning, stacklevel=3)
+    return args, kwargs
+
+
+@functools.wraps(_dataclass_init)
+def _candidate_init(self, *args: Any, **kwargs: Any) -> None:
+    if (len(args) > 1 and isinstance(args[1], str)) or "run" in kwargs or "info" in kwargs:
+        args, kwargs = _v01_arguments(args, kwargs)
+    _dataclass_init(self, *args, **kwargs)
+
+
+Candidate.__init__ = _candidate_init  # the dataclass's own __init__, also taking the 0.1 form
 
 
 @dataclass

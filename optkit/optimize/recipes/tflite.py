@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Sequence
 
+from optkit.core.deprecation import renamed_keyword
 from optkit.optimize.recipes.registry import Candidate, Context, RecipeSkipped, _size
 
 __all__ = ["litert_candidate"]
@@ -29,10 +30,13 @@ def _single_input(ctx: Context) -> str:
     return ctx.summary.inputs[0].name
 
 
+@renamed_keyword("info", "config")
 def litert_candidate(ctx: Context, name: str, recipe: str, technique: str, path: Path, *,
-                     threads: int | None = None, artifact: bool = True, notes: Sequence[str] = (),
-                     info: dict | None = None) -> Candidate:
-    """A :class:`Candidate` running the ``.tflite`` file ``path`` with LiteRT (``threads`` threads).
+                     precision: str = "fp32", threads: int | None = None, artifact: bool = True,
+                     notes: Sequence[str] = (), config: dict | None = None) -> Candidate:
+    """A :class:`Candidate` running the ``.tflite`` file ``path`` with LiteRT (``threads`` threads);
+    ``precision`` is what the file computes in, ``config`` the recipe's settings (the thread count
+    is added).
 
     Taught in 10_optimize_your_own_model.
     """
@@ -44,9 +48,13 @@ def litert_candidate(ctx: Context, name: str, recipe: str, technique: str, path:
     def run(feed: dict) -> list:
         return runner.run_all(*[feed[n] for n in names])
 
-    return Candidate(name=name, recipe=recipe, technique=technique, runtime="tflite", run=run,
-                     artifact=path if artifact else None, size_bytes=_size(path), notes=list(notes),
-                     info={"threads": threads or ctx.threads, **(info or {})})
+    return Candidate(name=name, predict=run, recipe=recipe, technique=technique, runtime="tflite",
+                     precision=precision, artifact=path if artifact else None, size_bytes=_size(path),
+                     notes=list(notes), config={**(config or {}), "threads": threads or ctx.threads})
+
+
+#: what each TFLite conversion computes in (float16 weights are expanded to float32 on a CPU)
+_TFLITE_PRECISION = {"float32": "fp32", "dynamic": "int8-dynamic", "float16": "fp16", "int8": "int8"}
 
 
 def _tflite(variant: str) -> Callable[[Context], Candidate]:
@@ -66,7 +74,9 @@ def _tflite(variant: str) -> Callable[[Context], Candidate]:
         source = Path(ctx.summary.path)  # a SavedModel converts from its folder; a Keras file from the model
         path = otf.to_tflite(source if source.is_dir() else _keras_model(ctx), ctx.artifact(f"model.{variant}.tflite"),
                              variant=variant, representative=rep)
-        return litert_candidate(ctx, f"tflite-{variant}", f"tflite-{variant}", f"TFLite {variant}", path, notes=notes)
+        config = {"variant": variant} if rep is None else {"variant": variant, "representative_examples": len(rep)}
+        return litert_candidate(ctx, f"tflite-{variant}", f"tflite-{variant}", f"TFLite {variant}", path,
+                                precision=_TFLITE_PRECISION[variant], notes=notes, config=config)
 
     return build
 
@@ -76,8 +86,9 @@ def _keras_xla(ctx: Context) -> Candidate:
 
     name = _single_input(ctx)
     predict = otf.keras_predict(_keras_model(ctx), jit_compile=True)
-    return Candidate(name="keras-xla", recipe="keras-xla", technique="XLA (jit_compile)", runtime="tensorflow",
-                     run=lambda feed: [predict(feed[name])], size_bytes=ctx.summary.size_bytes,
+    return Candidate(name="keras-xla", predict=lambda feed: [predict(feed[name])], recipe="keras-xla",
+                     technique="XLA (jit_compile)", runtime="tensorflow", precision="fp32",
+                     config={"jit_compile": True}, size_bytes=ctx.summary.size_bytes,
                      notes=["Same model, its tf.function compiled with XLA (jit_compile=True); no new file."])
 
 

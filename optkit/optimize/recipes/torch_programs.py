@@ -2,7 +2,7 @@
 dynamic int8 (x86 inductor quantizer, compiled with freezing), bf16/fp16 autocast, and the export
 to ONNX that the ONNX Runtime route (:mod:`optkit.optimize.recipes.onnx_runtime`) starts from.
 
-:func:`torch_runner` turns a module into a candidate's ``run(feed)``. torch and torchao are
+:func:`torch_runner` turns a module into a candidate's ``predict(feed)``. torch and torchao are
 imported inside the functions, as everywhere in optkit.optimize.
 
 Taught in 10_optimize_your_own_model.
@@ -43,7 +43,7 @@ def _flat_numpy(out: Any) -> list:
 
 
 def torch_runner(ctx: Context, module: Callable, *, autocast: str | None = None) -> Callable[[dict], list]:
-    """``run(feed)`` for a torch module or compiled function taking the model's inputs in order
+    """``predict(feed)`` for a torch module or compiled function taking the model's inputs in order
     (under ``inference_mode``, optionally under ``torch.autocast`` to ``autocast`` dtype).
 
     Taught in 10_optimize_your_own_model.
@@ -79,8 +79,9 @@ def _torch_compile(ctx: Context) -> Candidate:
 
     module = _program(ctx)
     compiled = torch.compile(module, dynamic=False)
-    return Candidate(name="torch-compile", recipe="torch-compile", technique="torch.compile (inductor)",
-                     runtime="pytorch", run=torch_runner(ctx, compiled), size_bytes=ctx.summary.size_bytes,
+    return Candidate(name="torch-compile", predict=torch_runner(ctx, compiled), recipe="torch-compile",
+                     technique="torch.compile (inductor)", runtime="pytorch", precision="fp32",
+                     config={"backend": "inductor", "dynamic": False}, size_bytes=ctx.summary.size_bytes,
                      notes=["Same program, compiled by inductor for each batch size on first use (seconds); "
                             "no new file: compile at load time in your service."])
 
@@ -122,9 +123,11 @@ def _pt2e(ctx: Context, dynamic: bool) -> Candidate:
         notes.append("To load the .pt2: `import torchao.quantization.pt2e` first (it registers the quantized "
                      "operators), then torch.export.load(...).module(), then compile it with "
                      "torch._inductor.config.freezing = True.")
-    return Candidate(name=f"pt2e-int8-{kind}", recipe=f"pt2e-int8-{kind}", technique=f"int8 {kind} (PT2E, x86)",
-                     runtime="pytorch", run=torch_runner(ctx, compiled), artifact=artifact, size_bytes=size,
-                     notes=notes, info={"calibration_examples": n})
+    return Candidate(name=f"pt2e-int8-{kind}", predict=torch_runner(ctx, compiled), recipe=f"pt2e-int8-{kind}",
+                     technique=f"int8 {kind} (PT2E, x86)", runtime="pytorch",
+                     precision="int8-dynamic" if dynamic else "int8", artifact=artifact, size_bytes=size, notes=notes,
+                     config={"quantizer": "x86 inductor", "dynamic": dynamic, "calibration_examples": n,
+                             "freezing": True})
 
 
 def _pt2e_static(ctx: Context) -> Candidate:
@@ -149,9 +152,11 @@ def _bf16(ctx: Context) -> Candidate:
         dtype = "bfloat16"
     module = _program(ctx)
     compiled = torch.compile(module, dynamic=False)
-    return Candidate(name=f"{'fp16' if dtype == 'float16' else 'bf16'}-autocast", recipe="torch-reduced-float",
-                     technique=f"{dtype} autocast, compiled", runtime="pytorch",
-                     run=torch_runner(ctx, compiled, autocast=dtype), size_bytes=ctx.summary.size_bytes,
+    short = "fp16" if dtype == "float16" else "bf16"
+    return Candidate(name=f"{short}-autocast", predict=torch_runner(ctx, compiled, autocast=dtype),
+                     recipe="torch-reduced-float", technique=f"{dtype} autocast, compiled", runtime="pytorch",
+                     precision=short, config={"autocast": dtype, "device": "cuda" if ctx.gpu else "cpu"},
+                     size_bytes=ctx.summary.size_bytes,
                      notes=[f"Matrix products in {dtype} under torch.autocast, weights kept in fp32 (the file is "
                             "unchanged); compiled by inductor."])
 

@@ -4,13 +4,18 @@ and clear errors. Every name is re-exported here, so ``tflow.X`` works whatever 
 - :mod:`.env`: :func:`import_tensorflow` (TensorFlow's C++ log lines kept off stderr),
   :func:`import_tfmot`, :func:`environment_line`, :func:`silenced`, and Keras 2 (``tf_keras``) vs
   Keras 3 (``keras``): :func:`keras_flavour`, :func:`is_keras2`, :func:`require_keras2`, :func:`to_keras2`;
-- :mod:`.models`: :func:`nhwc`, :func:`keras_arrays`, the ``tf.data`` :func:`pipeline`, :func:`build_cnn`,
+- :mod:`.models`: :func:`nhwc`, :func:`keras_arrays`, the ``tf.data`` :func:`pipeline` and PNG files for it
+  (:func:`encode_png`, :func:`decode_png`, the naive :func:`python_batches`), :func:`build_cnn`,
   :func:`fit`, :func:`keras_predict` (one traced ``tf.function``, optionally XLA), :func:`accuracy`,
   :func:`score` / :class:`Score`, :func:`op_error_reason`, :func:`artifact_sizes`;
 - :mod:`.saved_model`: :func:`load_keras`, :func:`export_saved_model`, :func:`saved_model_predict`;
 - :mod:`.lite`: :func:`to_tflite` in its :data:`VARIANTS` (``"float32"``, ``"dynamic"``, ``"float16"``,
-  ``"int8"``), :func:`representative_batches`, the :class:`LiteRT` runner, :func:`tensor_dtypes`;
+  ``"int8"``; :data:`VARIANT_PRECISIONS`), :func:`representative_batches`, the :class:`LiteRT` runner,
+  :func:`tensor_dtypes`;
+- :mod:`.comparing`: LiteRT variants for ``variant.evaluate``: :func:`thread_variants` (one per
+  ``num_threads``), :func:`fastest_threads` (keep each model's faster one), :func:`add_gzip_sizes`;
 - :mod:`.mot`: tensorflow-model-optimization recipes on Keras 2 models: :func:`pruning_schedule`,
+  :func:`plan_pruning` (:class:`PruningPlan`),
   :func:`prune_model`, :func:`quantize_aware` (QAT), :func:`prune_preserving_qat`, :func:`cluster_model`,
   and :func:`sparsity` / :func:`distinct_values` to check what they did.
 
@@ -22,15 +27,19 @@ from __future__ import annotations
 
 from optkit.runtimes.tflow.env import (environment_line, import_tensorflow, import_tfmot, is_keras2, keras_flavour,
                                        require_keras2, silenced, to_keras2)
-from optkit.runtimes.tflow.lite import VARIANTS, LiteRT, representative_batches, tensor_dtypes, to_tflite
-from optkit.runtimes.tflow.models import (Score, accuracy, artifact_sizes, build_cnn, fit, keras_arrays, keras_predict,
-                                          nhwc, op_error_reason, pipeline, score)
-from optkit.runtimes.tflow.mot import (SparsityInfo, cluster_model, distinct_values, prune_model, prune_preserving_qat,
-                                       pruning_schedule, quantize_aware, sparsity)
+from optkit.runtimes.tflow.comparing import add_gzip_sizes, fastest_threads, thread_variants
+from optkit.runtimes.tflow.lite import (VARIANT_PRECISIONS, VARIANTS, LiteRT, representative_batches, tensor_dtypes,
+                                        to_tflite)
+from optkit.runtimes.tflow.models import (Score, accuracy, artifact_sizes, build_cnn, decode_png, encode_png, fit,
+                                          keras_arrays, keras_predict, nhwc, op_error_reason, pipeline, python_batches,
+                                          score)
+from optkit.runtimes.tflow.mot import (PruningPlan, SparsityInfo, cluster_model, distinct_values, plan_pruning,
+                                       prune_model, prune_preserving_qat, pruning_schedule, quantize_aware, sparsity)
 from optkit.runtimes.tflow.saved_model import export_saved_model, load_keras, saved_model_predict
 
 __all__ = [
     "VARIANTS",
+    "VARIANT_PRECISIONS",
     "import_tensorflow",
     "import_tfmot",
     "environment_line",
@@ -50,6 +59,9 @@ __all__ = [
     "Score",
     "artifact_sizes",
     "pipeline",
+    "encode_png",
+    "decode_png",
+    "python_batches",
     "load_keras",
     "export_saved_model",
     "saved_model_predict",
@@ -57,7 +69,12 @@ __all__ = [
     "to_tflite",
     "LiteRT",
     "tensor_dtypes",
+    "thread_variants",
+    "fastest_threads",
+    "add_gzip_sizes",
     "pruning_schedule",
+    "plan_pruning",
+    "PruningPlan",
     "prune_model",
     "quantize_aware",
     "cluster_model",

@@ -1,7 +1,7 @@
 """TFLite conversion and the LiteRT runner.
 
-Owns :data:`VARIANTS` and :func:`to_tflite` in its four variants (``"float32"``, ``"dynamic"``,
-``"float16"``, ``"int8"``), the representative data for int8 calibration
+Owns :data:`VARIANTS` (and their :data:`VARIANT_PRECISIONS`) and :func:`to_tflite` in its four
+variants (``"float32"``, ``"dynamic"``, ``"float16"``, ``"int8"``), the representative data for int8 calibration
 (:func:`representative_batches` and its checks), the :class:`LiteRT` runner over
 ``ai_edge_litert``'s interpreter and :func:`tensor_dtypes`.
 
@@ -20,13 +20,17 @@ import numpy as np
 
 from optkit.core.errors import OptkitError, check_choice, check_destination, check_range
 from optkit.runtimes.tflow.env import import_tensorflow, keras_flavour, silenced
-from optkit.runtimes.tflow.models import _input_spec, _missing, keras_arrays
+from optkit.runtimes.tflow.models import _input_spec, _missing, artifact_sizes, keras_arrays
 from optkit.runtimes.tflow.saved_model import _is_saved_model, _serving_signature, load_keras
 
-__all__ = ["VARIANTS", "representative_batches", "to_tflite", "LiteRT", "tensor_dtypes"]
+__all__ = ["VARIANTS", "VARIANT_PRECISIONS", "representative_batches", "to_tflite", "LiteRT", "tensor_dtypes"]
 
 #: TFLite conversion variants of :func:`to_tflite`.
 VARIANTS = ("float32", "dynamic", "float16", "int8")
+#: The :data:`optkit.core.variant.PRECISIONS` name of each variant, for ``Variant(precision=...)``.
+#: float16 stores fp16 weights (a CPU expands them to float32 at load time); dynamic-range keeps
+#: float activations around int8 weights.
+VARIANT_PRECISIONS = {"float32": "fp32", "dynamic": "int8-dynamic", "float16": "fp16", "int8": "int8"}
 
 
 # --------------------------------------------------------------------------- TFLite conversion
@@ -237,7 +241,15 @@ class LiteRT:
 
     @property
     def size_bytes(self) -> int:
+        """Bytes of the ``.tflite`` file."""
         return self.path.stat().st_size
+
+    @property
+    def gzip_bytes(self) -> int:
+        """Bytes of the file gzipped (level 9; computed once): what zeros and shared values save in a download."""
+        if getattr(self, "_gzip", None) is None:
+            self._gzip = artifact_sizes(self.path)[1]
+        return self._gzip
 
     def _prepare(self, i: int, x: Any) -> np.ndarray:
         d = self._inputs[i]

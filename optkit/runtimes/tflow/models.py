@@ -1,8 +1,9 @@
 """Keras data, model building, training and scoring helpers.
 
 Owns the array helpers (:func:`nhwc`, :func:`keras_arrays`, the ``tf.data`` :func:`pipeline`),
-the small Keras CNN (:func:`build_cnn`), quiet training (:func:`fit`), the traced ``tf.function``
-predictor with optional XLA (:func:`keras_predict`), scoring (:func:`accuracy`, :func:`score`,
+PNG files for the input-pipeline lesson (:func:`encode_png`, :func:`decode_png`, the naive
+:func:`python_batches`), the small Keras CNN (:func:`build_cnn`), quiet training (:func:`fit`), the
+traced ``tf.function`` predictor with optional XLA (:func:`keras_predict`), scoring (:func:`accuracy`, :func:`score`,
 :class:`Score`, :func:`op_error_reason`) and :func:`artifact_sizes`, plus the private
 ``_input_spec`` and ``_missing`` helpers the SavedModel and TFLite modules share.
 
@@ -23,8 +24,8 @@ import numpy as np
 from optkit.core.errors import OptkitError, check_range
 from optkit.runtimes.tflow.env import _keras, import_tensorflow, is_keras2, keras_flavour
 
-__all__ = ["nhwc", "keras_arrays", "pipeline", "build_cnn", "fit", "keras_predict", "accuracy", "Score",
-           "op_error_reason", "score", "artifact_sizes"]
+__all__ = ["nhwc", "keras_arrays", "pipeline", "encode_png", "decode_png", "python_batches", "build_cnn", "fit",
+           "keras_predict", "accuracy", "Score", "op_error_reason", "score", "artifact_sizes"]
 
 
 # --------------------------------------------------------------------------- data
@@ -74,6 +75,75 @@ def pipeline(x: np.ndarray, y: np.ndarray | None = None, *, batch_size: int = 12
     if prefetch:
         ds = ds.prefetch(tf.data.AUTOTUNE)
     return ds
+
+
+def _pil_image():
+    try:
+        from PIL import Image
+    except ImportError as exc:  # pragma: no cover - Pillow comes with matplotlib and torchvision
+        raise OptkitError("Pillow", "not installed", "is needed to read and write PNG files",
+                          "pip install pillow") from exc
+    return Image
+
+
+def encode_png(images: np.ndarray) -> list[bytes]:
+    """NHWC images in [0, 1] (one or three channels) as PNG files in memory, one ``bytes`` each.
+
+    What a data set looks like on disk: compressed 8-bit files that must be decoded before a model
+    can use them. Values are rounded to 8 bits, so decoding gives the images back within 1/255.
+
+    Taught in 07_tensorflow_and_tflite.
+    """
+    import io
+
+    Image = _pil_image()
+    x = np.asarray(images)
+    if x.ndim != 4 or x.shape[-1] not in (1, 3):
+        raise OptkitError("images", f"array of shape {x.shape}", "is not a batch of NHWC images with 1 or 3 channels",
+                          "pass (N, H, W, C) images, e.g. optkit.runtimes.tflow.keras_arrays(dataset, 'test')[0]")
+    pixels = np.round(np.clip(x, 0.0, 1.0) * 255).astype(np.uint8)
+    files = []
+    for img in pixels:
+        buf = io.BytesIO()
+        Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(buf, format="PNG")
+        files.append(buf.getvalue())
+    return files
+
+
+def decode_png(png, channels: int = 1):
+    """TensorFlow ops that decode one PNG file and scale it to float32 in [0, 1] (HWC).
+
+    The ``map_fn`` of :func:`pipeline` over :func:`encode_png` files: it runs in TensorFlow's C++
+    runtime, so ``tf.data`` can parallelise it (AUTOTUNE) and overlap it with the model (prefetch).
+
+    Taught in 07_tensorflow_and_tflite.
+    """
+    tf = import_tensorflow()
+    return tf.cast(tf.io.decode_png(png, channels=channels), tf.float32) / 255.0
+
+
+def python_batches(files: Sequence[bytes], batch_size: int = 256):
+    """The naive input loop: decode PNG files one at a time in Python (PIL), scale, stack batches.
+
+    A generator of float32 NHWC batches (the last one may be smaller), equal to what
+    ``pipeline(files, map_fn=decode_png)`` yields. It is the baseline of the ``tf.data`` lesson:
+    interpreter overhead for every image, and no overlap with the model.
+
+    Taught in 07_tensorflow_and_tflite.
+    """
+    import io
+
+    check_range("batch_size", batch_size, 1)
+    Image = _pil_image()
+    batch = []
+    for png in files:
+        img = np.asarray(Image.open(io.BytesIO(png)), dtype=np.float32) / 255.0
+        batch.append(img[..., None] if img.ndim == 2 else img)
+        if len(batch) == batch_size:
+            yield np.stack(batch)
+            batch = []
+    if batch:
+        yield np.stack(batch)
 
 
 # --------------------------------------------------------------------------- Keras models

@@ -1,8 +1,9 @@
 """tensorflow-model-optimization recipes: pruning, clustering, QAT and prune-preserving QAT.
 
 Owns :func:`pruning_schedule` (a ``PolynomialDecay`` that really fires on a short run),
-:func:`prune_model`, :func:`quantize_aware`, :func:`prune_preserving_qat`, :func:`cluster_model`
-and the checks of what they did, :func:`sparsity` (:class:`SparsityInfo`) and
+:func:`plan_pruning` (:class:`PruningPlan`: which layers to prune, and how hard, so the whole
+model reaches a sparsity), :func:`prune_model`, :func:`quantize_aware`, :func:`prune_preserving_qat`,
+:func:`cluster_model` and the checks of what they did, :func:`sparsity` (:class:`SparsityInfo`) and
 :func:`distinct_values`. tfmot needs Keras 2 (``tf_keras``) models; :func:`require_keras2` in
 :mod:`.env` says so up front.
 
@@ -23,8 +24,8 @@ from optkit.core.errors import OptkitError, check_range
 from optkit.runtimes.tflow.env import _keras, import_tfmot, require_keras2, silenced
 from optkit.runtimes.tflow.models import fit
 
-__all__ = ["pruning_schedule", "prune_model", "quantize_aware", "cluster_model", "prune_preserving_qat",
-           "sparsity", "SparsityInfo", "distinct_values"]
+__all__ = ["pruning_schedule", "plan_pruning", "PruningPlan", "prune_model", "quantize_aware", "cluster_model",
+           "prune_preserving_qat", "sparsity", "SparsityInfo", "distinct_values"]
 
 
 def _kernels(model) -> list[tuple[str, np.ndarray]]:
@@ -71,6 +72,56 @@ def distinct_values(model) -> dict[str, int]:
     Taught in 07_tensorflow_and_tflite.
     """
     return {name: int(np.unique(w).size) for name, w in _kernels(model)}
+
+
+@dataclass
+class PruningPlan:
+    """Which kernels to prune and how hard, so that ``sparsity`` of *all* kernel weights end up zero.
+
+    ``kernel_sizes``: kernel weights per layer; ``pruned``: the layers with at least ``min_weights``
+    of them; ``layer_sparsity``: the sparsity each pruned layer gets (capped at ``cap``);
+    ``expected_sparsity``: the fraction of all kernel weights that are then zero (below ``sparsity``
+    only when the cap bites).
+    """
+
+    kernel_sizes: dict
+    min_weights: int
+    sparsity: float
+    layer_sparsity: float
+    pruned: list = field(default_factory=list)
+
+    @property
+    def expected_sparsity(self) -> float:
+        total = sum(self.kernel_sizes.values())
+        pruned = sum(self.kernel_sizes[name] for name in self.pruned)
+        return self.layer_sparsity * pruned / total if total else 0.0
+
+    def __repr__(self) -> str:
+        return (f"kernel weights per layer: {self.kernel_sizes}; pruning the layers with >= {self.min_weights:,} to "
+                f"{100 * self.layer_sparsity:.2f} % each ({100 * self.expected_sparsity:.2f} % of all kernel weights)")
+
+
+def plan_pruning(model, sparsity: float, *, min_weights: int = 0, cap: float = 0.99) -> PruningPlan:
+    """Plan magnitude pruning that leaves small layers dense and still zeroes ``sparsity`` of all kernel weights.
+
+    Layers whose kernel holds fewer than ``min_weights`` weights (a first conv, a small classifier)
+    save nothing measurable and lose accuracy when pruned; the others are pruned a little harder,
+    ``sparsity * total / prunable``, capped at ``cap``. Pass ``plan.layer_sparsity`` and the same
+    ``min_weights`` to :func:`prune_model`. Works on Keras 2 and Keras 3 models (no tfmot needed).
+
+    Taught in 07_tensorflow_and_tflite.
+    """
+    check_range("sparsity", sparsity, 0.0, 1.0, high_open=True)
+    check_range("min_weights", min_weights, 0)
+    check_range("cap", cap, 0.0, 1.0, low_open=True, high_open=True)
+    sizes = {layer.name: int(np.prod(layer.kernel.shape)) for layer in model.layers
+             if getattr(layer, "kernel", None) is not None}
+    pruned = [name for name, n in sizes.items() if n >= min_weights]
+    if not pruned:
+        raise OptkitError("min_weights", min_weights, f"leaves no layer to prune (kernel sizes: {sizes})",
+                          "lower min_weights below the largest kernel's size")
+    share = sum(sizes[name] for name in pruned) / sum(sizes.values())
+    return PruningPlan(sizes, int(min_weights), float(sparsity), min(float(sparsity) / share, float(cap)), pruned)
 
 
 @renamed_keyword("target_sparsity", "sparsity")

@@ -11,7 +11,10 @@
   :func:`factorize` for a whole model;
 - :mod:`.blocks`: **efficient blocks**: :class:`ConvBNReLU` (a standard convolution),
   :class:`DepthwiseSeparableConv` (MobileNetV1) and :class:`InvertedResidual` (MobileNetV2), with
-  the same input and output shapes so their parameters, MACs and latency can be compared.
+  the same input and output shapes so their parameters, MACs and latency can be compared;
+- :mod:`.measuring`: **measuring them**: :func:`as_variant` (a compressed model as a
+  ``variant.Variant``, sized by what it stores, run decompressed) and :func:`compare_blocks` (blocks
+  timed in both memory layouts, interleaved, as Records under a workload of their own).
 
 ``layers=`` names the model's own modules (``"fc1"``), as everywhere in optkit.
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 from optkit.techniques.compress.blocks import ConvBNReLU, DepthwiseSeparableConv, InvertedResidual
 from optkit.techniques.compress.low_rank import (LowRankConv2d, LowRankLinear, choose_rank, factorize, factorize_conv2d,
                                                  factorize_linear, singular_values)
+from optkit.techniques.compress.measuring import LAYOUTS, as_variant, compare_blocks
 from optkit.techniques.compress.weight_sharing import (LayerStorage, SharedConv2d, SharedLinear, StorageReport,
                                                        decompress, index_bits, kmeans_1d, pack_indices,
                                                        share_weights, shared_layers, storage_report, unpack_indices)
@@ -52,4 +56,8 @@ __all__ = [
     "ConvBNReLU",
     "DepthwiseSeparableConv",
     "InvertedResidual",
+    # measuring
+    "as_variant",
+    "compare_blocks",
+    "LAYOUTS",
 ]

@@ -5,7 +5,8 @@ Two kinds of pruning, and what each one buys:
 - **Unstructured** (:mod:`.masks`): zero single weights by magnitude (:func:`prune_unstructured_`
   per layer, :func:`prune_global_` with one threshold, both in place), fold the masks in
   (:func:`make_permanent`), and measure what the zeros buy: :func:`sparsity_report`,
-  :func:`compressed_size` (gzip, CSR), :func:`recalibrate_batchnorm`.
+  :func:`compressed_size` (gzip, CSR), :func:`storage_stats` (nonzero parameters and gzip bytes, for a
+  comparison's records), :func:`recalibrate_batchnorm`.
 - **Structured** (:mod:`.graph`, :mod:`.structured`): remove whole channels, so the model is
   physically smaller and faster. :class:`DependencyGraph` traces the model with ``torch.fx``
   into :class:`Group` s of channels that must go together (residual adds included);
@@ -37,6 +38,7 @@ from optkit.techniques.prune.masks import (
     recalibrate_batchnorm,
     serialized_size,
     sparsity_report,
+    storage_stats,
 )
 from optkit.techniques.prune.schedule import (
     PruneHistory,
@@ -63,6 +65,7 @@ __all__ = [
     "sparsity_report",
     "serialized_size",
     "compressed_size",
+    "storage_stats",
     "mask_overhead_bytes",
     # unstructured (masks)
     "magnitude_mask",

@@ -11,7 +11,8 @@ pruned tensor.
 
 Around them: :func:`sparsity_report` (per layer and total), :func:`recalibrate_batchnorm`
 (fresh BatchNorm statistics after pruning, no training) and :func:`serialized_size` /
-:func:`compressed_size` (what a file of the model costs, raw, gzipped or in CSR form). The
+:func:`compressed_size` (what a file of the model costs, raw, gzipped or in CSR form), gathered
+for a comparison's records by :func:`storage_stats`. The
 layer-name helpers here (:func:`prunable_layers`) are shared by :mod:`.schedule` and
 :mod:`.structured`.
 
@@ -42,6 +43,7 @@ __all__ = [
     "sparsity_report",
     "serialized_size",
     "compressed_size",
+    "storage_stats",
     "mask_overhead_bytes",
     # unstructured
     "magnitude_mask",
@@ -267,6 +269,29 @@ def compressed_size(model: nn.Module, method: str = "gzip", level: int = 9) -> i
         crow = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=dense.shape[0]))]).astype(np.int32)
         parts += [dense[rows, cols].tobytes(), cols.astype(np.int32).tobytes(), crow.tobytes()]
     return len(gzip.compress(b"".join(parts), compresslevel=level, mtime=0))
+
+
+def storage_stats(model: nn.Module, reference: nn.Module | None = None) -> dict[str, int | float]:
+    """What a model's zeros buy on disk, as keys for ``Record.extra``.
+
+    ``nonzero_params``: parameters that are not exactly zero (every parameter, biases and
+    BatchNorm included, masks folded in); ``gzip_bytes``: :func:`compressed_size` of the state
+    dict; with a ``reference`` model (the dense one), ``gzip_ratio`` = the reference's gzip bytes /
+    this model's (above 1: smaller once compressed; 1.0 for the reference itself). Add them to
+    the records of a comparison (``r.extra.update(storage_stats(net, reference=dense))``) and show
+    them with ``report.tables(records, extra=["nonzero_params", "gzip_bytes", "gzip_ratio"])``.
+
+    Taught in 03_pruning.
+    """
+    report = sparsity_report(model)
+    stats: dict[str, int | float] = {"nonzero_params": report.params_total - report.params_zeros,
+                                     "gzip_bytes": compressed_size(model)}
+    if reference is not None:
+        if not isinstance(reference, nn.Module):
+            raise OptkitError("reference", type(reference).__name__, "is not a torch.nn.Module",
+                              "pass the dense model the ratio is taken against")
+        stats["gzip_ratio"] = compressed_size(reference) / stats["gzip_bytes"]
+    return stats
 
 
 def _effective_state(model: nn.Module) -> dict[str, torch.Tensor]:

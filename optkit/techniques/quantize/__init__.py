@@ -11,11 +11,12 @@ Split the way torchao splits ``quant_primitives`` from ``quant_api``:
   calibration), :func:`legacy_static_int8` (the deprecated eager path, kept to explain its
   warning), :func:`qat_int8`, :func:`reduced_float` (bf16/fp16), with :func:`int8_reduce_range`,
   :func:`compile_frozen` and :func:`quiet_torchao`;
-- :mod:`.result`: :class:`Quantized`, what every recipe returns (evaluate it, or measure it into a
-  :class:`optkit.core.record.Record`), and :func:`parity`;
+- :mod:`.result`: :class:`Quantized`, what every recipe returns (evaluate it, turn it into a
+  :class:`optkit.core.variant.Variant` for ``variant.evaluate``, or time it alone into a
+  :class:`optkit.core.record.Record`), :func:`parity` and :func:`fixed_batches`;
 - :mod:`.analysis`: :func:`sensitivity` (one layer at a time), :func:`mixed_precision` (keep the
-  most sensitive layers in float), and what a model really stores (:func:`weight_storage`,
-  :func:`int8_tensors`).
+  most sensitive layers in float), what a model really stores (:func:`weight_storage`,
+  :func:`int8_tensors`), and the fp32 baselines an int8 model must beat (:func:`float_variants`).
 
 Layer types are chosen with ``kinds=`` (``"linear"``, ``"conv2d"``); ``layers=`` names a model's
 own modules everywhere in optkit (the 0.1 keyword ``layers=`` of :func:`dynamic_int8` and
@@ -28,13 +29,13 @@ from __future__ import annotations
 
 from optkit.techniques.quantize.primitives import (choose_qparams, dequantize, fake_quantize, qrange, quantization_error,
                                                    quantize, sqnr)
-from optkit.techniques.quantize.result import Quantized, parity
+from optkit.techniques.quantize.result import Quantized, fixed_batches, parity
 from optkit.techniques.quantize import recipes as _recipes
 from optkit.techniques.quantize.recipes import (compile_frozen, drop_dead_weights_, dynamic_int8, int8_reduce_range,
                                                 legacy_static_int8, pt2e_int8, qat_int8, quiet_torchao, reduced_float,
                                                 static_int8)
-from optkit.techniques.quantize.analysis import (LayerSensitivity, int8_tensors, mixed_precision, sensitivity,
-                                                 state_dict_size, weight_storage)
+from optkit.techniques.quantize.analysis import (LayerSensitivity, float_variants, int8_tensors, mixed_precision,
+                                                 sensitivity, state_dict_size, weight_storage)
 
 __all__ = [
     # arithmetic
@@ -44,6 +45,8 @@ __all__ = [
     "LayerSensitivity", "sensitivity", "mixed_precision",
     # helpers
     "state_dict_size", "weight_storage", "int8_tensors", "quiet_torchao", "parity", "int8_reduce_range",
+    # comparisons (variant.evaluate)
+    "float_variants", "fixed_batches",
 ]
 
 #: private, but 02_quantization builds its PT2E walk-through on it as ``quantize._x86_quantizer``

@@ -1,13 +1,15 @@
 """What quantization costs and saves, layer by layer: :func:`sensitivity` (quantize one layer at a
-time and measure), :func:`mixed_precision` (keep the most sensitive layers in float), and the
+time and measure), :func:`mixed_precision` (keep the most sensitive layers in float), the
 storage accounting that shows what a quantized model really stores (:func:`weight_storage`,
-:func:`int8_tensors`, looking inside torchao tensor subclasses and legacy packed parameters).
+:func:`int8_tensors`, looking inside torchao tensor subclasses and legacy packed parameters),
+and the honest float baselines an int8 model is compared with (:func:`float_variants`).
 
 Taught in 02_quantization.
 """
 from __future__ import annotations
 
 import contextlib
+import copy
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
@@ -18,11 +20,13 @@ from optkit.core.deprecation import renamed
 from optkit.core.deprecation import renamed_keyword
 from optkit.core.errors import check_range
 from optkit.core.sizes import model_size, state_dict_of
+from optkit.core.variant import Variant
 from optkit.techniques.quantize.primitives import fake_quantize, qrange, sqnr
-from optkit.techniques.quantize.recipes import _check_model, _kinds, _require_layers, static_int8
-from optkit.techniques.quantize.result import Quantized, _as_xy, _logits
+from optkit.techniques.quantize.recipes import _check_model, _kinds, _require_layers, compile_frozen, static_int8
+from optkit.techniques.quantize.result import Quantized, _as_xy, _logits, fixed_batches
 
-__all__ = ["weight_storage", "int8_tensors", "state_dict_size", "LayerSensitivity", "sensitivity", "mixed_precision"]
+__all__ = ["weight_storage", "int8_tensors", "state_dict_size", "LayerSensitivity", "sensitivity", "mixed_precision",
+           "float_variants"]
 
 
 # =============================================================================== storage
@@ -177,3 +181,44 @@ def mixed_precision(model: nn.Module, calibration: Any, example: torch.Tensor,
     q = static_int8(model, calibration, example, skip=skip, **static_kw)
     q.info["keep_float"] = int(keep_float)
     return q
+
+
+# =============================================================================== baselines
+
+def float_variants(model: nn.Module, prefix: str = "", *, shapes: Sequence[int] = (1, 32),
+                   channels_last: bool = True, compile: bool = True) -> list[Variant]:
+    """The fp32 versions of ``model`` an int8 variant has to beat, as :class:`optkit.core.variant.Variant` s.
+
+    An int8 speed-up means something only against the *best* float model, not the slowest, and
+    on a CPU two cheap changes can each speed up convolutions. In order:
+
+    - ``"{prefix}fp32 eager"``: the model itself;
+    - ``"{prefix}fp32 channels_last"`` (``channels_last=True``, for 4-D image inputs): a copy in
+      the channels-last memory format, its input converted on each call;
+    - ``"{prefix}fp32 compiled"`` (``compile=True``): :func:`compile_frozen` on a copy (freezing,
+      static shapes), wrapped in :func:`fixed_batches` with ``shapes``, the batch sizes the
+      comparison times, so scoring the test set compiles nothing more.
+
+    Each carries the model's state-dict size. Time them together with the
+    int8 variants in one :func:`optkit.core.variant.evaluate` and take the fastest float one as the
+    baseline (``report.fastest_float``). The input model is not modified.
+
+    Taught in 02_quantization.
+    """
+    model = _check_model(model)
+    common = {"technique": "baseline", "precision": "fp32", "size_bytes": model_size(model)}
+    out = [Variant(f"{prefix}fp32 eager", model, **{**common, "technique": "fp32 eager"})]
+    if channels_last:
+        cl_model = copy.deepcopy(model).to(memory_format=torch.channels_last)
+
+        def run_channels_last(x):
+            return cl_model(x.contiguous(memory_format=torch.channels_last))
+
+        out.append(Variant(f"{prefix}fp32 channels_last", run_channels_last, config={"memory_format": "channels_last"},
+                           **{**common, "technique": "fp32 channels_last"}))
+    if compile:
+        compiled = compile_frozen(copy.deepcopy(model))
+        out.append(Variant(f"{prefix}fp32 compiled", fixed_batches(compiled, shapes), runtime="inductor",
+                           config={"freezing": True, "dynamic": False},
+                           **{**common, "technique": "fp32 compiled (freezing)"}))
+    return out
