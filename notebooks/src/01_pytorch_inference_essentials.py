@@ -3,15 +3,16 @@
 #
 # Before quantizing or pruning anything, get the basics right: the mode, autograd, dtype, threads,
 # memory layout, compilation and the input pipeline. Each is one line of code, several are worth
-# more than a clever optimization, and one of them (compilation) is the baseline every later
-# notebook must beat.
+# more than a clever optimization, and the fastest float version they produce is the baseline every
+# later notebook must beat.
 #
 # **You will learn to**
 # - put a model in inference mode properly (`eval()`, `inference_mode`) and see what goes wrong if you don't;
 # - measure dtype (fp32, bf16), threads, `channels_last`, `torch.compile`, `torch.export` + AOTInductor;
 # - recognise TorchScript as legacy (and the warning it prints);
 # - load weights safely onto the right device, keep the model fed, and profile where time goes;
-# - know the GPU-only switches (cuDNN benchmark, half precision, CUDA graphs, multi-GPU) and when they apply.
+# - know the GPU-only switches (cuDNN benchmark, half precision, CUDA graphs, multi-GPU) and when they apply;
+# - put every variant through `variant.evaluate` for one honest closing table, against the fastest float variant.
 #
 # **Time:** about 4 minutes on a 2-core laptop (two compilations take most of it). **GPU:** optional;
 # the GPU section runs when one is present and says why it skips otherwise.
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 
 import optkit
-from optkit.core import bench, record, report
+from optkit.core import bench, record, report, variant
 from optkit import data
 from optkit.course import notebook
 from optkit.course.exercises import nb01 as exercises
@@ -50,12 +51,20 @@ env = notebook.setup(threads=threads)
 fmnist = data.fashion_mnist()
 test_subset = fmnist.test.subset(eval_samples)
 x1, xb = fmnist.example_batch(1), fmnist.example_batch(batch_size)
-variants = {}  # technique -> how to run it at `batch_size`, plus what we know about it
+variants, convert_of = [], {}  # the closing table's variants (section 10 measures them all in one run)
 
 
-def add(technique, fn, accuracy=None, size_bytes=None):
-    """Register a variant for the closing table, which times all of them interleaved in one run."""
-    variants[technique] = dict(fn=fn, accuracy=accuracy, size_bytes=size_bytes)
+def to_cl(x):
+    """The same batch in channels_last (NHWC) memory layout."""
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def add(name, predict, prep=None, **fields):
+    """Register a variant.Variant for the closing table. ``prep`` turns an input batch into what
+    ``predict`` takes (a layout, a dtype): once for the timing batch, and for every evaluation batch."""
+    prep = prep or (lambda x: x)
+    variants.append(variant.Variant(name, predict, inputs={batch_size: prep(xb)}, **fields))
+    convert_of[name] = lambda a: prep(torch.from_numpy(np.array(a)))  # a copy: the data's arrays are read-only
 
 # %% [markdown]
 # ## 1 · `eval()` and `inference_mode`
@@ -117,11 +126,18 @@ def inference():
         net(xb)
 
 
+def autograd_on(x):
+    """The closing table's autograd-on variant: evaluate runs every variant under inference_mode,
+    so this switches it off again (and copies an input made under it, which autograd refuses to save)."""
+    with torch.inference_mode(False):
+        return net(x.clone() if x.is_inference() else x)
+
+
 cmp = bench.compare({f"{model_name} b{batch_size} autograd on": plain, f"{model_name} b{batch_size} no_grad": no_grad,
                      f"{model_name} b{batch_size} inference_mode": inference}, batch_size=batch_size,
                     max_time_s=max_time_s)
-add("eager fp32 (autograd on)", plain)
-add("eager fp32 inference_mode", inference, accuracy=accuracy_eval, size_bytes=model_files.model_size(net))
+add("eager fp32 (autograd on)", autograd_on, technique="autograd on")
+add("eager fp32 inference_mode", net, technique="inference_mode", size_bytes=model_files.model_size(net))
 print("Measured on:", bench.environment_line())
 cmp.table()
 
@@ -161,21 +177,28 @@ for bs, x in [(1, x1), (batch_size, xb)]:
             with bench.threads(n), torch.inference_mode():
                 net(x)
         fns[f"{model_name} b{bs} {n} thread(s)"] = fn
-    cmp_t = bench.compare(fns, batch_size=bs, max_time_s=max_time_s)
-    if bs == batch_size and n_cores > 1:
-        add("eager fp32, 1 thread", fns[f"{model_name} b{bs} 1 thread(s)"])
-    print(cmp_t)
+    print(bench.compare(fns, batch_size=bs, max_time_s=max_time_s))
+
+
+def one_thread(x):
+    with bench.threads(1):
+        return net(x)
+
+
+if n_cores > 1:
+    add("eager fp32, 1 thread", one_thread, technique="1 thread", config={"threads": 1})
 
 # %% [markdown]
 # ## 3 · Memory format: `channels_last`
 # Convolutions on x86 run fastest on NHWC data (channels last); PyTorch's default is NCHW, so
 # oneDNN converts back and forth around every convolution. Converting the model and the input once
-# removes that. This is the *fp32 baseline* later notebooks compare against, not the slower default.
+# removes that. Later notebooks compare against the fastest float version of a model, whichever it
+# turns out to be on your machine; the closing table (section 10) finds it.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 net_cl = models.pretrained(model_name).to(memory_format=torch.channels_last)
-xb_cl = xb.contiguous(memory_format=torch.channels_last)
+xb_cl = to_cl(xb)
 
 
 def eager_cl():
@@ -186,7 +209,7 @@ def eager_cl():
 cmp_cl = bench.compare({f"{model_name} b{batch_size} eager fp32": inference,
                         f"{model_name} b{batch_size} channels_last": eager_cl},
                        batch_size=batch_size, max_time_s=max_time_s)
-add("channels_last", eager_cl, accuracy=models.evaluate(net_cl, test_subset).accuracy)
+add("channels_last", net_cl, prep=to_cl, technique="channels_last", config={"memory_format": "channels_last"})
 print(cmp_cl)
 
 # %% [markdown]
@@ -209,9 +232,14 @@ def bf16_model():
         net_bf16(xb_bf16)
 
 
+def autocast_bf16(x):
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        return net(x)
+
+
 def bf16_autocast():
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
-        net(xb)
+    with torch.inference_mode():
+        autocast_bf16(xb)
 
 
 cmp_bf = bench.compare({f"{model_name} b{batch_size} eager fp32": inference,
@@ -224,15 +252,18 @@ print(cmp_bf)
 acc_bf16 = models.evaluate(lambda x: net_bf16(x.to(torch.bfloat16)), test_subset).accuracy
 print(f"bf16 weights: accuracy {100 * acc_bf16:.2f} % vs fp32 {100 * accuracy_eval:.2f} %; "
       f"state dict {model_files.model_size(net_bf16) / 1e6:.2f} MB vs {model_files.model_size(net) / 1e6:.2f} MB")
-add("bf16 weights", bf16_model, accuracy=acc_bf16, size_bytes=model_files.model_size(net_bf16))
-add("bf16 autocast", bf16_autocast)
+add("bf16 weights", net_bf16, prep=lambda x: x.to(torch.bfloat16), technique="bf16 weights", precision="bf16",
+    size_bytes=model_files.model_size(net_bf16))
+add("bf16 autocast", autocast_bf16, technique="bf16 autocast", precision="mixed")
 
 # %% [markdown]
 # ## 5 · `torch.compile`
 # `torch.compile` captures the model as a graph and generates fused kernels (Inductor). The first
 # call compiles (seconds); later calls are fast. On CPU, `freezing` also folds weights into the
 # graph as constants (BatchNorm into convolutions, weight layouts prepacked), which matters for
-# inference. The compiled code is cached under the system's temp folder.
+# inference. The compiled code is cached under the system's temp folder. `dynamic=False` compiles
+# one graph specialised to each batch size it meets, every one under the settings it was compiled
+# with (a model served at fixed batch sizes wants exactly that).
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -246,11 +277,11 @@ if run_compile:
         torch._dynamo.reset()
         model_c = models.pretrained(model_name).to(memory_format=torch.channels_last)
         with inductor_config.patch(freezing=freeze), torch.inference_mode():
-            fn_c = torch.compile(model_c)
+            fn_c = torch.compile(model_c, dynamic=False)
             t0 = time.perf_counter()
             fn_c(xb_cl)
             first = time.perf_counter() - t0
-            fn_c(x1.contiguous(memory_format=torch.channels_last))  # batch 1 too (may recompile)
+            fn_c(to_cl(x1))  # batch 1 too: a second graph
         compiled[label] = fn_c
         print(f"{label}: first call (compilation) {first:.1f} s")
 else:
@@ -265,10 +296,10 @@ if compiled:
             with torch.inference_mode():
                 fn_c(xb_cl)
         fns[f"{model_name} b{batch_size} {label}"] = call
-    cmp_c = bench.compare(fns, batch_size=batch_size, max_time_s=max_time_s)
-    for label in compiled:
-        add(label, fns[f"{model_name} b{batch_size} {label}"])
-    print(cmp_c)
+    print(bench.compare(fns, batch_size=batch_size, max_time_s=max_time_s))
+    for label, fn_c in compiled.items():
+        add(label, fn_c, prep=to_cl, technique=label, runtime="torch.compile",
+            config={"freezing": label.endswith("freezing"), "dynamic": False, "memory_format": "channels_last"})
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -279,7 +310,9 @@ if compiled:
         out = fn_c(xb_cl)
     parity = optkit.core.verify.compare_outputs(ref, out)
     print(f"compiled (frozen) vs eager on {batch_size} real images: {parity}")
-    print("Fused kernels sum in a different order, so logits differ in the last digits; the predictions agree.")
+    print("Fused kernels sum in a different order, so logits differ in the last digits; "
+          + ("the predictions agree." if parity.top1_agreement == 1 else
+             f"top-1 agreement {parity.top1_agreement:.1%}: a near-tie flipped."))
 
 # %% [markdown]
 # ## 6 · `torch.export` and AOTInductor: a deployable artifact
@@ -318,8 +351,32 @@ if run_compile:
     cmp_a = bench.compare({f"{model_name} b{batch_size} eager fp32": inference,
                            f"{model_name} b{batch_size} AOTInductor": aoti_call},
                           batch_size=batch_size, max_time_s=max_time_s)
-    add("AOTInductor", aoti_call, size_bytes=model_files.file_size(aoti_path))
+    add("AOTInductor", aoti, technique="AOTInductor", runtime="AOTInductor", artifact=aoti_path,
+        size_bytes=model_files.file_size(aoti_path))
     print(cmp_a)
+
+# %% [markdown]
+# A compiled package is built for the inputs it was compiled with, down to their *strides* (how far
+# apart in memory neighbouring elements are). A batch of one-channel images has a channel dimension
+# of size 1, whose stride can be anything without moving a byte: `xb` carries 784 there, while a
+# batch sliced from a numpy array may carry 1. Both are the same images. Below, the package and eager
+# PyTorch run on both forms of the same batch; where the package's agreement is not 100 % on the
+# second form, it answers wrongly *without an error*. The remedy is a fresh contiguous copy
+# (`x.clone(memory_format=torch.contiguous_format)`, or `np.array(batch)` before `torch.from_numpy`,
+# which the closing table does), and the lesson is to check every artifact's accuracy rather than
+# trust it.
+
+# %%
+# NBCHECK_APPROX agreement
+if run_compile:
+    odd = xb.as_strided(xb.shape, (xb.stride(0), 1, *xb.stride()[2:]))  # the same bytes; channel stride 1
+    with torch.inference_mode():
+        for label, x in [(f"strides {tuple(xb.stride())}", xb), (f"strides {tuple(odd.stride())}", odd)]:
+            p = optkit.core.verify.compare_outputs(net(x), aoti(x))
+            print(f"AOTInductor vs eager, {label}: top-1 agreement {p.top1_agreement:.1%}"
+                  f"{'' if p.top1_agreement == 1 else '  <- wrong answers, and no error'}")
+else:
+    print("run_compile=False: no AOTInductor package to check")
 
 # %% [markdown]
 # ## 7 · TorchScript: legacy
@@ -345,7 +402,7 @@ with warnings.catch_warnings():
     cmp_ts = bench.compare({f"{model_name} b{batch_size} eager fp32": inference,
                             f"{model_name} b{batch_size} TorchScript (legacy)": ts_call},
                            batch_size=batch_size, max_time_s=max_time_s)
-add("TorchScript (legacy)", ts_call)
+add("TorchScript (legacy)", scripted, technique="TorchScript", runtime="TorchScript")
 print(cmp_ts)
 
 # %% [markdown]
@@ -437,34 +494,86 @@ else:
 
 # %% [markdown]
 # ## 10 · Every variant on this machine
-# The table below is the point of this notebook: the same model, the same inputs, the same machine,
-# and all variants timed **in one interleaved run** (round-robin blocks), so a busy moment of the
-# machine cannot favour one of them. Speed-ups are against plain eager fp32 with `inference_mode`.
+# The table below is the point of this notebook: the same model, the same inputs, the same machine.
+# Every variant registered above goes through the one measurement path, `variant.evaluate`: its
+# accuracy and its top-1 agreement with eager fp32 on the same `eval_samples` test images, then its
+# latency at `batch_size`, all variants timed **in one interleaved run** (round-robin blocks), so a
+# busy moment of the machine cannot favour one of them. The baseline is the fastest float variant of
+# this very run (`report.fastest_float`; every variant here computes in fp32 or bf16, so it is the
+# fastest row and every other `speedup` is below 1); `vs_eager` is the speed-up over plain eager fp32
+# with `inference_mode`.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-final = bench.compare({t: v["fn"] for t, v in variants.items()}, batch_size=batch_size,
-                      max_time_s=2 * max_time_s, rounds=8)
-records = [record.Record.from_measurement(final[t], name=t, technique=t, runtime="pytorch",
-                                          accuracy=v["accuracy"], size_bytes=v["size_bytes"], env=env)
-           for t, v in variants.items()]
+workload = models.workload_for(fmnist, [net], n=len(test_subset))
+records = variant.evaluate(variants, workload, data=test_subset, inputs={batch_size: xb}, convert=convert_of,
+                           reference="eager fp32 inference_mode", eval_batch_size=batch_size,
+                           max_time_s=2 * max_time_s, rounds=8, env=env)
+by_name = {r.name: r for r in records}
+for r in records:  # the speed-up over plain eager, beside the one over the table's baseline
+    r.extra["vs_eager"] = by_name["eager fp32 inference_mode"].latency_ms / r.latency_ms
 record.save_records(records, out / "records.json")
-print("Measured on:", bench.environment_line(), f"| {model_name}, batch {batch_size}")
-report.table(records, baseline="eager fp32 inference_mode").sort_values("speedup", ascending=False)
+baseline_name = report.fastest_float(records)
+print("Measured on:", bench.environment_line(), f"| {workload}, batch {batch_size}")
+print(f"baseline: {baseline_name!r}, the fastest float variant of this run | vs_eager: speed-up over, and "
+      "agreement: top-1 agreement with, eager fp32 inference_mode")
+report.table(records, baseline=baseline_name, extra=["precision", "vs_eager"],
+             columns=["runtime", "precision", "latency_ms", "p99_ms", "throughput", "size_mb", "accuracy",
+                      "agreement", "speedup", "vs_eager", "acc_delta"]).sort_values("speedup", ascending=False).round(4)
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-best = min(records, key=lambda r: r.latency_ms)
-speedup = final.speedup("eager fp32 inference_mode", best.name)
-notebook.headline(f"best variant at batch {batch_size}", best.technique, note=f"{best.latency_ms:.2f} ms")
-notebook.headline(f"{best.technique} over eager fp32", speedup, "x", fmt=".2f", note=bench.environment_line())
-fig = report.plot_latency(final, log=True)
-display(fig)
+best = by_name[baseline_name]
+notebook.headline(f"best variant at batch {batch_size}", best.name, note=f"{best.latency_ms:.2f} ms")
+notebook.headline(f"{best.name} over eager fp32", best.extra["vs_eager"], "x", fmt=".2f",
+                  note=bench.environment_line())
+order = sorted(records, key=lambda r: r.latency_ms)
+ci = np.array([r.extra["ci_median_ms"] for r in order])
+medians = np.array([r.latency_ms for r in order])
+fig, ax = plt.subplots(figsize=(7, 0.35 * len(order) + 1.2), layout="constrained")
+names_ = [r.name for r in order]
+ax.errorbar(medians, names_, xerr=[medians - ci[:, 0], ci[:, 1] - medians], fmt="o", capsize=3)
+ax.plot([best.latency_ms], [baseline_name], "o", color="tab:orange", ms=9)
+ax.invert_yaxis()
+ax.grid(True, axis="x", alpha=0.3)
+ax.set_xscale("log")
+ax.set(xlabel=f"median latency at batch {batch_size} (ms, log scale; whiskers: 95 % CI of the median)",
+       title=f"{model_name}: every variant, one interleaved run (orange: the baseline)")
+plt.show()
 
 # %% [markdown]
-# **What to take away.** Whatever the table says on your machine: `eval()` is about correctness,
-# not speed; `inference_mode` is free; layout and compilation often beat a clever technique; bf16 pays
-# only where the CPU has native support. Notebook 02 quantizes against the *best* fp32 row, not eager.
+# What this run says, pair by pair. "Faster" or "slower" needs the two medians' 95 % intervals to
+# be apart; otherwise the line says the difference is inside the noise.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+def versus(a, b):
+    """How variant a's median latency compares with b's in the closing run, with the noise verdict."""
+    ra, rb = by_name[a], by_name[b]
+    (alo, ahi), (blo, bhi) = ra.extra["ci_median_ms"], rb.extra["ci_median_ms"]
+    verdict = "faster" if ahi < blo else "slower" if alo > bhi else "no difference beyond the noise"
+    return f"{a:<26} {rb.latency_ms / ra.latency_ms:5.2f}x the speed of {b:<26} ({verdict})"
+
+
+eager_ = "eager fp32 inference_mode"
+pairs = [(eager_, "eager fp32 (autograd on)"), ("channels_last", eager_), ("bf16 weights", eager_),
+         ("bf16 autocast", eager_), ("torch.compile", "channels_last"), ("torch.compile + freezing", "channels_last"),
+         ("AOTInductor", eager_), ("TorchScript (legacy)", eager_), (baseline_name, eager_)]
+for a, b in pairs:
+    if a in by_name and b in by_name and a != b:
+        print(versus(a, b))
+native_bf16 = any(v for k, v in flags.items() if "bf16" in k or "amx" in k)
+print(f"this CPU {'computes bf16 natively' if native_bf16 else 'has no native bf16 (no AVX512-BF16 or AMX flag)'}; "
+      f"bf16 weights change accuracy by {by_name['bf16 weights'].accuracy * 100 - by_name[eager_].accuracy * 100:+.2f} "
+      f"points on {eval_samples} images")
+
+# %% [markdown]
+# **What to take away.** The lines above are this machine's answers; on another CPU some flip, which
+# is why every later notebook measures its own baseline rather than trusting these. What holds
+# everywhere: `eval()` is about correctness, not speed (section 1); `inference_mode` only removes
+# work, and saves the memory autograd would hold; layout and compilation can be worth more than a
+# clever technique, and bf16 can pay only where the CPU computes it natively. Notebook 02 quantizes
+# against the *best* float row of its own run (`report.fastest_float`), not against eager.
 #
 # ## Exercises
 # **1.** Write `predict(model, x)` that returns class ids with the model in eval mode and autograd off,

@@ -132,8 +132,24 @@ class Split:
                 f"y={tuple(self.y.shape)} {self.y.dtype})")
 
 
+def _canonical_strides(a: np.ndarray) -> tuple[int, ...]:
+    strides, step = [], a.itemsize
+    for n in reversed(a.shape):
+        strides.append(step)
+        step *= n
+    return tuple(reversed(strides))
+
+
 def _readonly(a: np.ndarray) -> np.ndarray:
+    """A read-only C-ordered array with the strides a fresh array would have.
+
+    numpy calls an array contiguous whatever the stride of a size-1 axis (a reshaped image batch
+    gets stride 0 on its one channel); torch keeps that stride, and some compiled artifacts
+    (AOTInductor packages in torch 2.13) silently compute wrong answers from it.
+    """
     a = np.ascontiguousarray(a)
+    if a.strides != _canonical_strides(a):
+        a = a.copy(order="C")
     a.flags.writeable = False
     return a
 

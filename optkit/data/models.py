@@ -13,6 +13,9 @@ The models every lesson optimizes:
 :func:`evaluate` reports accuracy (overall and per class) and loss, :func:`count_params` and
 :func:`count_macs` give the model's size and work.
 
+:func:`as_variant` and :func:`workload_for` put a model and its test split into the one measurement
+path (:func:`optkit.core.variant.evaluate`), with its parameters, MACs and size filled in.
+
 Taught in 00_measure_first (baselines, MACs); train() is used for fine-tuning from 02_quantization (QAT) on.
 """
 from __future__ import annotations
@@ -32,7 +35,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from optkit.core.errors import OptkitError, check_choice, check_range
+from optkit.core.errors import OptkitError, check_choice, check_int, check_range
+from optkit.core.sizes import model_size
+from optkit.core.variant import Variant, Workload
 
 __all__ = [
     "SmallCNN",
@@ -52,6 +57,8 @@ __all__ = [
     "EvalResult",
     "count_params",
     "count_macs",
+    "as_variant",
+    "workload_for",
 ]
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository (optkit/<layer>/<module>.py)
@@ -590,3 +597,44 @@ def count_macs(model: nn.Module, example_input) -> int:
         if switched:
             _set_mode(model, True)
     return total[0]
+
+
+# --------------------------------------------------------------------------- the measurement path
+
+#: How a data set is named in a Workload label (its task, its title).
+_TASKS = {"fashion_mnist": ("Fashion-MNIST", "clothing classification"),
+          "rotten_tomatoes": ("sentence polarity", "review sentiment"), "digits": ("digits", "digit classification")}
+
+
+def as_variant(model: nn.Module, example: Any, name: str | None = None, **fields: Any) -> Variant:
+    """``model`` as a :class:`~optkit.core.variant.Variant`, with what it costs filled in: ``params``
+    (:func:`count_params`), ``macs`` per sample (:func:`count_macs` on the first row of ``example``)
+    and ``size_bytes`` (its state dict, :func:`optkit.core.sizes.model_size`). ``name`` defaults to
+    the class name; ``fields`` go to ``Variant`` (``technique``, ``precision``, ``config`` ...) and
+    win over the computed ones.
+
+    Taught in 00_measure_first.
+    """
+    if not isinstance(model, nn.Module):
+        raise OptkitError("model", type(model).__name__, "is not a torch nn.Module",
+                          "wrap other callables yourself: variant.Variant(name, predict, ...)")
+    one = example[:1] if isinstance(example, torch.Tensor) else example
+    costs = {"params": count_params(model), "macs": count_macs(model, one), "size_bytes": model_size(model)}
+    return Variant(name or type(model).__name__, model, **{**costs, **fields})
+
+
+def workload_for(dataset, models: Iterable[nn.Module | str], split: str = "test", n: int | None = None) -> Workload:
+    """The :class:`~optkit.core.variant.Workload` of ``models`` (modules or names) measured on one split
+    of ``dataset`` (its first ``n`` rows, or all): ``"SmallCNN, MLP · Fashion-MNIST test (10,000)"``.
+
+    One workload per task: models of one task may be compared (ratios, a Pareto plot); records
+    of two workloads never are. Taught in 00_measure_first.
+    """
+    names = [m if isinstance(m, str) else type(m).__name__ for m in models]
+    if not names:
+        raise OptkitError("models", names, "names no model", "pass the models measured, e.g. [net]")
+    total = len(dataset.split(split))
+    count = total if n is None else min(check_int("n", n, 1), total)
+    title, task = _TASKS.get(dataset.name, (dataset.name, "classification"))
+    rows = f"{count:,}" if count == total else f"{count:,} of {total:,}"
+    return Workload(", ".join(dict.fromkeys(names)), f"{title} {task}", f"{title} {split} ({rows})")

@@ -22,7 +22,9 @@ What it offers:
 - **Honest comparisons**: :func:`train_seeds` repeats one method over seeds (each seed fixes the
   initial weights and the batch order, the same for every method), :func:`summarize` (mean and spread over seeds) and
   :func:`paired_difference` (the difference between two methods seed by seed, with a 95 %
-  confidence interval that says whether it is inside the noise).
+  confidence interval that says whether it is inside the noise); :func:`train_sweep` trains a
+  temperature sweep and an alpha sweep around the main setting, each setting once, and
+  :func:`plot_sweep` draws them against the scratch runs.
 - :class:`StudentCNN`: a small CNN for Fashion-MNIST (about 106 k parameters, under a quarter of
   the reference ``ResNetCNN``).
 
@@ -31,7 +33,8 @@ Which submodule owns what (import everything from here, ``from optkit.techniques
 temperature and alpha checks), :mod:`.features` (``FeatureHooks``, ``projection``,
 ``feature_loss``), :mod:`.teachers` (``ema_update``, ``EMATeacher``, ``cache_teacher`` and its
 ``TeacherOutputs``), :mod:`.trainer` (``train_student``, ``Distilled``), :mod:`.experiments`
-(``train_seeds``, ``SeedRuns``, ``summarize``, ``paired_difference``, ``Difference``, ``plot_runs``).
+(``train_seeds``, ``SeedRuns``, ``summarize``, ``paired_difference``, ``Difference``, ``plot_runs``),
+:mod:`.sweeps` (``train_sweep``, ``Sweep``, ``plot_sweep``).
 
 Taught in 04_knowledge_distillation.
 """
@@ -42,6 +45,7 @@ from optkit.techniques.distill.experiments import (Difference, SeedRuns, paired_
 from optkit.techniques.distill.features import FeatureHooks, feature_loss, projection
 from optkit.techniques.distill.losses import check_alpha, check_temperature, kd_loss, soft_target_loss
 from optkit.techniques.distill.student import StudentCNN
+from optkit.techniques.distill.sweeps import Sweep, plot_sweep, train_sweep
 from optkit.techniques.distill.teachers import EMATeacher, TeacherOutputs, cache_teacher, ema_update
 from optkit.techniques.distill.trainer import Distilled, train_student
 
@@ -66,4 +70,7 @@ __all__ = [
     "Difference",
     "paired_difference",
     "plot_runs",
+    "Sweep",
+    "train_sweep",
+    "plot_sweep",
 ]
