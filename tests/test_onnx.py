@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-import warnings
 
 import numpy as np
 import pytest
@@ -372,3 +371,119 @@ def test_export_leaves_no_local_paths_in_the_file(tmp_path):
     keys = {p.key for n in proto.graph.node for p in n.metadata_props}
     assert "pkg.torch.onnx.stack_trace" not in keys
     assert str(Path(__file__).resolve().parent.parent) not in proto.SerializeToString().decode("latin-1")
+
+
+# --------------------------------------------------------------------------- comparisons (variant.evaluate)
+
+def test_to_variant_goes_through_the_one_measurement_path(cnn, exported, test_xy):
+    from optkit.core import report, variant
+
+    x, y = test_xy
+    timing = {4: torch.from_numpy(x[:4].copy())}
+    ort = ox.to_variant(exported.path, "ORT fp32", threads=1, optimization="extended", inputs=timing)
+    assert ort.runtime == ox.RUNTIME and ort.precision == "fp32" and ort.artifact == exported.path
+    assert ort.size_bytes == ox.inspect(exported.path).size_bytes
+    assert ort.config == {"optimization": "extended", "threads": 1}
+    assert isinstance(ort.inputs[4], np.ndarray) and ort.inputs[4].flags.c_contiguous  # converted once, not per call
+    eager = variant.Variant("PyTorch fp32 eager", cnn)
+    workload = variant.Workload("SmallCNN", "Fashion-MNIST classification", "test (512)")
+    records = variant.evaluate([eager, ort], workload, data=(x, y), inputs=timing,
+                               convert={"PyTorch fp32 eager": torch.from_numpy}, max_time_s=0.01, rounds=1,
+                               progress=False)
+    by_name = {r.name: r for r in records}
+    assert by_name["ORT fp32"].accuracy == by_name["PyTorch fp32 eager"].accuracy == _accuracy(ox.Runner(exported.path), x, y)
+    assert by_name["ORT fp32"].parity["top1_agreement"] == 1.0 and by_name["ORT fp32"].parity["sqnr_db"] > 80
+    assert by_name["ORT fp32"].extra["artifact"] == str(exported.path)
+    assert ox.fastest_source_float(records) == "PyTorch fp32 eager"  # the only float variant outside ORT
+    assert report.table(records, baseline=ox.fastest_source_float(records)).loc["PyTorch fp32 eager", "speedup"] == 1.0
+    runner = ox.Runner(exported.path)
+    with pytest.raises(OptkitError, match="existing Runner"):
+        ox.to_variant(runner, "r", threads=2)
+    assert ox.to_variant(runner, "r").predict(x[:3]).shape == (3, 10)
+
+
+def test_fastest_source_float_ignores_ort_and_int8():
+    from optkit.core.record import Record
+
+    def rec(name, ms, runtime, precision):
+        return Record(name=name, latency_ms=ms, runtime=runtime, extra={"precision": precision})
+
+    records = [rec("eager", 9.0, "pytorch eager", "fp32"), rec("compiled", 5.0, "inductor", "fp32"),
+               rec("torch int8", 1.0, "inductor", "int8"), rec("ORT fp32", 2.0, ox.RUNTIME, "fp32"),
+               rec("ORT int8", 0.5, ox.RUNTIME, "int8")]
+    assert ox.fastest_source_float(records) == "compiled"
+    assert ox.fastest_source_float(records[3:]) is None
+
+
+def test_linear_head_matches_the_classifier():
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(200, 6)).astype(np.float32)
+    binary = (features[:, 0] + 0.5 * features[:, 1] > 0).astype(int)
+    clf = LogisticRegression().fit(features, binary)
+    scores = ox.linear_head(clf)(features)
+    assert scores.shape == (200, 2) and scores.dtype == np.float32
+    np.testing.assert_array_equal(scores.argmax(1), clf.predict(features))
+    soft = np.exp(scores) / np.exp(scores).sum(1, keepdims=True)
+    np.testing.assert_allclose(soft, clf.predict_proba(features), atol=1e-5)
+    three = np.digitize(features[:, 0], [-0.5, 0.5])
+    clf3 = LogisticRegression().fit(features, three)
+    np.testing.assert_array_equal(ox.linear_head(clf3)(torch.from_numpy(features)).argmax(1), clf3.predict(features))
+    with pytest.raises(OptkitError, match="coef_"):
+        ox.linear_head(object())
+    with pytest.raises(OptkitError, match="are not 0"):
+        ox.linear_head(LogisticRegression().fit(features, binary + 1))
+    with pytest.raises(OptkitError, match=r"\[n, 6\]"):
+        ox.linear_head(clf)(features[:, :5])
+
+
+def test_with_head_feeds_modules_and_runners_alike(tmp_path):
+    class TwoInputs(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(4, 3)
+
+        def forward(self, a, b):
+            return self.fc(a * b)
+
+    model = TwoInputs().eval()
+    a, b = torch.randn(5, 4), torch.randn(5, 4)
+    res = ox.export(model, (a, b), tmp_path / "two.onnx")
+    names = [s.name for s in ox.Runner(res.path).inputs]
+    batch = dict(zip(names, (a.numpy(), b.numpy())))
+    double = lambda out: 2 * np.asarray(out)  # noqa: E731
+    with torch.inference_mode():
+        expected = 2 * model(a, b).numpy()
+    np.testing.assert_allclose(ox.with_head(model, double)(batch), expected, atol=1e-5)      # dict -> positional
+    np.testing.assert_allclose(ox.with_head(ox.Runner(res.path), double)(batch), expected, atol=1e-5)  # by name
+    np.testing.assert_allclose(ox.with_head(ox.Runner(res.path))((a.numpy(), b.numpy())), expected / 2, atol=1e-5)
+    with pytest.raises(OptkitError, match="training mode"):
+        ox.with_head(TwoInputs().train())
+    with pytest.raises(OptkitError, match="head"):
+        ox.with_head(model, head="softmax")
+
+
+def test_quantize_static_variants_record_every_setting(exported, calib, test_xy, tmp_path):
+    settings = {"QDQ per-channel, min-max": {}, "QDQ per-tensor": {"per_channel": False},
+                "QOperator S8S8": {"quant_format": "qoperator", "activation_type": "int8"}}
+    variants = ox.quantize_static_variants(exported.path, tmp_path / "q", calib[:2], settings, threads=1,
+                                           inputs={8: test_xy[0][:8]})
+    assert [v.name for v in variants] == list(settings)
+    paths = [Path(v.artifact) for v in variants]
+    assert len(set(paths)) == 3 and all(p.is_file() and p.parent == tmp_path / "q" for p in paths)
+    first, per_tensor, qop = variants
+    assert first.precision == "int8" and first.technique == "ORT static int8 (QDQ)"
+    assert first.config["per_channel"] is True and first.config["method"] == "minmax"
+    assert first.config["activation_type"] == "uint8" and first.config["calibration_batches"] == 2
+    assert per_tensor.config["per_channel"] is False
+    assert qop.technique == "ORT static int8 (QOperator)" and qop.config["activation_type"] == "int8"
+    assert "QLinearConv" in ox.inspect(qop.artifact).op_counts
+    assert all(v.size_bytes == ox.inspect(v.artifact).size_bytes for v in variants)
+    assert variants[0].predict(test_xy[0][:8]).shape == (8, 10)
+    with pytest.raises(OptkitError, match="not keywords"):
+        ox.quantize_static_variants(exported.path, tmp_path, calib[:1], {"x": {"per_chanel": False}})
+    with pytest.raises(OptkitError, match="already taken"):
+        ox.quantize_static_variants(exported.path, tmp_path, calib[:1], {"a-b": {}, "ab": {}})
+    with pytest.raises(OptkitError, match="non-empty"):
+        ox.quantize_static_variants(exported.path, tmp_path, calib[:1], {})

@@ -23,6 +23,13 @@ The path a PyTorch model takes to ONNX Runtime, one verb per step:
   :func:`calibration_reader` turning arrays into a ``CalibrationDataReader`` and
   :func:`layer_errors` finding the layer whose quantization hurts most (``qdq_loss_debug``).
 
+Comparisons go through the one measurement path (:func:`optkit.core.variant.evaluate`):
+:func:`to_variant` makes an ONNX model a Variant (size on disk, session options, numpy timing
+inputs), :func:`quantize_static_variants` one int8 Variant per setting, :func:`with_head` and
+:func:`linear_head` turn an encoder into a task model (accuracy, agreement), and
+:func:`fastest_source_float` picks the fair baseline of an "ORT is faster" claim (the best
+PyTorch float variant, not eager only).
+
 :func:`from_tensorflow` converts a Keras model with tf2onnx; :func:`convert_fp16` halves a model's
 precision (08_tensorrt); :func:`u8s8_matmul` shows how x86 CPUs accumulate int8 products.
 
@@ -38,7 +45,9 @@ Submodules, one job each (each imports only those listed before it; this file im
 - :mod:`.parity` - :func:`verify`;
 - :mod:`.optimization` - :func:`optimize`, :func:`simplify`;
 - :mod:`.quantization` - :func:`preprocess`, :func:`calibration_reader`, :func:`quantize_dynamic`,
-  :func:`quantize_static`, :func:`layer_errors`, :func:`convert_fp16`, :func:`u8s8_matmul`.
+  :func:`quantize_static`, :func:`layer_errors`, :func:`convert_fp16`, :func:`u8s8_matmul`;
+- :mod:`.comparing` - :func:`to_variant`, :func:`quantize_static_variants`, :func:`with_head`,
+  :func:`linear_head`, :func:`numpy_inputs`, :func:`fastest_source_float`.
 
 Every failure on bad input is an :class:`~optkit.core.errors.OptkitError`. Taught in
 06_onnx_and_onnx_runtime; used by 08_tensorrt and the capstone's ``optkit.optimize``. Importing
@@ -46,6 +55,8 @@ this package imports neither torch nor onnx nor onnxruntime: each function impor
 """
 from __future__ import annotations
 
+from optkit.runtimes.onnxrt.comparing import (RUNTIME, fastest_source_float, linear_head, numpy_inputs,
+                                              quantize_static_variants, to_variant, with_head)
 from optkit.runtimes.onnxrt.exporting import ExportResult, export, from_tensorflow
 from optkit.runtimes.onnxrt.files import TensorSpec
 from optkit.runtimes.onnxrt.inspection import ModelInfo, check, inspect, op_counts
@@ -80,6 +91,13 @@ __all__ = [
     "u8s8_matmul",
     "from_tensorflow",
     "convert_fp16",
+    "to_variant",
+    "quantize_static_variants",
+    "with_head",
+    "linear_head",
+    "numpy_inputs",
+    "fastest_source_float",
+    "RUNTIME",
     "OPTIMIZATION_LEVELS",
     "EXECUTION_MODES",
     "CALIBRATION_METHODS",
