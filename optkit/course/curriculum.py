@@ -9,7 +9,7 @@ and its headline figures (see :func:`optkit.course.notebook.headline`).
 execution of every notebook (plus parameterized runs), nbval's output comparison between the
 committed notebooks and papermill's executed copies (:mod:`optkit.course.nbcheck`, with stated
 tolerances for float results), and the browser test of JupyterLab with a widget
-(``tests/test_browser.py``).
+(``tests/course/test_browser.py``).
 
 Used by the README's two commands; taught nowhere.
 """
@@ -228,7 +228,7 @@ def test(only: list[str] | None = None) -> int:
                                cwd=ROOT, env=env) == 0
 
     def browser() -> bool:
-        # JupyterLab + headless Chromium + a widget (tests/test_browser.py); screenshots land in out_dir
+        # JupyterLab + headless Chromium + a widget (tests/course/test_browser.py); screenshots land in out_dir
         out_dir.mkdir(parents=True, exist_ok=True)
         code = subprocess.call([py, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "-m", "browser", "tests"],
                                cwd=ROOT, env={**env, "OPTKIT_RUN_DIR": str(out_dir)})

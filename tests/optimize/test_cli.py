@@ -39,7 +39,7 @@ def test_curriculum_subcommand_still_dispatches(capsys):
 def test_optimize_options_mirror_the_notebook_parameters():
     import ast
 
-    src = (Path(__file__).resolve().parent.parent / "notebooks" / "src" / "10_optimize_your_own_model.py").read_text()
+    src = (Path(__file__).resolve().parents[2] / "notebooks" / "src" / "10_optimize_your_own_model.py").read_text()
     cell = src.split('# %% tags=["parameters"]')[1].split("# %%")[0]
     names = {t.id for node in ast.parse(cell).body if isinstance(node, ast.Assign) for t in node.targets}
     options = {a.dest for a in cli.optimize_parser()._actions}
