@@ -202,3 +202,20 @@ def test_every_nbcheck_marker_names_known_kinds():
         for cell in nbformat.read(str(path), as_version=4).cells:
             if cell.cell_type == "code":
                 nbcheck.approx_kinds(cell.source)  # raises on an unknown kind
+
+
+def test_notebook_cells_stay_thin():
+    """Orchestration lives in the package (tested); a code cell holds at most 25 lines of code
+    (comments and blank lines not counted), so a learner reads what each step does."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        from build_notebooks import parse
+    finally:
+        sys.path.pop(0)
+    for src in sorted((ROOT / "notebooks" / "src").glob("[0-9][0-9]_*.py")):
+        for i, cell in enumerate(parse(src.read_text())):
+            code = [ln for ln in cell.source.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+            assert cell.cell_type != "code" or len(code) <= 25, (
+                f"{src.name}, cell {i}: {len(code)} lines of code; move the logic into optkit (with a test)")

@@ -479,7 +479,7 @@ pd.DataFrame([r.summary() for c in curves.values() for r in c]).set_index(["name
 #
 # The targets are checked on a separate, interleaved comparison at 32 clients
 # (`serve.head_to_head`: rounds rotating the order of the variants, so a drift of the machine hits
-# each alike). For the batcher the issue's latency bound is `max_wait` plus two batch compute
+# each alike). For the batcher the target's latency bound is `max_wait` plus two batch compute
 # times: a request can arrive just after a batch started, wait for it, then for its own. The
 # compute time is the median model time of the batches the batcher ran in this very comparison.
 

@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from optkit.core.bench import Measurement
 
-__all__ = ["table", "tables", "groups", "fastest", "fastest_float", "pareto_front", "plot_latency", "plot_throughput",
+__all__ = ["table", "tables", "select_columns", "groups", "fastest", "fastest_float", "pareto_front", "plot_latency", "plot_throughput",
            "plot_pareto"]
 
 # Record fields a table shows, in order; size_bytes is shown as size_mb.
@@ -189,7 +189,12 @@ def table(records: Iterable[Record], baseline: str | None = None, *, extra: Sequ
 
     Taught in 00_measure_first.
     """
-    frame = _table(records, baseline, tuple(extra))
+    return select_columns(_table(records, baseline, tuple(extra)), columns)
+
+
+def select_columns(frame: "pd.DataFrame", columns: Sequence[str] | None) -> "pd.DataFrame":
+    """``frame`` with only ``columns``, in that order (all of them for None); an unknown name raises
+    an :class:`OptkitError` that lists the columns there are."""
     if columns is None:
         return frame
     missing = [c for c in columns if c not in frame.columns]

@@ -219,10 +219,4 @@ def serving_table(records: Sequence[Record], baseline: str, *, extra: Sequence[s
         position = frame.columns.get_loc("throughput") + 1
         frame.insert(position, "throughput_ratio", frame["throughput"] / frame.loc[baseline, "throughput"])
     frame = frame.drop(columns=["speedup"], errors="ignore")
-    if columns is None:
-        return frame
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise OptkitError("columns", missing, "are not columns of this table",
-                          "choose from " + ", ".join(frame.columns))
-    return frame[list(columns)]
+    return report.select_columns(frame, columns)
