@@ -180,7 +180,8 @@ def evaluate(variants: Sequence[Variant] | Mapping[str, Variant], workload: Work
              eval_batch_size: int = 256, max_time_s: float = 2.0, rounds: int = 5,
              threads: int | None = None, env: Mapping[str, Any] | None = None,
              progress: bool = True, outputs: Mapping[str, Sequence[Any]] | None = None,
-             warmup: int = 5, min_repeats: int = 10, max_repeats: int = 200) -> list[Record]:
+             warmup: int = 5, min_repeats: int = 10, max_repeats: int = 200,
+             sync: Callable[[], Any] | None = None) -> list[Record]:
     """Verify every variant against a reference, time them interleaved, return their Records.
 
     - ``data``: the workload's evaluation data (an ``(x, y)`` pair or a split with ``.x``/``.y``;
@@ -194,7 +195,8 @@ def evaluate(variants: Sequence[Variant] | Mapping[str, Variant], workload: Work
     - ``env``: the machine description stored with each record (default ``bench.environment()``).
     - ``outputs``: ``{variant name: [output arrays on data.x]}`` already computed (e.g. by a
       verification step that ran them); those variants are not run on the data again.
-    - ``warmup``, ``min_repeats``, ``max_repeats``, ``rounds``, ``max_time_s``: passed to
+    - ``warmup``, ``min_repeats``, ``max_repeats``, ``rounds``, ``max_time_s`` and ``sync`` (e.g.
+      ``torch.cuda.synchronize``, so GPU work is timed to its end): passed to
       :func:`optkit.core.bench.compare`.
 
     Returns one Record per variant and batch size, with ``workload=str(workload)``, accuracy,
@@ -235,7 +237,7 @@ def evaluate(variants: Sequence[Variant] | Mapping[str, Variant], workload: Work
         fns = {v.name: _timed_call(v.predict, _input_for(v, inputs, bs)) for v in items}
         with verify.no_autograd():  # one context around the whole comparison, not one per call
             timings[bs] = bench.compare(fns, batch_size=bs, max_time_s=max_time_s, rounds=rounds, threads=threads,
-                                        warmup=warmup, min_repeats=min_repeats, max_repeats=max_repeats)
+                                        warmup=warmup, min_repeats=min_repeats, max_repeats=max_repeats, sync=sync)
         bar.update(1)
     bar.close()
 

@@ -156,3 +156,12 @@ def test_precomputed_outputs_are_used_and_single_scores_are_refused(toy):
         evaluate([Variant("a", net)], WORKLOAD, data=(x, y), inputs={2: x[:2]}, outputs={"b": ref})
     with pytest.raises(OptkitError, match="one score per row"):
         verify.accuracy(np.zeros((3, 1)), [0, 1, 0])
+
+
+def test_sync_is_called_around_every_timed_call(toy):
+    net, x, y = toy
+    synced = []
+    evaluate([Variant("a", net)], WORKLOAD, data=(x, y), inputs={2: torch.from_numpy(x[:2])},
+             convert=torch.from_numpy, max_time_s=0.01, rounds=1, warmup=1, min_repeats=2, env={},
+             progress=False, sync=lambda: synced.append(1))
+    assert len(synced) >= 2  # bench.compare syncs before reading the clock (what a GPU needs)
