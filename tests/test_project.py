@@ -122,12 +122,14 @@ def test_summary_lists_each_notebook_and_headlines(tmp_path):
 
     results = [
         NotebookResult("00_measure_first", str(tmp_path / "00.ipynb"), True, 61.0,
-                       headlines=[{"label": "fp32 latency b1", "value": 0.4200000001, "unit": "ms"}]),
+                       headlines=[{"label": "fp32 latency b1", "value": 0.4200000001, "unit": "ms"}],
+                       claims=[{"statement": "int8 beats fp32", "holds": False, "evidence": "0.9x"}]),
         NotebookResult("01_x", str(tmp_path / "01.ipynb"), False, 5.0, error="OptkitError: threads=0: bad"),
     ]
     write_summary(results, tmp_path)
     md = (tmp_path / "summary.md").read_text()
     assert "fp32 latency b1: 0.42 ms" in md and "**failed**: OptkitError: threads=0: bad" in md
+    assert "00_measure_first: **does not hold**: int8 beats fp32 (0.9x)" in md
     html = (tmp_path / "summary.html").read_text()
     assert "00_measure_first" in html and "failed" in html
     import json
@@ -219,3 +221,13 @@ def test_notebook_cells_stay_thin():
             code = [ln for ln in cell.source.splitlines() if ln.strip() and not ln.strip().startswith("#")]
             assert cell.cell_type != "code" or len(code) <= 25, (
                 f"{src.name}, cell {i}: {len(code)} lines of code; move the logic into optkit (with a test)")
+
+
+
+def test_notebooks_speak_to_learners():
+    """The curriculum is read by learners: no words about our issue tracker or course plan, and no
+    pointers to files a learner's clone does not have."""
+    banned = re.compile(r"the issue\b|issue asks|course plan|PLATFORM\.md|STYLE\.md|\.\./shared", re.I)
+    for src in sorted((ROOT / "notebooks" / "src").glob("[0-9][0-9]_*.py")):
+        for n, line in enumerate(src.read_text().splitlines(), 1):
+            assert not banned.search(line), f"{src.name}:{n}: {line.strip()[:80]}"

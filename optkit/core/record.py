@@ -34,7 +34,7 @@ FORMAT = "optkit.records/1"
 
 # Fields holding one number or string: the columns of a table.
 SCALAR_FIELDS = ("name", "technique", "runtime", "workload", "batch_size", "latency_ms", "p90_ms", "p99_ms",
-                 "throughput", "size_bytes", "accuracy", "params", "macs", "notes")
+                 "throughput", "size_bytes", "accuracy", "params", "macs", "notes", "p95_ms", "peak_mem_bytes")
 
 
 @dataclass(repr=False)
@@ -46,7 +46,9 @@ class Record:
     :mod:`optkit.core.report` computes ratios only between records of one workload and one batch size
     (None means "not stated" and matches anything). Units: latencies in ms,
     ``throughput`` in items/s, ``size_bytes`` in bytes, ``accuracy`` as a fraction in [0, 1],
-    ``params`` and ``macs`` as counts. ``parity`` holds the comparison with the baseline's
+    ``params`` and ``macs`` as counts, ``p95_ms`` the 95th percentile latency,
+    ``peak_mem_bytes`` the peak resident memory one call added on top of the process (see
+    :func:`optkit.core.variant.evaluate`). ``parity`` holds the comparison with the baseline's
     outputs (e.g. ``optkit.core.verify.Parity`` as a dict), ``env`` the machine it was measured on
     (``optkit.core.bench.environment()``, added by :meth:`with_env`; never collected implicitly),
     ``extra`` anything else worth keeping (JSON-serialisable).
@@ -71,6 +73,8 @@ class Record:
     env: dict[str, Any] = field(default_factory=dict)
     notes: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    p95_ms: float | None = None
+    peak_mem_bytes: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -117,7 +121,7 @@ class Record:
     def from_measurement(cls, m: "Measurement", **kw: Any) -> "Record":
         """A Record filled from a :class:`optkit.core.bench.Measurement`; ``kw`` sets or overrides fields.
 
-        Fills ``name`` (unless given), ``batch_size``, ``latency_ms`` (the median), ``p90_ms``,
+        Fills ``name`` (unless given), ``batch_size``, ``latency_ms`` (the median), ``p90_ms``, ``p95_ms``,
         ``p99_ms`` and ``throughput``, and puts the run count, the median's 95 % interval and the
         thread count in ``extra``.
 
@@ -136,7 +140,7 @@ class Record:
         extra.update(kw.pop("extra", None) or {})
         values = {
             "name": m.name, "batch_size": int(m.batch_size), "latency_ms": m.median_ms,
-            "p90_ms": m.p90_ms, "p99_ms": m.p99_ms, "throughput": m.throughput, "extra": extra,
+            "p90_ms": m.p90_ms, "p95_ms": getattr(m, "p95_ms", None), "p99_ms": m.p99_ms, "throughput": m.throughput, "extra": extra,
         }
         values.update(kw)
         return cls(**values)
@@ -296,7 +300,7 @@ def to_frame(records: Iterable[Record] | Record) -> "pd.DataFrame":
     """A DataFrame with one row per record, in order.
 
     Columns: the scalar fields (name, technique, runtime, batch_size, latency_ms, p90_ms, p99_ms,
-    throughput, size_bytes, accuracy, params, macs, notes), then scalar entries of ``parity``
+    throughput, size_bytes, accuracy, params, macs, notes, p95_ms, peak_mem_bytes), then scalar entries of ``parity``
     and ``extra`` as ``parity.<key>`` and ``extra.<key>``. ``env`` is left out (it is the same
     wide dict on every row); see :func:`optkit.core.bench.environment_line` to print it.
 

@@ -30,18 +30,20 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["table", "tables", "select_columns", "groups", "fastest", "fastest_float", "pareto_front", "plot_latency", "plot_throughput",
            "plot_pareto"]
 
-# Record fields a table shows, in order; size_bytes is shown as size_mb.
-_TABLE_COLUMNS = ("technique", "runtime", "workload", "batch_size", "latency_ms", "p90_ms", "p99_ms",
-                  "throughput", "size_bytes", "accuracy", "params", "macs")
-_NUMERIC_FIELDS = ("batch_size", "latency_ms", "p90_ms", "p99_ms", "throughput", "size_bytes",
-                   "accuracy", "params", "macs")
+# Record fields a table shows, in order; size_bytes is shown as size_mb, peak_mem_bytes as peak_mem_mb.
+_TABLE_COLUMNS = ("technique", "runtime", "workload", "batch_size", "latency_ms", "p90_ms", "p95_ms", "p99_ms",
+                  "throughput", "size_bytes", "peak_mem_bytes", "accuracy", "params", "macs")
+_NUMERIC_FIELDS = ("batch_size", "latency_ms", "p90_ms", "p95_ms", "p99_ms", "throughput", "size_bytes",
+                   "peak_mem_bytes", "accuracy", "params", "macs")
+_RENAMED = {"size_bytes": "size_mb", "peak_mem_bytes": "peak_mem_mb"}
 _LABELS = {
-    "latency_ms": "latency (ms, median)", "p90_ms": "p90 latency (ms)",
+    "latency_ms": "latency (ms, median)", "p90_ms": "p90 latency (ms)", "p95_ms": "p95 latency (ms)",
+    "peak_mem_bytes": "peak memory added by a call (MB)",
     "p99_ms": "p99 latency (ms)", "throughput": "throughput (items/s)",
     "size_bytes": "size (MB)", "accuracy": "accuracy", "params": "parameters",
     "macs": "MACs", "batch_size": "batch size",
 }
-_SCALE = {"size_bytes": 1e-6}
+_SCALE = {"size_bytes": 1e-6, "peak_mem_bytes": 1e-6}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -175,7 +177,8 @@ def table(records: Iterable[Record], baseline: str | None = None, *, extra: Sequ
     """A DataFrame indexed by name with the columns that have values, plus ratios vs a baseline.
 
     Columns (only those some record fills): technique, runtime, workload, batch_size, latency_ms,
-    p90_ms, p99_ms, throughput, size_mb (= size_bytes / 1e6), accuracy, params, macs, then
+    p90_ms, p95_ms, p99_ms, throughput, size_mb (= size_bytes / 1e6), peak_mem_mb (=
+    peak_mem_bytes / 1e6: the resident memory one call added), accuracy, params, macs, then
     ``agreement`` and ``sqnr_db`` from ``parity`` (top-1 agreement with the reference's outputs and
     their SQNR, as :func:`optkit.core.variant.evaluate` records them) and the ``extra`` keys named. With
     ``baseline`` (a record's name) three more: ``speedup`` = baseline latency / latency,
@@ -214,8 +217,8 @@ def _table(records: Iterable[Record], baseline: str | None, extra: tuple[str, ..
         row: dict[str, Any] = {"name": r.name}
         for key in _TABLE_COLUMNS:
             value = getattr(r, key)
-            if key == "size_bytes":
-                row["size_mb"] = None if _finite(value) is None else value / 1e6
+            if key in _RENAMED:
+                row[_RENAMED[key]] = None if _finite(value) is None else value / 1e6
             else:
                 row[key] = value
         row["agreement"] = r.parity.get("top1_agreement")
@@ -223,8 +226,8 @@ def _table(records: Iterable[Record], baseline: str | None, extra: tuple[str, ..
         for key in extra:
             row[key] = r.extra.get(key)
         rows.append(row)
-    frame = pd.DataFrame(rows, columns=["name", *[c if c != "size_bytes" else "size_mb"
-                                                  for c in _TABLE_COLUMNS], "agreement", "sqnr_db", *extra])
+    frame = pd.DataFrame(rows, columns=["name", *[_RENAMED.get(c, c) for c in _TABLE_COLUMNS],
+                                        "agreement", "sqnr_db", *extra])
     frame = frame.set_index("name")
     frame = frame[[c for c in frame.columns if frame[c].notna().any()]]
     if baseline is None:

@@ -181,7 +181,7 @@ def evaluate(variants: Sequence[Variant] | Mapping[str, Variant], workload: Work
              threads: int | None = None, env: Mapping[str, Any] | None = None,
              progress: bool = True, outputs: Mapping[str, Sequence[Any]] | None = None,
              warmup: int = 5, min_repeats: int = 10, max_repeats: int = 200,
-             sync: Callable[[], Any] | None = None) -> list[Record]:
+             sync: Callable[[], Any] | None = None, memory: bool = True) -> list[Record]:
     """Verify every variant against a reference, time them interleaved, return their Records.
 
     - ``data``: the workload's evaluation data (an ``(x, y)`` pair or a split with ``.x``/``.y``;
@@ -198,6 +198,11 @@ def evaluate(variants: Sequence[Variant] | Mapping[str, Variant], workload: Work
     - ``warmup``, ``min_repeats``, ``max_repeats``, ``rounds``, ``max_time_s`` and ``sync`` (e.g.
       ``torch.cuda.synchronize``, so GPU work is timed to its end): passed to
       :func:`optkit.core.bench.compare`.
+    - ``memory``: after timing, call each variant once more per batch size under
+      :func:`optkit.core.bench.call_memory` and store the resident memory that call added in
+      ``peak_mem_bytes`` (the ``peak_mem_mb`` column). It counts the call's activations and
+      workspaces, not the weights already loaded nor memory a runtime keeps pooled between calls
+      (ONNX Runtime's arena), so read it as "what one more request of this size costs".
 
     Returns one Record per variant and batch size, with ``workload=str(workload)``, accuracy,
     parity (``top1_agreement``, ``sqnr_db``, ``max_abs`` ...), size, params, MACs, and the
@@ -239,6 +244,7 @@ def evaluate(variants: Sequence[Variant] | Mapping[str, Variant], workload: Work
             timings[bs] = bench.compare(fns, batch_size=bs, max_time_s=max_time_s, rounds=rounds, threads=threads,
                                         warmup=warmup, min_repeats=min_repeats, max_repeats=max_repeats, sync=sync)
         bar.update(1)
+    peaks = _peak_memory(items, inputs, batch_sizes) if memory else {}
     bar.close()
 
     env = dict(env) if env is not None else bench.environment()
@@ -253,8 +259,18 @@ def evaluate(variants: Sequence[Variant] | Mapping[str, Variant], workload: Work
             records.append(Record.from_measurement(
                 timings[bs][v.name], name=v.name, technique=v.technique, runtime=v.runtime,
                 workload=str(workload), accuracy=acc, size_bytes=v.size_bytes, params=v.params, macs=v.macs,
+                peak_mem_bytes=peaks.get((v.name, bs)),
                 parity=parity, env=env, notes=_note(v.notes), extra=dict(extra)))
     return records
+
+
+def _peak_memory(items: Sequence[Variant], inputs: Mapping[int, Any], batch_sizes: Sequence[int]) -> dict:
+    peaks = {}
+    with verify.no_autograd():
+        for bs in batch_sizes:
+            for v in items:
+                peaks[(v.name, bs)] = bench.call_memory(v.predict, _input_for(v, inputs, bs)).delta_rss_bytes
+    return peaks
 
 
 def _note(notes: str | list[str] | None) -> str | None:

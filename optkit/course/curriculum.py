@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from optkit.core.errors import OptkitError
+from optkit.course.claims import CLAIM_KEY
 from optkit.course.notebook import HEADLINE_KEY
 
 __all__ = ["NotebookResult", "notebooks", "execute", "run", "write_summary", "test", "main",
@@ -59,6 +60,7 @@ class NotebookResult:
     parameters: dict = field(default_factory=dict)
     error: str = ""
     headlines: list = field(default_factory=list)
+    claims: list = field(default_factory=list)
 
     def __repr__(self) -> str:
         state = "ok" if self.ok else f"FAILED ({self.error.splitlines()[0] if self.error else '?'})"
@@ -78,14 +80,23 @@ def notebooks(only: list[str] | None = None) -> list[Path]:
     return paths
 
 
-def _headlines(nb) -> list[dict]:
+def _tagged(nb, key: str) -> list[dict]:
     found = []
     for cell in nb.cells:
         for out in cell.get("outputs", []):
-            meta = out.get("metadata", {}).get(HEADLINE_KEY)
+            meta = out.get("metadata", {}).get(key)
             if meta:
                 found.append(dict(meta))
     return found
+
+
+def _headlines(nb) -> list[dict]:
+    return _tagged(nb, HEADLINE_KEY)
+
+
+def claims_of(nb) -> list[dict]:
+    """The conclusions a run checked (:func:`optkit.course.claims.check`), in order."""
+    return _tagged(nb, CLAIM_KEY)
 
 
 def _local_kernel_manager() -> type:
@@ -124,12 +135,27 @@ def execute(path: Path, output: Path, parameters: dict | None = None, *, kernel:
         ok = False
         error = f"{getattr(exc, 'ename', type(exc).__name__)}: {getattr(exc, 'evalue', exc)}"
     seconds = time.perf_counter() - start
-    heads = _headlines(nbformat.read(str(output), as_version=4)) if output.exists() else []
-    return NotebookResult(path.stem, str(output), ok, seconds, parameters or {}, error, heads)
+    executed = nbformat.read(str(output), as_version=4) if output.exists() else None
+    heads = _headlines(executed) if executed is not None else []
+    checked = claims_of(executed) if executed is not None else []
+    return NotebookResult(path.stem, str(output), ok, seconds, parameters or {}, error, heads, checked)
 
 
 def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+_VERDICT = {True: "holds", False: "does not hold", None: "inside the noise"}
+
+
+def _claims_markdown(results: list[NotebookResult]) -> list[str]:
+    """A section listing every checked conclusion with its verdict on this machine."""
+    lines = ["", "## Conclusions checked on this machine", ""]
+    for r in results:
+        for c in r.claims:
+            lines.append(f"- {r.notebook}: **{_VERDICT.get(c.get('holds'), '?')}**: {c.get('statement')}"
+                         + (f" ({c['evidence']})" if c.get("evidence") else ""))
+    return lines if len(lines) > 3 else []
 
 
 def write_summary(results: list[NotebookResult], out_dir: Path, title: str = "optkit curriculum run") -> None:
@@ -151,6 +177,7 @@ def write_summary(results: list[NotebookResult], out_dir: Path, title: str = "op
         state = "passed" if r.ok else f"**failed**: {r.error.splitlines()[0] if r.error else ''}"
         label = r.notebook + (f" {r.parameters}" if r.parameters else "")
         md.append(f"| [{label}]({Path(r.output).name}) | {state} | {r.seconds / 60:.1f} | {heads_text(r, '<br>')} |")
+    md += _claims_markdown(results)
     (out_dir / "summary.md").write_text("\n".join(md) + "\n")
 
     rows = []

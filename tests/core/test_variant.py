@@ -165,3 +165,22 @@ def test_sync_is_called_around_every_timed_call(toy):
              convert=torch.from_numpy, max_time_s=0.01, rounds=1, warmup=1, min_repeats=2, env={},
              progress=False, sync=lambda: synced.append(1))
     assert len(synced) >= 2  # bench.compare syncs before reading the clock (what a GPU needs)
+
+
+def test_evaluate_records_p95_and_the_memory_a_call_adds():
+    net = nn.Sequential(nn.Linear(64, 4096), nn.ReLU(), nn.Linear(4096, 4)).eval()
+    x = torch.randn(512, 64)
+    records = evaluate([Variant("wide", net, precision="fp32")], WORKLOAD, data=(x.numpy(), None),
+                       inputs={1: x[:1], 512: x}, convert=torch.from_numpy, max_time_s=0.05, rounds=2,
+                       env={"cpu": "test"}, progress=False)
+    by = {r.batch_size: r for r in records}
+    assert all(r.p90_ms <= r.p95_ms <= r.p99_ms for r in records)
+    # batch 512 makes a 512 x 4096 fp32 hidden layer (8 MB) twice (linear + relu): the call must add
+    # several MB; batch 1 adds almost nothing. (Resident memory is counted in 4 kB pages.)
+    assert by[512].peak_mem_bytes > 4e6
+    assert by[1].peak_mem_bytes < by[512].peak_mem_bytes / 10
+    frame = report.table([r for r in records if r.batch_size == 512])
+    assert frame.loc["wide", "peak_mem_mb"] == pytest.approx(by[512].peak_mem_bytes / 1e6)
+    no_mem = evaluate([Variant("wide", net)], WORKLOAD, data=(x.numpy(), None), inputs={1: x[:1]},
+                      convert=torch.from_numpy, max_time_s=0.02, rounds=1, env={}, progress=False, memory=False)
+    assert no_mem[0].peak_mem_bytes is None

@@ -105,3 +105,22 @@ def test_judge_parity_checks_relative_error_and_lists_every_miss():
     with pytest.raises(verify.ParityError) as err:
         verify.judge_parity(p, atol=0.01, max_rel=0.05)
     assert len(err.value.failures) == 2 and "max_rel" in err.value.failures[1]
+
+
+def test_accuracy_interval_and_paired_difference():
+    from optkit.core import verify as v
+
+    hits = np.array([True] * 90 + [False] * 10)
+    lo, hi = v.accuracy_interval(hits)
+    assert lo < 0.9 < hi and 0.82 < lo and hi < 0.95  # Wilson interval of 90/100
+    a = np.array([True] * 95 + [False] * 5)
+    d = v.paired_difference(a, hits)
+    assert d.diff == pytest.approx(0.05) and d.n == 100 and d.low < d.diff < d.high
+    assert not d.inside_noise  # A is never wrong where B is right: a consistent 5-point gain
+    same = v.paired_difference(hits, hits)
+    assert same.diff == 0 and same.inside_noise
+    swapped = v.paired_difference(np.r_[a[:50], ~a[50:]], np.r_[~a[:50], a[50:]])
+    assert swapped.inside_noise  # disagreements cancel
+    with pytest.raises(OptkitError, match="hits_b"):
+        v.paired_difference(a, hits[:10])
+    assert list(v.correct(np.eye(3), [0, 2, 2])) == [True, False, True]

@@ -232,3 +232,12 @@ def test_a_real_notebook_fails_when_a_parameter_count_changes(tmp_path):
 
     res = _check_real(tmp_path, edit)
     assert res.returncode == 1 and "206,922 became 206,923" in res.stdout
+
+
+def test_a_claim_verdict_may_swap_in_a_verdict_cell():
+    from optkit.course.nbcheck import TOLERANCES, compare_text
+
+    ref = "✔ holds here: KD beats labels\n    evidence: +1.2 points, 95 % interval [+0.2, +2.2]\n"
+    new = "≈ inside the noise here: KD beats labels\n    evidence: +0.9 points, 95 % interval [-0.1, +1.9]\n"
+    assert compare_text(ref, new, [TOLERANCES["interval"]], verdicts=True) == []
+    assert compare_text(ref, new, [TOLERANCES["interval"]])  # without `verdict` the swap fails

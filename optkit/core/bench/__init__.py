@@ -13,7 +13,8 @@ Which submodule owns what (import everything from here, ``from optkit.core impor
 - :mod:`.timing`: :func:`measure`, its :class:`Measurement` result, the warm-up / repeat / time
   budget loop, percentiles and :func:`median_ci` (the confidence interval of the median).
 - :mod:`.comparison`: interleaved :func:`compare` and its :class:`Comparison`, :func:`throughput_sweep`.
-- :mod:`.system`: the :func:`threads` context, :func:`peak_memory` and :class:`MemoryResult`,
+- :mod:`.system`: the :func:`threads` context, :func:`peak_memory`, :func:`call_memory`
+  (what one call adds, freed memory released first) and :class:`MemoryResult`,
   :func:`environment`, :func:`environment_line`, :data:`CPU_FLAGS` and :data:`ISA_CAP_VARIABLES`.
 
 None of them imports torch, TensorFlow or ONNX Runtime at import time (torch is imported when a
@@ -22,8 +23,8 @@ thread count is read or set). Taught in 00_measure_first.
 from __future__ import annotations
 
 from optkit.core.bench.comparison import Comparison, compare, throughput_sweep
-from optkit.core.bench.system import (CPU_FLAGS, ISA_CAP_VARIABLES, MemoryResult, environment,
-                                      environment_line, peak_memory, threads)
+from optkit.core.bench.system import (CPU_FLAGS, ISA_CAP_VARIABLES, MemoryResult, call_memory, environment,
+                                      environment_line, peak_memory, release_memory, threads)
 from optkit.core.bench.timing import Measurement, measure, median_ci
 
 __all__ = [
@@ -35,6 +36,8 @@ __all__ = [
     "throughput_sweep",
     "threads",
     "peak_memory",
+    "call_memory",
+    "release_memory",
     "environment",
     "environment_line",
     "median_ci",

@@ -234,6 +234,40 @@ def peak_memory(fn: Callable, *args: Any, **kw: Any) -> MemoryResult:
     return MemoryResult(peak, delta, cuda_peak, method)
 
 
+def release_memory() -> bool:
+    """Collect garbage and hand freed heap pages back to the OS (glibc ``malloc_trim``).
+
+    Without it, memory a previous call freed stays resident and the next call reuses it, so its
+    peak shows "+0 MB" (resident memory cannot see reuse). Returns False where ``malloc_trim`` is
+    not available (not glibc): the next measurement may then under-count.
+    """
+    import gc
+
+    gc.collect()
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.malloc_trim(0)) or True
+    except (OSError, AttributeError):
+        return False
+
+
+def call_memory(fn: Callable, *args: Any, **kw: Any) -> MemoryResult:
+    """Peak resident memory one call of ``fn`` adds on top of the process, freed memory released first.
+
+    :func:`release_memory`, then :func:`peak_memory`; read ``.delta_rss_bytes``. It sees what
+    the call's tensors (activations, workspaces) occupy; it does not see memory a runtime keeps
+    between calls in its own pool (ONNX Runtime's arena, TensorFlow's allocator, a CUDA caching
+    allocator): that was counted when the pool first grew.
+
+    Taught in 00_measure_first.
+    """
+    _check_callable("fn", fn)
+    release_memory()
+    return peak_memory(fn, *args, **kw)
+
+
 # --------------------------------------------------------------------------- environment
 
 def _cpuinfo() -> tuple[str | None, set[str]]:

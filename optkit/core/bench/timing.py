@@ -3,7 +3,7 @@
 - :func:`measure`: warm-up calls, then timed calls bounded by a count (``min_repeats``,
   ``max_repeats``) and a time budget (``max_time_s``), with an optional ``sync`` inside the timed
   span; ``_timed_block`` and ``_warm`` are the loops :func:`~optkit.core.bench.compare` reuses.
-- :class:`Measurement`: the samples and their statistics (median, p90, p99, mean, throughput).
+- :class:`Measurement`: the samples and their statistics (median, p90, p95, p99, mean, throughput).
 - :func:`median_ci`: the distribution-free confidence interval of the median.
 - ``_fmt_ms`` / ``_fmt_rate``: how latencies and rates are printed in reprs.
 
@@ -112,6 +112,11 @@ class Measurement:
         return float(np.percentile(self.samples_s, 90)) * 1e3
 
     @property
+    def p95_ms(self) -> float:
+        """95th percentile latency in ms: the tail a service level usually promises."""
+        return float(np.percentile(self.samples_s, 95)) * 1e3
+
+    @property
     def p99_ms(self) -> float:
         """99th percentile latency in ms (needs a few hundred runs to mean much)."""
         return float(np.percentile(self.samples_s, 99)) * 1e3
@@ -155,6 +160,7 @@ class Measurement:
             "median_ms": self.median_ms,
             "ci_median_ms": [lo, hi],
             "p90_ms": self.p90_ms,
+            "p95_ms": self.p95_ms,
             "p99_ms": self.p99_ms,
             "mean_ms": self.mean_ms,
             "std_ms": self.std_ms,
