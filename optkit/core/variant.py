@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from optkit.core import bench, verify
+from optkit.core import bench, progress, verify
 from optkit.core.errors import OptkitError, check_choice, check_int
 from optkit.core.record import Record, jsonable
 
@@ -283,25 +283,8 @@ def _timed_call(predict: Callable[[Any], Any], batch: Any) -> Callable[[], Any]:
     return lambda: predict(batch)
 
 
-class _NoBar:
-    def set_description(self, text: str) -> None:
-        pass
-
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def _progress(total: int, enabled: bool):
-    if not enabled:
-        return _NoBar()
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover - tqdm is a dependency
-        return _NoBar()
-    return tqdm(total=total, leave=False)
+    return progress.bar(total=total, leave=False, enabled=enabled)
 
 
 def floats(records: Iterable[Record]) -> list[Record]:

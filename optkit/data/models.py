@@ -35,6 +35,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from optkit.core import progress
 from optkit.core.errors import OptkitError, check_choice, check_int, check_range
 from optkit.core.sizes import model_size
 from optkit.core.variant import Variant, Workload
@@ -335,11 +336,7 @@ def _set_mode(model: nn.Module, training: bool) -> bool:
 
 
 def _progress(iterable: Iterable, enabled: bool, **kw: Any):
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, **kw)
+    return progress.bar(iterable, enabled=enabled, **kw)
 
 
 def train(model: nn.Module, dataset, epochs: int = 1, batch_size: int = 128, lr: float = 1e-3,
