@@ -132,6 +132,7 @@ def test_summary_lists_each_notebook_and_headlines(tmp_path):
     assert "00_measure_first: **does not hold**: int8 beats fp32 (0.9x)" in md
     html = (tmp_path / "summary.html").read_text()
     assert "00_measure_first" in html and "failed" in html
+    assert "<b>does not hold</b>: int8 beats fp32" in html
     import json
 
     data = json.loads((tmp_path / "summary.json").read_text())

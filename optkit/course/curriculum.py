@@ -158,6 +158,14 @@ def _claims_markdown(results: list[NotebookResult]) -> list[str]:
     return lines if len(lines) > 3 else []
 
 
+def _claims_html(results: list[NotebookResult]) -> str:
+    items = [f"<li>{html.escape(r.notebook)}: <b>{_VERDICT.get(c.get('holds'), '?')}</b>: "
+             f"{html.escape(str(c.get('statement')))}"
+             + (f" <small>({html.escape(str(c['evidence']))})</small>" if c.get("evidence") else "") + "</li>"
+             for r in results for c in r.claims]
+    return f"<h2>Conclusions checked on this machine</h2><ul>{''.join(items)}</ul>" if items else ""
+
+
 def write_summary(results: list[NotebookResult], out_dir: Path, title: str = "optkit curriculum run") -> None:
     """Write summary.json, summary.md and summary.html for a run."""
     from optkit.core import bench
@@ -193,7 +201,7 @@ def write_summary(results: list[NotebookResult], out_dir: Path, title: str = "op
 table{{border-collapse:collapse}}</style></head><body><h1>{html.escape(title)}</h1>
 <p>Finished {stamp} on {html.escape(bench.environment_line())}.</p>
 <table><tr><th>notebook</th><th>result</th><th>minutes</th><th>headline figures</th></tr>{''.join(rows)}</table>
-<p>Open a notebook with <code>make lab</code>, or read the executed copies beside this page.</p></body></html>"""
+{_claims_html(results)}<p>Open a notebook with <code>make lab</code>, or read the executed copies beside this page.</p></body></html>"""
     (out_dir / "summary.html").write_text(page)
 
 
