@@ -119,7 +119,9 @@ def _print_result(run_dir: Path) -> None:
     rec = results.get("recommendation") or {}
     if rec.get("name"):
         extra = ""
-        if rec.get("speedup"):
+        if rec["name"] == "baseline":
+            extra = ": keep the model as given (no candidate was faster beyond the noise)"
+        elif rec.get("speedup"):
             extra = f": {rec['speedup']:.2f}x faster than the baseline at batch {rec['batch_size']}"
             if rec.get("size_ratio") and abs(rec["size_ratio"] - 1.0) > 0.02:
                 extra += f", {rec['size_ratio']:.2f}x smaller" if rec["size_ratio"] > 1 else \

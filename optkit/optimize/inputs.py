@@ -237,6 +237,12 @@ def load_data(data_path: str | os.PathLike | None, summary: ModelSummary, *, bat
             raise OptkitError("data_path", f"array for {k!r}", "holds NaN or infinite values",
                               "clean the data first")
     n_cal = _split(n, notes)
+    if n_cal:  # a file sorted by class must not calibrate on one class: draw the rows at random
+        order = np.random.default_rng(seed).permutation(n)
+        inputs = {k: np.ascontiguousarray(v[order]) for k, v in inputs.items()}
+        labels = None if labels is None else labels[order]
+        notes.append(f"the {n_cal} calibration rows were drawn at random (seed {seed}), not taken from the top of "
+                     "the file; quality is measured on the other rows")
     return SampleData(inputs=inputs, labels=labels, source="file", path=p, n_calibration=n_cal, notes=notes)
 
 

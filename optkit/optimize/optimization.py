@@ -223,9 +223,9 @@ class Optimization:
         probe = self.data.batch(min(self.batch_sizes))
         try:
             self.baseline.predict(probe)
-        except OptkitError as e:
+        except OptkitError as e:  # keep its own fix: one "Fix:" per message
             raise OptkitError("data_path", str(self.data_path or "generated inputs"),
-                              f"the model cannot run on it: {e}", "check the data against the model's inputs") from None
+                              f"the model cannot run on it: {e.parameter}={str(e.value)[:120]!r}: {e.problem}", e.fix) from None
         except Exception as e:
             raise OptkitError("data_path", str(self.data_path or "generated inputs"),
                               f"the model failed on the first examples ({_first_line(e, 200)})",
@@ -548,8 +548,13 @@ class Optimization:
             speedup=(base.latency_ms / rec.latency_ms) if rec else None,
             size_ratio=(base.size_bytes / rec.size_bytes) if rec and rec.size_bytes and base.size_bytes else None,
             artifact=rec.extra.get("artifact") if rec else None)
-        self._say(f"[optimize] recommended: {name}"
-                  + (f" ({self.recommendation.speedup:.2f}x faster than the baseline at batch {bs})" if rec else ""))
+        if rec is not None and name == "baseline":
+            said = " (the model as given: no candidate was faster beyond the noise)"
+        elif rec is not None:
+            said = f" ({self.recommendation.speedup:.2f}x faster than the baseline at batch {bs})"
+        else:
+            said = ""
+        self._say(f"[optimize] recommended: {name}{said}")
         return self.recommendation
 
     # ----------------------------------------------------------------- output

@@ -50,10 +50,11 @@ class Recommendation:
 
 def recommend(records: Sequence, *, batch_size: int | None = None, tie: float = TIE_TOLERANCE) -> str | None:
     """The rule: among records at ``batch_size`` (default: the largest) whose ``extra["eligible"]``
-    is true, take the lowest ``latency_ms``; every record within ``tie`` (5 %) of it counts as
-    tied, and of those the smallest ``size_bytes`` wins; at equal size the ``"baseline"`` record
-    wins (a change must pay more than the noise), then the lower latency. Returns the name, or
-    None if no record is eligible.
+    is true, the model as given (``"baseline"``) stays unless a candidate is faster than it beyond
+    the noise (its latency times ``1 + tie`` is still below the baseline's: a change must pay more
+    than run-to-run noise). Among those faster candidates the lowest ``latency_ms`` wins; every one
+    within ``tie`` (5 %) of it counts as tied, and of those the smallest ``size_bytes`` wins, then
+    the lower latency. Returns the name, or None if no record is eligible.
 
     Taught in 10_optimize_your_own_model.
     """
@@ -64,10 +65,14 @@ def recommend(records: Sequence, *, batch_size: int | None = None, tie: float = 
     ok = [r for r in rows if (r.batch_size or 0) == bs and (r.extra or {}).get("eligible")]
     if not ok:
         return None
+    base = next((r for r in ok if r.name == "baseline"), None)
+    if base is not None:
+        ok = [r for r in ok if r.name != "baseline" and r.latency_ms * (1.0 + tie) < base.latency_ms]
+        if not ok:
+            return base.name
     fastest = min(r.latency_ms for r in ok)
     tied = [r for r in ok if r.latency_ms <= fastest * (1.0 + tie)]
-    best = min(tied, key=lambda r: (r.size_bytes if r.size_bytes is not None else math.inf, r.name != "baseline",
-                                    r.latency_ms))
+    best = min(tied, key=lambda r: (r.size_bytes if r.size_bytes is not None else math.inf, r.latency_ms))
     return best.name
 
 
@@ -93,11 +98,17 @@ def explain(opt: Any, rec, base, eligible: list, rejected: dict, bs: int) -> str
     elif rec.name == "baseline":
         parts.append(f"Keep the model as it is: of {n_cands} candidate(s), none within the allowed quality loss "
                      f"ran more than {100 * TIE_TOLERANCE:.0f} % faster than the baseline ({base.latency_ms:.3g} ms "
-                     f"per batch of {bs}) or matched its speed with a smaller file.")
+                     f"per batch of {bs}), which is within run-to-run noise.")
         others = [r for r in eligible if r.name != "baseline"]
         if others:
-            parts.append("Eligible candidates, as speed-ups: " + ", ".join(
+            parts.append("Eligible candidates, as speed ratios against the baseline (below 1 is slower): " + ", ".join(
                 f"{r.name} {base.latency_ms / r.latency_ms:.2f}x" for r in others[:5]) + ".")
+        smaller = [r for r in others if r.size_bytes and base.size_bytes and r.size_bytes * 1.5 < base.size_bytes
+                   and r.latency_ms <= base.latency_ms * (1 + TIE_TOLERANCE)]
+        if smaller:
+            r = min(smaller, key=lambda r: r.size_bytes)
+            parts.append(f"If the file's size matters more than speed, {r.name} runs at the same speed within "
+                         f"noise and is {base.size_bytes / r.size_bytes:.2f}x smaller.")
     else:
         speed = base.latency_ms / rec.latency_ms
         size = (base.size_bytes / rec.size_bytes) if rec.size_bytes and base.size_bytes else None

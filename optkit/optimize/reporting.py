@@ -85,9 +85,12 @@ def pareto_figure(opt):
     scale = 1.0 if kind == "sqnr_db" else 100.0
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
     plt.close(fig)
-    top = max([r.extra["quality"] for r in rows if r.extra.get("quality") is not None] or [0.0])
-    shown = [r.replace(extra={**r.extra, "quality": scale * (r.extra["quality"] if r.extra.get("quality") is not None
-                                                              else top + 10.0)}) for r in rows]
+    finite = [r.extra["quality"] for r in rows if _finite(r.extra.get("quality"))]
+    top = max(finite or [0.0])
+    # identical outputs (SQNR inf) or an unknown quality are drawn just above the best finite value
+    shown = [r.replace(extra={**r.extra, "quality": scale * (r.extra["quality"] if _finite(r.extra.get("quality"))
+                                                              else top + (10.0 if kind == "sqnr_db" else 0.01))})
+             for r in rows]
     label = {"accuracy": "accuracy (%)", "agreement": "top-1 agreement with the original (%)",
              "sqnr_db": "SQNR vs the original (dB; identical drawn on top)"}[kind]
     picked = opt.recommendation.name if opt.recommendation else None
@@ -110,21 +113,39 @@ def pareto_figure(opt):
     return fig
 
 
+def _finite(value) -> bool:
+    try:
+        return value is not None and math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _figure_png(opt) -> bytes | None:
+    """The Pareto figure as PNG bytes, or None (logged) when it cannot be drawn: the report is
+    written in every case."""
+    try:
+        fig = opt.plot()
+        buf = _io.BytesIO()
+        fig.savefig(buf, format="png", dpi=100)
+        return buf.getvalue()
+    except Exception as exc:  # a plot must never cost the user the report
+        opt.log(f"[optimize] no Pareto plot: {exc}")
+        return None
+
+
 def write_report(opt, run_dir: Path) -> Path:
     """Write ``results.json``, ``report.md``, ``report.html`` and ``pareto.png`` of the finished run
     ``opt`` into ``run_dir``, then point ``output_dir/latest`` at it. Returns ``run_dir``."""
     from optkit.runtimes.model_files import atomic_write
 
-    fig = opt.plot()
-    buf = _io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    png = buf.getvalue()
-    with atomic_write(run_dir / "pareto.png") as tmp:
-        tmp.write_bytes(png)
+    png = _figure_png(opt)
+    if png is not None:
+        with atomic_write(run_dir / "pareto.png") as tmp:
+            tmp.write_bytes(png)
     results = opt.results()
     with atomic_write(run_dir / "results.json") as tmp:
         tmp.write_text(json.dumps(results, indent=2, allow_nan=False) + "\n")
-    md = markdown_report(opt)
+    md = markdown_report(opt, plotted=png is not None)
     with atomic_write(run_dir / "report.md") as tmp:
         tmp.write_text(md)
     with atomic_write(run_dir / "report.html") as tmp:
@@ -194,7 +215,7 @@ def _table_rows(opt) -> tuple[list[str], list[list[str]]]:
     return ["name"] + cols, rows
 
 
-def markdown_report(opt) -> str:
+def markdown_report(opt, plotted: bool = True) -> str:
     """``report.md``: the recommendation, the table, the plot, every recipe's outcome, model and data."""
     bs = max(opt.batch_sizes)
     head, rows = _table_rows(opt)
@@ -209,7 +230,8 @@ def markdown_report(opt) -> str:
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     lines += ["", "`speedup` and `size_ratio` are against the baseline (above 1 is better); `acc_delta` in "
               "points. Every number is in `results.json` with the environment.", "",
-              "![Pareto plot: quality against latency and size](pareto.png)", ""]
+              "![Pareto plot: quality against latency and size](pareto.png)" if plotted
+              else "(No Pareto plot: it could not be drawn for this run; see the log.)", ""]
     if opt.outcomes:
         lines += ["## Recipes without a candidate", ""]
         lines += [f"- **{o.recipe}** ({o.status}): {o.reason}" for o in opt.outcomes]
@@ -226,7 +248,7 @@ def markdown_report(opt) -> str:
     return "\n".join(lines)
 
 
-def html_report(opt, png: bytes) -> str:
+def html_report(opt, png: bytes | None) -> str:
     """``report.html``: what ``report.md`` says, opt-contained (the plot inlined as ``png``)."""
     e = html.escape
     head, rows = _table_rows(opt)
@@ -240,7 +262,9 @@ def html_report(opt, png: bytes) -> str:
     cands = "".join(f"<li><b>{e(c.name)}</b> ({e(c.technique)}, {e(c.runtime)}): {e(' '.join(c.notes))}"
                     + (f" <code>{e(os.path.relpath(c.artifact, opt.run_dir))}</code>" if c.artifact else "")
                     + "</li>" for c in [opt.baseline, *opt.candidates])
-    img = base64.b64encode(png).decode("ascii")
+    img = ("<p>(No Pareto plot: it could not be drawn for this run.)</p>" if png is None else
+           f'<img alt="Pareto plot" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}" '
+           'style="max-width:100%">')
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>optkit optimize: {e(Path(opt.summary.path).name)}</title>
 <style>body{{font-family:sans-serif;max-width:75em;margin:2em auto;line-height:1.4}}td,th{{border:1px solid #ccc;padding:.3em .5em;text-align:right}}
 td:first-child,th:first-child{{text-align:left}}table{{border-collapse:collapse}}pre{{background:#f6f6f6;padding:.6em}}</style></head><body>
@@ -250,7 +274,7 @@ td:first-child,th:first-child{{text-align:left}}table{{border-collapse:collapse}
 <h2>Candidates at batch {max(opt.batch_sizes)}</h2>
 <table><tr>{''.join(f'<th>{e(h)}</th>' for h in head)}</tr>{''.join(trs)}</table>
 <p>Green: recommended; grey: not eligible. <code>speedup</code> and <code>size_ratio</code> against the baseline; every number is in <code>results.json</code>.</p>
-<img alt="Pareto plot" src="data:image/png;base64,{img}" style="max-width:100%">
+{img}
 {'<h2>Recipes without a candidate</h2><ul>' + out + '</ul>' if out else ''}
 <h2>What each candidate is</h2><ul>{cands}</ul>
 {'<h2>Notes</h2><ul>' + ''.join(f'<li>{e(n)}</li>' for n in opt.notes) + '</ul>' if opt.notes else ''}

@@ -218,6 +218,9 @@ def test_recommend_rule():
     assert optimize.recommend([_r("baseline", 32, 10.0, 400, True), _r("threads", 32, 9.7, 400, True)]) == "baseline"
     assert optimize.recommend([_r("baseline", 32, 10.0, 400, True), _r("threads", 32, 9.0, 400, True)]) == "threads"
     assert optimize.recommend([]) is None
+    # a same-speed candidate never replaces the model as given, even when smaller (issue 17: "0.97x faster")
+    assert optimize.recommend([_r("baseline", 32, 10.0, 400, True), _r("ort", 32, 10.3, 100, True)]) == "baseline"
+    assert optimize.recommend([_r("baseline", 32, 10.0, 400, True), _r("ort", 32, 9.6, 100, True)]) == "baseline"
 
 
 # ----------------------------------------------------------------------------- whole runs

@@ -138,23 +138,62 @@ def _ort_int8_dynamic(ctx: Context) -> Candidate:
                                 "left in float (ORT's dynamic ConvInteger is slower than fp32 on x86)."])
 
 
+#: Per-channel QDQ (DequantizeLinear with ``axis``) needs opset 13 of the default domain.
+PER_CHANNEL_OPSET = 13
+
+
+def _default_opset(path: Path) -> int:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+
+
+def _per_channel_source(ctx: Context, src: Path) -> tuple[Path, bool, str | None]:
+    """The file to quantize, whether per-channel weights are possible, and a note saying what was done.
+
+    A model below opset 13 cannot hold per-channel QDQ: convert it with onnx's version converter
+    (kept only if ONNX Runtime loads the result), else quantize per tensor."""
+    opset = _default_opset(src)
+    if opset >= PER_CHANNEL_OPSET:
+        return src, True, None
+    import onnx
+    from onnx import version_converter
+
+    from optkit.runtimes import onnxrt as ox
+
+    try:
+        converted = version_converter.convert_version(onnx.load(str(src)), PER_CHANNEL_OPSET)
+        dst = ctx.artifact(f"model.opset{PER_CHANNEL_OPSET}.onnx")
+        onnx.save(converted, str(dst))
+        ox.session(dst, threads=1)  # the converted file must load
+        return dst, True, (f"the model is opset {opset}; per-channel QDQ needs {PER_CHANNEL_OPSET}, so it was "
+                           f"converted with onnx's version converter first")
+    except Exception as exc:  # the converter does not cover every operator and opset
+        return src, False, (f"the model is opset {opset} and could not be converted to {PER_CHANNEL_OPSET} "
+                            f"({_first_line(exc)}): weights are quantized per tensor instead of per channel")
+
+
 def _ort_int8_static(ctx: Context) -> Candidate:
     from optkit.runtimes import onnxrt as ox
 
     src = _onnx_source(ctx)
     found = _require_weights(ctx, src, _WEIGHTED_OPS)
     calib = ctx.calibration(batch_size=16)
-    dst = ox.quantize_static(src, ctx.artifact("model.int8-static-qdq.onnx"), calib, per_channel=True,
+    src, per_channel, opset_note = _per_channel_source(ctx, src)
+    dst = ox.quantize_static(src, ctx.artifact("model.int8-static-qdq.onnx"), calib, per_channel=per_channel,
                              activation_type="uint8", weight_type="int8", method="minmax")
     if "QuantizeLinear" not in ox.op_counts(dst):
         raise RecipeSkipped("ONNX Runtime's static quantizer inserted no QuantizeLinear node")
     n = sum(len(next(iter(b.values()))) for b in calib)
-    return ort_candidate(ctx, "ort-int8-static", "ort-int8-static", "int8 static QDQ (per-channel, U8S8)", dst,
-                         precision="int8", config={"per_channel": True, "activation_type": "uint8",
+    granularity = "per-channel" if per_channel else "per-tensor"
+    return ort_candidate(ctx, "ort-int8-static", "ort-int8-static", f"int8 static QDQ ({granularity}, U8S8)", dst,
+                         precision="int8", config={"per_channel": per_channel, "activation_type": "uint8",
                                                    "weight_type": "int8", "method": "minmax",
                                                    "calibration_examples": n, "quantized_ops": found},
                          notes=[f"Activation ranges calibrated on {n} of your examples (min-max); uint8 "
-                                "activations with int8 per-channel weights, the fast combination on x86."])
+                                f"activations with int8 {granularity} weights, the fast combination on x86."]
+                         + ([opset_note[0].upper() + opset_note[1:] + "."] if opset_note else []))
 
 
 def _ort_fp16(ctx: Context) -> Candidate:

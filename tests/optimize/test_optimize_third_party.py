@@ -1,0 +1,73 @@
+"""optkit optimize on models shaped like third-party exports: old opsets, dense-map outputs, files
+sorted by class. The run never dies after doing the work; it says what it assumed."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from optkit import optimize
+from optkit.optimize.inputs import load_data
+from optkit.optimize.inspection import inspect_model
+
+FAST = dict(batch_sizes=[1, 8], time_budget_s=4.0, threads=1, log=None)
+
+
+def _dense_map_model(path, opset: int = 11):
+    """Conv -> ReLU -> Conv -> Sigmoid: a per-pixel probability map (no class scores), an unnamed
+    batch dimension, opset 11 (before per-channel QDQ), as old detector exports are."""
+    rng = np.random.default_rng(0)
+    w1 = numpy_helper.from_array(rng.normal(0, .3, (8, 3, 3, 3)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.normal(0, .3, (1, 8, 3, 3)).astype(np.float32), "w2")
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Conv", ["r", "w2"], ["c2"], pads=[1, 1, 1, 1]),
+             helper.make_node("Sigmoid", ["c2"], ["prob"])]
+    graph = helper.make_graph(nodes, "dense_map", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3, 16, 16])],
+                              [helper.make_tensor_value_info("prob", TensorProto.FLOAT, [None, 1, 16, 16])], [w1, w2])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 7
+    onnx.save(model, str(path))
+    return path
+
+
+def test_a_dense_map_model_at_opset_11_gets_a_report_and_per_channel_int8(tmp_path):
+    model = _dense_map_model(tmp_path / "detector.onnx")
+    opt = optimize.optimize(model, None, output_dir=tmp_path / "runs", recipes=["ort-int8-static"], **FAST)
+    for name in ("results.json", "report.md", "report.html"):
+        assert (opt.run_dir / name).is_file()
+    static = next(c for c in opt.candidates if c.name == "ort-int8-static")
+    assert static.config["per_channel"] is True  # converted to opset 13 first, and it says so
+    assert any("opset 11" in n and "converted" in n for n in static.notes)
+    converted = [p for p in (opt.run_dir / "artifacts").iterdir() if "opset13" in p.name]
+    assert converted and max(o.version for o in onnx.load(str(converted[0])).opset_import if o.domain == "") == 13
+    rec = json.loads((opt.run_dir / "results.json").read_text())["recommendation"]
+    assert rec["name"] is not None
+
+
+def test_a_same_speed_candidate_is_never_called_faster(tmp_path):
+    model = _dense_map_model(tmp_path / "detector.onnx", opset=13)
+    lines = []
+    opt = optimize.optimize(model, None, output_dir=tmp_path / "runs", recipes=["ort-optimized"],
+                            **{**FAST, "log": lines.append})
+    said = [line for line in lines if "recommended" in line][-1]
+    if opt.recommendation.name == "baseline":
+        assert "faster than the baseline" not in said and "model as given" in said
+    else:
+        assert opt.recommendation.speedup > 1.05
+
+
+def test_calibration_rows_are_drawn_at_random_from_a_sorted_file(tmp_path):
+    model = _dense_map_model(tmp_path / "detector.onnx", opset=13)
+    x = np.random.default_rng(0).random((64, 3, 16, 16), dtype=np.float32)
+    y = np.repeat(np.arange(2), 32)  # sorted by class: the first 16 rows are all class 0
+    np.savez(tmp_path / "data.npz", x=x, y=y)
+    summary = inspect_model(model)
+    data = load_data(tmp_path / "data.npz", summary)
+    calib = data.labels[:data.n_calibration]
+    assert 0 < data.n_calibration < 64 and set(calib) == {0, 1}
+    assert any("drawn at random" in n for n in data.notes)
+    again = load_data(tmp_path / "data.npz", summary)
+    assert np.array_equal(again.labels, data.labels)  # a fixed seed: the same rows every run
