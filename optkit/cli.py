@@ -78,6 +78,10 @@ def optimize_parser() -> argparse.ArgumentParser:
                    help="accept a pickled PyTorch module (.pt/.pth): loading it runs code from the file")
     p.add_argument("--min-sqnr-db", type=float, default=20.0,
                    help="without labels, for outputs that are not class scores: the SQNR a candidate needs (default: 20)")
+    p.add_argument("--task", default="auto", choices=["auto", "classification", "sequence", "dense", "regression"],
+                   help="what the first output is, when its shape misleads (default: auto, by shape)")
+    p.add_argument("--metric", default=None, metavar="MODULE:FUNCTION",
+                   help="your quality measure: a function(outputs, labels) -> score in [0, 1], higher is better")
     p.add_argument("--run-name", default=None, help="name of the run folder (default: <time>-<model name>)")
     p.add_argument("--via", choices=["direct", "papermill"], default="direct",
                    help="run the code directly (default), or execute notebook 10 with these parameters via papermill")
@@ -102,7 +106,9 @@ def _parameters(args: argparse.Namespace) -> dict:
             "max_accuracy_drop": float(args.max_accuracy_drop), "batch_sizes": list(args.batch_sizes),
             "runtimes": args.runtimes, "recipes": args.recipes, "time_budget_s": float(args.time_budget_s),
             "output_dir": absolute(args.output_dir), "threads": args.threads, "allow_pickle": bool(args.allow_pickle),
-            "min_sqnr_db": float(args.min_sqnr_db), "run_name": args.run_name}
+            "min_sqnr_db": float(args.min_sqnr_db), "run_name": args.run_name,
+            **({"task": args.task} if args.task != "auto" else {}),
+            **({"metric": args.metric} if args.metric else {})}
 
 
 def _list_recipes() -> int:
@@ -153,6 +159,10 @@ def _run_papermill(params: dict, quiet: bool) -> int:
     from optkit.core.errors import check_path_exists
     from optkit.optimize import detect_format
 
+    extra = sorted({"task", "metric"} & set(params))
+    if extra:
+        raise OptkitError(extra[0], params[extra[0]], "is not a parameter of notebook 10",
+                          "use --via direct (the default) for --task and --metric")
     opt = Optimization(**params, log=None)  # check the parameters here, before starting a kernel
     detect_format(check_path_exists("model_path", opt.model_path))
     if opt.data_path is not None:

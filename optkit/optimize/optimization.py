@@ -34,7 +34,8 @@ from optkit.optimize.recipes import (RUNTIMES, Candidate, Context, Recipe, Recip
                                      litert_candidate, ort_candidate, recipes_for, torch_runner)
 from optkit.optimize.recommendation import Recommendation, explain, recommend
 from optkit.optimize.reference import REFERENCE_DATA, REFERENCE_MODEL
-from optkit.optimize.verification import Check, _check_text, _padded, class_scores, outputs, predictions
+from optkit.optimize.quality import judge, load_metric, task_of
+from optkit.optimize.verification import Check, _check_text, _padded, class_scores, outputs
 
 __all__ = ["Optimization", "Outcome", "optimize"]
 
@@ -102,7 +103,11 @@ class Optimization:
     ``time_budget_s`` (soft budget for building and timing candidates: recipes still waiting when
     60 % of it is spent are skipped, timing shares the rest), ``output_dir``, ``threads`` (None:
     every core this process may use), ``allow_pickle``, ``min_sqnr_db`` (eligibility when outputs
-    are not class scores and there are no labels), ``log`` (a function receiving progress lines).
+    are not class scores and there are no labels), ``log`` (a function receiving progress lines),
+    ``task`` (``"auto"``, or what the first output is when its shape misleads: ``"classification"``,
+    ``"sequence"``, ``"dense"``, ``"regression"``) and ``metric`` (your quality measure: a
+    function(outputs, labels) -> score in [0, 1], or ``"module:function"``); see
+    :mod:`optkit.optimize.quality` for how each output is judged.
 
     Attributes filled as the steps run: ``summary``, ``data``, ``workload`` (the
     :class:`optkit.core.variant.Workload` every record is measured on), ``baseline``,
@@ -119,7 +124,8 @@ class Optimization:
                  runtimes: Sequence[str] | None = None, recipes: Sequence[str] | None = None,
                  time_budget_s: float = 45.0, output_dir: str | os.PathLike = "optkit-optimize",
                  threads: int | None = None, allow_pickle: bool = False, min_sqnr_db: float = 20.0,
-                 run_name: str | None = None, log: Callable[[str], Any] | None = print):
+                 run_name: str | None = None, log: Callable[[str], Any] | None = print, task: str = "auto",
+                 metric: str | Callable | None = None):
         if model_path is None or str(model_path) == "":
             model_path = REFERENCE_MODEL
             if data_path is None or str(data_path) == "":
@@ -153,6 +159,9 @@ class Optimization:
         if run_name is not None and (not isinstance(run_name, str) or not re.fullmatch(r"[\w.\-]+", run_name)):
             raise OptkitError("run_name", run_name, "must be letters, digits, '.', '-' or '_'", "pass e.g. 'trial-1'")
         self.run_name = run_name
+        task_of(np.zeros((1, 2)), task)  # checks the name
+        self.task = task
+        self.metric = load_metric(metric)
         self.log = log or (lambda line: None)
         self.summary: ModelSummary | None = None
         self.data: SampleData | None = None
@@ -230,12 +239,13 @@ class Optimization:
             raise OptkitError("data_path", str(self.data_path or "generated inputs"),
                               f"the model failed on the first examples ({_first_line(e, 200)})",
                               "check the data against the model's inputs (shapes, dtypes, value ranges)") from None
-        if self.data.labels is not None:
+        if self.data.labels is not None and self.metric is None:
             out = self.baseline.predict(probe)[0]
-            if predictions(out) is None:
+            if class_scores(out) is None or task_of(out, self.task) != "classification":
                 raise OptkitError("data_path", str(self.data_path), f"has labels, but the model's first output has "
                                   f"shape {np.asarray(out).shape}, which is not one score per class",
-                                  "drop the labels (quality is then agreement with the original model)")
+                                  "drop the labels (quality is then measured against the original model), or "
+                                  "pass metric= (a function(outputs, labels) -> score) that knows these labels")
         self._timed("load_data", start)
         self._say(f"[optimize] data: {self.data.n} examples"
                   + (" with labels" if self.data.labels is not None else " without labels")
@@ -377,36 +387,14 @@ class Optimization:
         if labels is None:
             return None
         scores = class_scores(outs[0])
-        if scores is None:
-            raise OptkitError("outputs", f"shape {np.asarray(outs[0]).shape}", "are not one score per class",
-                              "a candidate must return the original model's outputs")
+        if scores is None or self.metric is not None:
+            return None  # a user metric judges these outputs
         return verify.accuracy(scores, labels)
 
-    def _quality(self, name: str, outs: list[np.ndarray], base_acc: float | None) -> Check:
-        ref = self._reference()
-        parity = verify.compare_outputs(ref if len(ref) > 1 else ref[0], outs if len(outs) > 1 else outs[0])
-        finite = all(np.all(np.isfinite(o)) for o in outs)
-        accuracy = self._accuracy(outs)
-        if accuracy is not None:
-            kind, quality = "accuracy", accuracy
-            drop = 100.0 * ((base_acc if base_acc is not None else accuracy) - accuracy)
-            ok = drop <= self.max_accuracy_drop + 1e-9
-            why = "" if ok else f"accuracy drop {drop:.2f} points > max_accuracy_drop {self.max_accuracy_drop:g}"
-        elif predictions(ref[0]) is not None and predictions(outs[0]) is not None:
-            agreement = float(np.mean(predictions(ref[0]) == predictions(outs[0])))
-            kind, quality = "agreement", agreement
-            drop = 100.0 * (1.0 - agreement)
-            ok = drop <= self.max_accuracy_drop + 1e-9
-            why = "" if ok else (f"top-1 agreement with the original {100 * agreement:.2f} % (drop {drop:.2f} "
-                                 f"points > max_accuracy_drop {self.max_accuracy_drop:g})")
-        else:
-            kind, quality, drop = "sqnr_db", parity.sqnr_db, None
-            ok = parity.sqnr_db >= self.min_sqnr_db
-            why = "" if ok else f"SQNR {parity.sqnr_db:.1f} dB < min_sqnr_db {self.min_sqnr_db:g}"
-        if not finite:
-            ok, why = False, "outputs hold NaN or infinite values"
-        return Check(name=name, parity=parity, accuracy=accuracy, quality=quality, quality_kind=kind,
-                     drop_points=drop, ok=ok, why=why)
+    def _quality(self, name: str, outs: list[np.ndarray], base_acc: float | None = None) -> Check:
+        """The candidate's :class:`Check` against the original (:func:`optkit.optimize.quality.judge`)."""
+        return judge(name, self._reference(), outs, labels=self.data.eval_labels(), max_drop=self.max_accuracy_drop,
+                     min_sqnr_db=self.min_sqnr_db, task=self.task, metric=self.metric)
 
     def verify(self) -> dict[str, Check]:
         """Step 4: run the baseline and every candidate on the evaluation rows (in chunks of the
@@ -486,6 +474,7 @@ class Optimization:
             if self.run_dir is not None else str(cand.artifact)
         extra = {**record.extra, "recipe": cand.recipe, "eligible": check.ok, "why_not": check.why,
                  "quality": check.quality, "quality_kind": check.quality_kind, "drop_points": check.drop_points,
+                 "interval": check.interval, "n": check.n, "uncertain": check.uncertain, **check.details,
                  "artifact": art, "build_s": cand.build_s, "info": record.extra.get("config")}
         accuracy = record.accuracy if record.accuracy is not None else check.accuracy
         return record.replace(accuracy=accuracy, extra=extra)

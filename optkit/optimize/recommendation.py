@@ -91,7 +91,11 @@ def explain(opt: Any, rec, base, eligible: list, rejected: dict, bs: int) -> str
                           + ("of your examples (no labels were given)" if opt.data.source == "file"
                              else "generated inputs"),
              "sqnr_db": f"SQNR of the outputs against the original (at least {opt.min_sqnr_db:g} dB; the "
-                        "outputs are not class scores and no labels were given)"}[base.extra["quality_kind"]]
+                        "outputs are not class scores and no labels were given)",
+             "sequence_agreement": f"per-position agreement of the arg-max with the original on {opt.data.n_eval} "
+                                   "sequences",
+             "relative_error": f"relative error against the original's outputs on {opt.data.n_eval} examples",
+             "metric": f"your metric on {opt.data.n_eval} examples"}[base.extra["quality_kind"]]
     parts = []
     if rec is None:
         parts.append(f"No candidate, not even the baseline, passed verification at batch {bs}.")
@@ -113,20 +117,28 @@ def explain(opt: Any, rec, base, eligible: list, rejected: dict, bs: int) -> str
         speed = base.latency_ms / rec.latency_ms
         size = (base.size_bytes / rec.size_bytes) if rec.size_bytes and base.size_bytes else None
         delta = ""
+        interval = rec.extra.get("interval")
         if rec.extra.get("quality_kind") == "accuracy":
-            delta = f" ({100 * (rec.accuracy - base.accuracy):+.2f} points, allowed -{opt.max_accuracy_drop:g})"
+            delta = f" ({100 * (rec.accuracy - base.accuracy):+.2f} points, allowed -{opt.max_accuracy_drop:g}"
+            if interval:  # the interval of the drop, turned into one of the change
+                delta += (f"; 95 % interval of the change [{-interval[1]:+.2f}, {-interval[0]:+.2f}] on "
+                          f"{rec.extra.get('n'):,} examples")
+            delta += ")"
         elif rec.extra.get("quality_kind") == "agreement":
             delta = (f" (allowed drop {opt.max_accuracy_drop:g} point"
                      f"{'' if opt.max_accuracy_drop == 1 else 's'})")
         where = (f", file {rec.extra['artifact']}" if rec.extra.get("artifact")
                  else ", no new file: run the original model this way")
-        if rec.extra.get("quality_kind") == "sqnr_db":
+        if rec.extra.get("quality_kind") in ("sqnr_db", "relative_error", "metric"):
             quality = f"; {_quality_phrase(rec)}"
         else:
             quality = f"; {_quality_phrase(rec)} against {100 * base.extra['quality']:.2f} % for the baseline"
         parts.append(f"Use {rec.name} ({rec.technique}, {rec.runtime}{where}). At batch {bs} it took "
                      f"{rec.latency_ms:.3g} ms per batch against {base.latency_ms:.3g} ms for the baseline, "
                      f"{speed:.2f}x faster{_size_phrase(size, rec.size_bytes, base.size_bytes)}{quality}{delta}.")
+        if rec.extra.get("uncertain"):
+            parts.append(f"Its quality change is uncertain: the 95 % interval of the drop straddles the "
+                         f"{opt.max_accuracy_drop:g}-point budget, so confirm it on more of your data before shipping.")
         tied = [r for r in eligible if r.name != rec.name and r.latency_ms <= eligible[0].latency_ms * (1 + TIE_TOLERANCE)]
         if tied:
             parts.append(f"{', '.join(r.name for r in tied)} ran within {100 * TIE_TOLERANCE:.0f} % of the fastest "
@@ -155,6 +167,12 @@ def _quality_phrase(r) -> str:
         return f"accuracy {100 * q:.2f} %"
     if kind == "agreement":
         return f"top-1 agreement with the original {100 * q:.2f} %"
+    if kind == "sequence_agreement":
+        return f"per-position agreement with the original {100 * q:.2f} %"
+    if kind == "relative_error":
+        return f"relative error {100 * (1 - q):.2f} %"
+    if kind == "metric":
+        return f"your metric {q:.4g}"
     return "SQNR " + ("identical" if q is None or q == math.inf else f"{q:.1f} dB")
 
 

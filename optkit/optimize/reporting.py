@@ -92,7 +92,9 @@ def pareto_figure(opt):
                                                               else top + (10.0 if kind == "sqnr_db" else 0.01))})
              for r in rows]
     label = {"accuracy": "accuracy (%)", "agreement": "top-1 agreement with the original (%)",
-             "sqnr_db": "SQNR vs the original (dB; identical drawn on top)"}[kind]
+             "sqnr_db": "SQNR vs the original (dB; identical drawn on top)",
+             "sequence_agreement": "per-position agreement with the original (%)",
+             "relative_error": "1 - relative error (%)", "metric": "your metric (x100)"}[kind]
     picked = opt.recommendation.name if opt.recommendation else None
     for ax, x in zip(axes, ("latency_ms", "size_bytes")):
         report.plot_pareto(shown, x=x, y="quality", ax=ax, annotate=False)

@@ -8,7 +8,7 @@ Taught in 10_optimize_your_own_model.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 import numpy as np
@@ -25,9 +25,13 @@ class Check:
     ``parity``: :class:`optkit.core.verify.Parity` of all outputs against the baseline's.
     ``accuracy``: on the labels (None without labels). ``quality`` and ``quality_kind``: the
     number eligibility is judged by: ``"accuracy"`` (with labels), ``"agreement"`` (top-1
-    agreement with the original, without labels) or ``"sqnr_db"`` (outputs that are not class
-    scores). ``drop_points``: how many points it lost against the baseline. ``ok``: eligible to be
-    recommended; ``why``: the reason when not.
+    agreement with the original, without labels), ``"sequence_agreement"`` (per-position, for
+    ``[N, T, C]`` outputs), ``"sqnr_db"`` (dense maps and other outputs), ``"relative_error"``
+    (regression) or ``"metric"`` (yours); see :mod:`optkit.optimize.quality`. ``drop_points``:
+    how many points it lost against the baseline, ``interval`` its 95 % interval and ``n`` the
+    examples it rests on; ``uncertain``: the interval straddles the budget. ``ok``: eligible to be
+    recommended; ``why``: the reason when not. ``details``: further measures (``iou`` of dense
+    maps, ``exact_sequence_agreement``).
 
     Taught in 10_optimize_your_own_model.
     """
@@ -40,15 +44,23 @@ class Check:
     drop_points: float | None
     ok: bool
     why: str = ""
+    interval: tuple | None = None
+    n: int | None = None
+    uncertain: bool = False
+    details: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return jsonable({"name": self.name, "parity": self.parity.to_dict(), "accuracy": self.accuracy,
                          "quality": self.quality, "quality_kind": self.quality_kind,
-                         "drop_points": self.drop_points, "ok": self.ok, "why": self.why}, strict=False)
+                         "drop_points": self.drop_points, "interval": self.interval, "n": self.n,
+                         "uncertain": self.uncertain, "details": self.details,
+                         "ok": self.ok, "why": self.why}, strict=False)
 
     def __repr__(self) -> str:
         q = (f"{self.quality:.1f} dB" if self.quality_kind == "sqnr_db" else f"{100 * self.quality:.2f} %")
         drop = "" if self.drop_points is None else f", drop {self.drop_points:+.2f} points"
+        if self.interval is not None:
+            drop += f" [{self.interval[0]:+.2f}, {self.interval[1]:+.2f}]"
         return (f"Check({self.name!r}: {self.quality_kind} {q}{drop}, SQNR {self.parity.sqnr_db:.1f} dB, "
                 f"{'eligible' if self.ok else 'not eligible: ' + self.why})")
 
@@ -115,11 +127,21 @@ def class_scores(output: np.ndarray) -> np.ndarray | None:
 
 
 def _check_text(check: Check) -> str:
-    if check.quality_kind == "accuracy":
-        q = f"accuracy {100 * check.quality:.2f} %"
-    elif check.quality_kind == "agreement":
-        q = f"agreement {100 * check.quality:.2f} %"
-    else:
+    kind = check.quality_kind
+    if kind == "sqnr_db":
         q = f"SQNR {check.quality:.1f} dB"
-    return q + (f", SQNR {check.parity.sqnr_db:.1f} dB" if check.quality_kind != "sqnr_db" else "") + \
-        ("" if check.ok else f" - not eligible: {check.why}")
+    elif kind == "relative_error":
+        q = f"relative error {check.drop_points:.2f} %"
+    elif kind == "metric":
+        q = f"your metric {check.quality:.4g}"
+    else:
+        q = f"{kind.replace('_', ' ')} {100 * check.quality:.2f} %"
+    if check.drop_points is not None and check.interval is not None:
+        q += (f" (drop {check.drop_points:+.2f} points, 95 % interval [{check.interval[0]:+.2f}, "
+              f"{check.interval[1]:+.2f}] on {check.n:,} examples)")
+    for key, value in check.details.items():
+        q += f", {key.replace('_', ' ')} {value:.3f}"
+    q += f", SQNR {check.parity.sqnr_db:.1f} dB" if kind != "sqnr_db" else ""
+    if check.uncertain:
+        q += " - the interval straddles the budget: confirm on more data"
+    return q + ("" if check.ok else f" - not eligible: {check.why}")

@@ -70,3 +70,34 @@ def test_calibration_rows_are_drawn_at_random_from_a_sorted_file(tmp_path):
     assert any("drawn at random" in n for n in data.notes)
     again = load_data(tmp_path / "data.npz", summary)
     assert np.array_equal(again.labels, data.labels)  # a fixed seed: the same rows every run
+
+
+def _sequence_model(path):
+    """A text-line recognizer's shape: features [N, T, 16] -> per-position scores [N, T, 12]."""
+    rng = np.random.default_rng(1)
+    w = numpy_helper.from_array(rng.normal(0, .5, (16, 12)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["feat", "w"], ["scores"])], "recognizer",
+                              [helper.make_tensor_value_info("feat", TensorProto.FLOAT, ["N", "T", 16])],
+                              [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", "T", 12])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_a_sequence_model_is_judged_per_position_and_the_cli_takes_a_metric(tmp_path, monkeypatch, capsys):
+    model = _sequence_model(tmp_path / "recognizer.onnx")
+    opt = optimize.optimize(model, None, output_dir=tmp_path / "runs", recipes=["ort-int8-dynamic"], **FAST)
+    kinds = {c.quality_kind for c in opt.checks.values()}
+    assert kinds == {"sequence_agreement"}
+    int8 = opt.checks.get("ort-int8-dynamic")
+    assert int8 is not None and "exact_sequence_agreement" in int8.details
+    (tmp_path / "seqmetric.py").write_text(
+        "import numpy as np\ndef positions(outputs, labels):\n    return float(np.mean(outputs[0].argmax(-1) >= 0))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from optkit import cli
+
+    code = cli.main(["optimize", str(model), "--output-dir", str(tmp_path / "cli"), "--recipes", "ort-optimized",
+                     "--metric", "seqmetric:positions", "--time-budget-s", "4", "--threads", "1", "--batch-sizes", "1",
+                     "8", "--quiet"])
+    assert code == 0 and "recommended:" in capsys.readouterr().out
