@@ -32,7 +32,7 @@ from optkit.optimize.inputs import SampleData, load_data
 from optkit.optimize.inspection import ModelSummary, _format_text, _load_model
 from optkit.optimize.recipes import (RUNTIMES, Candidate, Context, Recipe, RecipeSkipped, all_recipes,
                                      litert_candidate, ort_candidate, recipes_for, torch_runner)
-from optkit.optimize.recommendation import Recommendation, explain, recommend
+from optkit.optimize.recommendation import Recommendation, best_fp32, explain, recommend
 from optkit.optimize.reference import REFERENCE_DATA, REFERENCE_MODEL
 from optkit.optimize.quality import judge, load_metric, task_of
 from optkit.optimize.verification import Check, _check_text, _padded, class_scores, outputs
@@ -510,6 +510,9 @@ class Optimization:
         if "sqnr_db" in kinds:
             frame["sqnr_db"] = [r.parity.get("sqnr_db") for r in rows]
         frame["eligible"] = [bool(r.extra.get("eligible")) for r in rows]
+        best = best_fp32(rows)
+        if best is not None and best.name != "baseline":  # the baseline a team should also see
+            frame[f"speedup_vs_{best.name}"] = [best.latency_ms / r.latency_ms for r in rows]
         base = {r.batch_size: r.latency_ms for r in self.records if r.name == "baseline"}
         for other in self.batch_sizes:
             if other == bs:

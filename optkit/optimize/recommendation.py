@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 from optkit.core.record import jsonable
 
-__all__ = ["Recommendation", "recommend", "explain", "TIE_TOLERANCE"]
+__all__ = ["Recommendation", "recommend", "explain", "best_fp32", "TIE_TOLERANCE"]
 
 #: Candidates within this fraction of the fastest eligible latency count as tied; the smaller wins.
 TIE_TOLERANCE = 0.05
@@ -76,6 +76,14 @@ def recommend(records: Sequence, *, batch_size: int | None = None, tie: float = 
     return best.name
 
 
+def best_fp32(records: Sequence):
+    """The fastest eligible fp32 record (the model as given included): the float baseline a speed-up
+    from lower precision should also be measured against. None when no fp32 record is eligible."""
+    rows = [r for r in records if (r.extra or {}).get("eligible") and (r.extra or {}).get("precision", "fp32") == "fp32"
+            and r.latency_ms is not None and math.isfinite(r.latency_ms)]
+    return min(rows, key=lambda r: r.latency_ms) if rows else None
+
+
 def explain(opt: Any, rec, base, eligible: list, rejected: dict, bs: int) -> str:
     """The paragraph that says why ``rec`` (a record, or None) was chosen over the others, built from
     the numbers of the run ``opt`` (an :class:`~optkit.optimize.Optimization`): ``base`` is the
@@ -136,6 +144,13 @@ def explain(opt: Any, rec, base, eligible: list, rejected: dict, bs: int) -> str
         parts.append(f"Use {rec.name} ({rec.technique}, {rec.runtime}{where}). At batch {bs} it took "
                      f"{rec.latency_ms:.3g} ms per batch against {base.latency_ms:.3g} ms for the baseline, "
                      f"{speed:.2f}x faster{_size_phrase(size, rec.size_bytes, base.size_bytes)}{quality}{delta}.")
+        fp32 = best_fp32(eligible)
+        if fp32 is not None and fp32.name not in ("baseline", rec.name):
+            ratio = fp32.latency_ms / rec.latency_ms
+            parts.append(f"Against the fastest fp32 candidate, {fp32.name} ({fp32.latency_ms:.3g} ms), it is "
+                         + (f"{ratio:.2f}x faster." if ratio > 1 + TIE_TOLERANCE else
+                            f"about as fast ({ratio:.2f}x): the gain over the baseline is the fp32 runtime's, "
+                            "and the smaller file decided the tie."))
         if rec.extra.get("uncertain"):
             parts.append(f"Its quality change is uncertain: the 95 % interval of the drop straddles the "
                          f"{opt.max_accuracy_drop:g}-point budget, so confirm it on more of your data before shipping.")

@@ -499,3 +499,14 @@ def test_pt2e_int8_program_is_saved_smaller_and_reloads(tmp_path):
     with torch.no_grad():
         reloaded = load_program(cand.artifact).module()(ids).numpy()
     assert np.abs(reloaded - cand.run({"ids": ids.numpy()})[0]).max() < 0.05
+
+
+def test_best_fp32_is_the_fastest_eligible_float_record():
+    from optkit.optimize.recommendation import best_fp32
+
+    recs = [Record("baseline", batch_size=32, latency_ms=10.0, extra={"eligible": True, "precision": "fp32"}),
+            Record("ort", batch_size=32, latency_ms=5.0, extra={"eligible": True, "precision": "fp32"}),
+            Record("int8", batch_size=32, latency_ms=2.0, extra={"eligible": True, "precision": "int8"}),
+            Record("fast-bad", batch_size=32, latency_ms=1.0, extra={"eligible": False, "precision": "fp32"})]
+    assert best_fp32(recs).name == "ort"
+    assert best_fp32(recs[2:]) is None
