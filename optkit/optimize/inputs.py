@@ -21,7 +21,7 @@ from optkit.core.record import jsonable
 if TYPE_CHECKING:  # annotations only: inspection imports this module
     from optkit.optimize.inspection import ModelSummary
 
-__all__ = ["SampleData", "load_data", "LABEL_KEYS"]
+__all__ = ["SampleData", "load_data", "batch_axes", "LABEL_KEYS"]
 
 #: Names a labels array may have in the ``.npz``.
 LABEL_KEYS = ("y", "labels", "label", "targets")
@@ -55,6 +55,11 @@ class SampleData:
     (``eval_rows``), so calibration never sees the examples it is judged on (with fewer than 8
     rows, all rows do both and :attr:`notes` says so).
 
+    Models whose inputs do not all carry the batch on axis 0 (a recurrent state ``[2, N, 16]``, a
+    scalar sample rate) are held rows-first all the same: ``axes`` names the model's batch axis of
+    such an input, ``constants`` the inputs without a batch axis (fed unchanged with every call),
+    and :meth:`to_model` turns a rows-first feed into the model's own layout.
+
     Taught in 10_optimize_your_own_model.
     """
 
@@ -64,6 +69,22 @@ class SampleData:
     path: Path | None = None
     n_calibration: int = 0
     notes: list = field(default_factory=list)
+    axes: dict = field(default_factory=dict)
+    constants: dict = field(default_factory=dict)
+
+    @property
+    def plain(self) -> bool:
+        """True when every input has its batch on axis 0 and none is a constant."""
+        return not self.constants and all(a == 0 for a in self.axes.values())
+
+    def to_model(self, feed: dict) -> dict:
+        """A rows-first ``feed`` in the model's layout: batch axes moved back, constants added."""
+        if self.plain:
+            return feed
+        out = {k: (np.ascontiguousarray(np.moveaxis(v, 0, self.axes[k])) if self.axes.get(k, 0) else v)
+               for k, v in feed.items()}
+        out.update(self.constants)
+        return out
 
     @property
     def n(self) -> int:
@@ -98,7 +119,7 @@ class SampleData:
         size = max(d for d in range(1, min(batch_size, stop) + 1) if stop % d == 0)
         if size < max(1, batch_size // 4) and stop > batch_size:
             size, stop = batch_size, stop - stop % batch_size
-        return [{k: np.ascontiguousarray(v[i:i + size]) for k, v in self.inputs.items()}
+        return [self.to_model({k: np.ascontiguousarray(v[i:i + size]) for k, v in self.inputs.items()})
                 for i in range(0, stop, size)]
 
     def describe(self) -> str:
@@ -246,28 +267,109 @@ def load_data(data_path: str | os.PathLike | None, summary: ModelSummary, *, bat
     return SampleData(inputs=inputs, labels=labels, source="file", path=p, n_calibration=n_cal, notes=notes)
 
 
+def batch_axes(summary: ModelSummary) -> dict[str, int | None]:
+    """Each input's batch axis in the model's layout, or None for an input without one.
+
+    The batch dimension is the dynamic first dimension the inputs share (its name, or an unnamed
+    one). An input carries it on the axis where that name appears (``state: [2, N, 16]`` -> 1); an
+    input of rank 0, or one whose dimensions are all fixed while others' first is dynamic, has no
+    batch axis. Anything unclear keeps axis 0.
+
+    Taught in 10_optimize_your_own_model.
+    """
+    firsts = [s.shape[0] for s in summary.inputs if len(s.shape) and not isinstance(s.shape[0], int)]
+    symbol = firsts[0] if firsts else None
+    axes: dict[str, int | None] = {}
+    for s in summary.inputs:
+        shape = list(s.shape)
+        if not shape:
+            axes[s.name] = None
+        elif not firsts or not isinstance(shape[0], int):
+            axes[s.name] = 0
+        elif symbol is not None and symbol in shape:
+            axes[s.name] = shape.index(symbol)
+        elif all(isinstance(d, int) for d in shape):
+            axes[s.name] = None
+        else:
+            axes[s.name] = 0
+    return axes
+
+
+def output_axes(summary: ModelSummary) -> list[int | None]:
+    """Each output's batch axis (as :func:`batch_axes` finds them for inputs), or None for none."""
+    firsts = [s.shape[0] for s in summary.inputs if len(s.shape) and not isinstance(s.shape[0], int)]
+    symbol = firsts[0] if firsts else None
+    axes: list[int | None] = []
+    for s in summary.outputs:
+        shape = list(s.shape)
+        if symbol is not None and symbol in shape:
+            axes.append(shape.index(symbol))
+        elif shape and not isinstance(shape[0], int):
+            axes.append(0)
+        else:
+            axes.append(None if shape and firsts and all(isinstance(d, int) for d in shape) or not shape else 0)
+    return axes
+
+
+def rows_first(predict, data: "SampleData", axes: Sequence[int | None]):
+    """``predict`` (taking the model's own feed) as a function of a rows-first feed of ``data``
+    returning rows-first outputs: what every step of a run passes and compares. Unchanged when the
+    model's inputs are plain (batch on axis 0, no constants)."""
+    if data.plain and all(a == 0 for a in axes):
+        return predict
+
+    def call(feed: dict) -> list:
+        rows = len(next(iter(feed.values())))
+        outs = [np.asarray(o) for o in predict(data.to_model(feed))]
+        return [o if i >= len(axes) or axes[i] == 0 else
+                np.broadcast_to(o[None], (rows,) + o.shape) if axes[i] is None else np.moveaxis(o, axes[i], 0)
+                for i, o in enumerate(outs)]
+
+    return call
+
+
+def _value(s, shape: list[int], summary: ModelSummary, rng: np.random.Generator, constant: bool) -> np.ndarray:
+    dtype = np.dtype("float32" if s.dtype == "bfloat16" else s.dtype)
+    if np.issubdtype(dtype, np.floating):
+        return rng.random(shape, dtype=np.float64).astype(dtype)
+    if dtype == np.bool_:
+        return rng.random(shape) < 0.5
+    if constant and not shape:  # a scalar setting (a rate, a length, a flag): 1 is the safe guess
+        return np.asarray(1, dtype=dtype)
+    high = int(summary.int_ranges.get(s.name, 2))
+    return rng.integers(0, high, size=shape).astype(dtype)
+
+
 def _generated(summary: ModelSummary, batch_sizes: Sequence[int], seed: int) -> SampleData:
     """Inputs generated from the model's signature, for a run without data (see :func:`load_data`)."""
     notes: list[str] = []
     n = max(64, max(batch_sizes))
     rng = np.random.default_rng(seed)
-    inputs = {}
+    axes = batch_axes(summary)
+    inputs, constants = {}, {}
     for s in summary.inputs:
-        shape = [n] + [d if isinstance(d, int) else 16 for d in s.shape[1:]]
-        if any(not isinstance(d, int) for d in s.shape[1:]):
-            notes.append(f"{s.name}: dynamic dimensions set to 16")
-        dtype = np.dtype("float32" if s.dtype == "bfloat16" else s.dtype)
-        if np.issubdtype(dtype, np.floating):
-            inputs[s.name] = rng.random(shape, dtype=np.float64).astype(dtype)
-        elif dtype == np.bool_:
-            inputs[s.name] = rng.random(shape) < 0.5
+        axis = axes[s.name]
+        dims = [d if isinstance(d, int) else 16 for i, d in enumerate(s.shape) if i != axis]
+        dynamic = [i for i, d in enumerate(s.shape) if i != axis and not isinstance(d, int)]
+        if dynamic:
+            notes.append(f"{s.name}: dynamic dimension(s) {dynamic} set to 16")
+        if axis is None:
+            constants[s.name] = _value(s, dims, summary, rng, constant=True)
+            shown = constants[s.name].tolist() if constants[s.name].ndim == 0 else f"shape {list(dims)}"
+            notes.append(f"{s.name}: no batch dimension, so the same value ({shown}) is fed with every call")
         else:
-            high = int(summary.int_ranges.get(s.name, 2))
-            inputs[s.name] = rng.integers(0, high, size=shape).astype(dtype)
-    notes.append("no data given: inputs were generated from the input signature, so latency and parity are "
-                 "measured but accuracy is not, and int8 calibration on random inputs says little about "
-                 "your data; pass data_path for real numbers")
-    return SampleData(inputs=inputs, labels=None, source="generated", path=None, n_calibration=0, notes=notes)
+            inputs[s.name] = _value(s, [n] + dims, summary, rng, constant=False)
+            if axis:
+                notes.append(f"{s.name}: the batch is on axis {axis} of {_shape_text(s)}")
+    notes.append("no data given: inputs were generated from the input signature (floats uniform in [0, 1), "
+                 "integer ids below the embedding's row count or 0/1), so latency and parity are measured "
+                 "but accuracy is not, and int8 calibration on random inputs says little about your data; "
+                 "pass data_path for real numbers")
+    if not inputs:
+        raise OptkitError("model_path", str(summary.path), "has no input with a batch dimension",
+                          "optkit times batches: export the model with a batch dimension on at least one input")
+    return SampleData(inputs=inputs, labels=None, source="generated", path=None, n_calibration=0, notes=notes,
+                      axes={k: axes[k] for k in inputs}, constants=constants)
 
 
 def _input_arrays(p: Path, rest: dict, label_keys: list, summary: ModelSummary) -> dict[str, tuple[str, np.ndarray]]:

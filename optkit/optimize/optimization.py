@@ -28,7 +28,7 @@ from optkit.core.errors import OptkitError, check_int, check_range
 from optkit.core.record import Record, jsonable
 from optkit.core.variant import Workload
 from optkit.optimize import reporting
-from optkit.optimize.inputs import SampleData, load_data
+from optkit.optimize.inputs import SampleData, load_data, output_axes, rows_first
 from optkit.optimize.inspection import ModelSummary, _format_text, _load_model
 from optkit.optimize.recipes import (RUNTIMES, Candidate, Context, Recipe, RecipeSkipped, all_recipes,
                                      litert_candidate, ort_candidate, recipes_for, torch_runner)
@@ -228,7 +228,7 @@ class Optimization:
         self._set_threads()
         self.data = load_data(self.data_path, self.summary, batch_sizes=self.batch_sizes)
         self.workload = self._workload()
-        self.baseline = self._baseline_candidate()
+        self.baseline = self._adapted(self._baseline_candidate())
         probe = self.data.batch(min(self.batch_sizes))
         try:
             self.baseline.predict(probe)
@@ -359,10 +359,14 @@ class Optimization:
                 cand.params = self.summary.params  # the recipes change how weights are stored, not how many
             if any(c.name == cand.name for c in [self.baseline, *self.candidates]):
                 cand.name = f"{cand.name}-{len(self.candidates) + 1}"
-            self.candidates.append(cand)
+            self.candidates.append(self._adapted(cand))
             self._say(f"[optimize] built {cand.name} ({cand.technique}) in {cand.build_s:.1f} s")
         self._timed("recipes", phase)
         return self.candidates
+
+    def _adapted(self, cand: Candidate) -> Candidate:
+        """``cand`` taking rows-first feeds (see :func:`optkit.optimize.inputs.rows_first`)."""
+        return cand.replace(predict=rows_first(cand.predict, self.data, output_axes(self.summary)))
 
     def _outcome(self, recipe: str, status: str, reason: str, seconds: float = 0.0) -> None:
         self.outcomes.append(Outcome(recipe, status, reason, seconds))

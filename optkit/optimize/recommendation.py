@@ -84,6 +84,20 @@ def best_fp32(records: Sequence):
     return min(rows, key=lambda r: r.latency_ms) if rows else None
 
 
+def _basis(opt: Any, kind: str) -> str:
+    """What the quality judgement rests on, in words."""
+    n = opt.data.n_eval
+    return {"accuracy": f"accuracy on {n} labelled examples not used for calibration",
+            "agreement": f"top-1 agreement with the original model on {n} "
+                         + ("of your examples (no labels were given)" if opt.data.source == "file"
+                            else "generated inputs"),
+            "sqnr_db": f"SQNR of the outputs against the original (at least {opt.min_sqnr_db:g} dB; the "
+                       "outputs are not class scores and no labels were given)",
+            "sequence_agreement": f"per-position agreement of the arg-max with the original on {n} sequences",
+            "relative_error": f"relative error against the original's outputs on {n} examples",
+            "metric": f"your metric on {n} examples"}[kind]
+
+
 def explain(opt: Any, rec, base, eligible: list, rejected: dict, bs: int) -> str:
     """The paragraph that says why ``rec`` (a record, or None) was chosen over the others, built from
     the numbers of the run ``opt`` (an :class:`~optkit.optimize.Optimization`): ``base`` is the
@@ -94,16 +108,7 @@ def explain(opt: Any, rec, base, eligible: list, rejected: dict, bs: int) -> str
     env = bench.environment_line(opt.env) if opt.env else "this machine"
     threads = f"{opt.threads} thread{'s' if opt.threads != 1 else ''}"
     n_cands = len([r for r in opt.records if r.batch_size == bs]) - 1
-    basis = {"accuracy": f"accuracy on {opt.data.n_eval} labelled examples not used for calibration",
-             "agreement": f"top-1 agreement with the original model on {opt.data.n_eval} "
-                          + ("of your examples (no labels were given)" if opt.data.source == "file"
-                             else "generated inputs"),
-             "sqnr_db": f"SQNR of the outputs against the original (at least {opt.min_sqnr_db:g} dB; the "
-                        "outputs are not class scores and no labels were given)",
-             "sequence_agreement": f"per-position agreement of the arg-max with the original on {opt.data.n_eval} "
-                                   "sequences",
-             "relative_error": f"relative error against the original's outputs on {opt.data.n_eval} examples",
-             "metric": f"your metric on {opt.data.n_eval} examples"}[base.extra["quality_kind"]]
+    basis = _basis(opt, base.extra["quality_kind"])
     parts = []
     if rec is None:
         parts.append(f"No candidate, not even the baseline, passed verification at batch {bs}.")

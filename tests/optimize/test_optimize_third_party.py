@@ -101,3 +101,42 @@ def test_a_sequence_model_is_judged_per_position_and_the_cli_takes_a_metric(tmp_
                      "--metric", "seqmetric:positions", "--time-budget-s", "4", "--threads", "1", "--batch-sizes", "1",
                      "8", "--quiet"])
     assert code == 0 and "recommended:" in capsys.readouterr().out
+
+
+def _stateful_model(path):
+    """An audio model's signature: features [N, 10, 16], a recurrent state [2, N, 16] (the batch on
+    axis 1, 2 fixed on axis 0) and an int64 scalar; outputs a sequence and the next state."""
+    rng = np.random.default_rng(2)
+    inits = [numpy_helper.from_array(rng.normal(0, .3, (16, 16)).astype(np.float32), "w"),
+             numpy_helper.from_array(np.array([1], np.int64), "one"), numpy_helper.from_array(np.array([0], np.int64), "zero")]
+    nodes = [helper.make_node("MatMul", ["feat", "w"], ["m"]),
+             helper.make_node("ReduceSum", ["state", "zero"], ["s0"], keepdims=0),
+             helper.make_node("Unsqueeze", ["s0", "one"], ["s1"]), helper.make_node("Add", ["m", "s1"], ["a"]),
+             helper.make_node("Cast", ["rate"], ["ratef"], to=TensorProto.FLOAT), helper.make_node("Mul", ["a", "ratef"], ["b"]),
+             helper.make_node("Tanh", ["b"], ["out"]), helper.make_node("Identity", ["state"], ["state_out"])]
+    graph = helper.make_graph(nodes, "stateful", [
+        helper.make_tensor_value_info("feat", TensorProto.FLOAT, ["N", 10, 16]),
+        helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, "N", 16]),
+        helper.make_tensor_value_info("rate", TensorProto.INT64, [])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 10, 16]),
+         helper.make_tensor_value_info("state_out", TensorProto.FLOAT, [2, "N", 16])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_a_state_input_with_the_batch_on_axis_1_and_an_int64_scalar_run_without_data(tmp_path):
+    from optkit.optimize.inputs import batch_axes, output_axes
+
+    model = _stateful_model(tmp_path / "audio.onnx")
+    summary = inspect_model(model)
+    assert batch_axes(summary) == {"feat": 0, "state": 1, "rate": None}
+    assert output_axes(summary) == [0, 1]
+    data = load_data(None, summary)
+    assert data.inputs["state"].shape[1:] == (2, 16) and data.constants["rate"].shape == ()
+    feed = data.to_model(data.batch(3))
+    assert feed["state"].shape == (2, 3, 16) and feed["feat"].shape == (3, 10, 16) and int(feed["rate"]) == 1
+    assert any("axis 1" in n for n in data.notes) and any("rate" in n and "every call" in n for n in data.notes)
+    opt = optimize.optimize(model, None, output_dir=tmp_path / "runs", recipes=["ort-optimized"], **FAST)
+    assert (opt.run_dir / "report.md").is_file() and opt.checks["ort-optimized"].parity.max_abs == 0.0
