@@ -288,8 +288,20 @@ class Optimization:
 
     def _context(self) -> Context:
         artifacts = (self.run_dir / "artifacts") if self.run_dir is not None else Path(os.devnull)
+        deadline = (self._budget_start or self._started) + 0.8 * self.time_budget_s
         return Context(summary=self.summary, data=self.data, artifacts=artifacts, threads=self.threads,
-                       baseline=self.baseline, cache=self._cache, gpu=_gpu())
+                       baseline=self.baseline, cache=self._cache, gpu=_gpu(), judge=self._judge, deadline=deadline)
+
+    def _judge(self, cand: Candidate) -> tuple[Check, float]:
+        """A searching recipe's verdict on ``cand``: its check and its interleaved speed-up."""
+        from optkit.core import bench
+
+        adapted = self._adapted(cand)
+        check = self._quality(cand.name, self._outputs(adapted))
+        feed = self.data.batch(max(self.batch_sizes))
+        times = bench.compare({"baseline": lambda: self.baseline.predict(feed), cand.name: lambda: adapted.predict(feed)},
+                              batch_size=max(self.batch_sizes), max_time_s=0.25, rounds=3, warmup=2, min_repeats=5)
+        return check, times["baseline"].median_ms / times[cand.name].median_ms
 
     def measure_baseline(self, max_time_s: float = 0.5) -> dict:
         """Step 2: time the model as given at each batch size with :func:`optkit.core.bench.measure`

@@ -238,6 +238,7 @@ def markdown_report(opt, plotted: bool = True) -> str:
         lines += ["## Recipes without a candidate", ""]
         lines += [f"- **{o.recipe}** ({o.status}): {o.reason}" for o in opt.outcomes]
         lines.append("")
+    lines += _search_lines(opt)
     lines += ["## What each candidate is", ""]
     for c in [opt.baseline, *opt.candidates]:
         art = "" if c.artifact is None else f" `{os.path.relpath(c.artifact, opt.run_dir)}`."
@@ -248,6 +249,26 @@ def markdown_report(opt, plotted: bool = True) -> str:
               opt.data.describe(), "```", "", "## Parameters", "", "```",
               json.dumps(jsonable(opt.parameters(), strict=False), indent=2), "```", ""]
     return "\n".join(lines)
+
+
+def _search_rows(opt) -> list[str]:
+    """One line per configuration a searching recipe tried (``config["search"]``)."""
+    rows = []
+    for c in opt.candidates:
+        for r in (c.config or {}).get("search", []):
+            measured = ""
+            if r.get("quality_kind"):
+                q = r["quality"]
+                measured = (f"{r['quality_kind'].replace('_', ' ')} "
+                            + (f"{q:.1f} dB" if r["quality_kind"] == "sqnr_db" else f"{100 * q:.2f} %")
+                            + f", {r['speedup']:.2f}x the original; ")
+            rows.append(f"{c.name}: {r['setting']}: {measured}{'kept' if r.get('kept') else 'dropped'} ({r['why']})")
+    return rows
+
+
+def _search_lines(opt) -> list[str]:
+    rows = _search_rows(opt)
+    return (["## Configurations the search tried", ""] + [f"- {r}" for r in rows] + [""]) if rows else []
 
 
 def html_report(opt, png: bytes | None) -> str:
@@ -278,6 +299,7 @@ td:first-child,th:first-child{{text-align:left}}table{{border-collapse:collapse}
 <p>Green: recommended; grey: not eligible. <code>speedup</code> and <code>size_ratio</code> against the baseline; every number is in <code>results.json</code>.</p>
 {img}
 {'<h2>Recipes without a candidate</h2><ul>' + out + '</ul>' if out else ''}
+{'<h2>Configurations the search tried</h2><ul>' + ''.join(f'<li>{e(r)}</li>' for r in _search_rows(opt)) + '</ul>' if _search_rows(opt) else ''}
 <h2>What each candidate is</h2><ul>{cands}</ul>
 {'<h2>Notes</h2><ul>' + ''.join(f'<li>{e(n)}</li>' for n in opt.notes) + '</ul>' if opt.notes else ''}
 <h2>Model</h2><pre>{e(opt.summary.describe())}</pre><h2>Data</h2><pre>{e(opt.data.describe())}</pre>

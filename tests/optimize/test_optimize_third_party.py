@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from optkit import optimize
@@ -140,3 +141,35 @@ def test_a_state_input_with_the_batch_on_axis_1_and_an_int64_scalar_run_without_
     assert any("axis 1" in n for n in data.notes) and any("rate" in n and "every call" in n for n in data.notes)
     opt = optimize.optimize(model, None, output_dir=tmp_path / "runs", recipes=["ort-optimized"], **FAST)
     assert (opt.run_dir / "report.md").is_file() and opt.checks["ort-optimized"].parity.max_abs == 0.0
+
+
+def test_the_int8_search_repairs_a_failing_setting_and_lists_every_try(tmp_path):
+    from optkit.optimize.recipes import registry
+    from optkit.optimize.recipes.search import ort_int8_search
+    from optkit.optimize.verification import Check
+
+    model = _dense_map_model(tmp_path / "detector.onnx", opset=13)
+    summary = inspect_model(model)
+    data = load_data(None, summary)
+    seen = []
+
+    def judge(cand):  # min-max "loses quality"; percentile passes but is slow; entropy pays
+        method = cand.config["method"]
+        seen.append(method)
+        ok = method != "minmax"
+        return Check(cand.name, None, None, 0.99, "agreement", 1.0, ok, "" if ok else "too lossy"), \
+            {"minmax": 2.0, "percentile": 1.01, "entropy": 1.5}.get(method, 1.0)
+
+    ctx = registry.Context(summary=summary, data=data, artifacts=tmp_path / "art", threads=1, judge=judge)
+    cand = ort_int8_search(ctx)
+    tried = cand.config["search"]
+    assert [r["setting"] for r in tried][:3] == ["U8S8, per-channel, min-max", "percentile calibration",
+                                                 "entropy calibration"]
+    assert cand.config["chosen"] == "entropy calibration" and cand.config["method"] == "entropy"
+    assert [r["kept"] for r in tried[:3]] == [False, False, True]
+    assert "quality" in tried[0]["why"] and "slower than entropy" in tried[1]["why"]
+    assert seen[:3] == ["minmax", "percentile", "entropy"] and len(seen) == 3  # it stops once a setting pays
+    nothing = registry.Context(summary=summary, data=data, artifacts=tmp_path / "art2", threads=1,
+                               judge=lambda c: (Check(c.name, None, None, 0.5, "agreement", 50.0, False, "lossy"), 2.0))
+    with pytest.raises(registry.RecipeSkipped, match="no int8 configuration met the quality budget"):
+        ort_int8_search(nothing)

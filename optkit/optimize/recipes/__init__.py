@@ -14,7 +14,8 @@ per recipe, reports the reason and goes on with the others.
 Built-in recipes, by format:
 
 - ONNX: ORT offline graph optimization, ORT with one thread, ORT dynamic int8 (MatMul/Gemm/RNN
-  weights), ORT static QDQ int8 (per-channel, uint8 activations, calibrated on your data), fp16
+  weights), ORT static QDQ int8 (per-channel, uint8 activations, calibrated on your data), the
+  searched int8 (:mod:`~optkit.optimize.recipes.search`: repairs static int8 when it loses), fp16
   and TensorRT (skipped with a reason unless a GPU and the provider are present);
 - torch.export programs (``.pt2``): ``torch.compile``, PT2E static int8 and PT2E dynamic int8
   (x86 inductor quantizer, compiled with freezing), bf16 (where the CPU or GPU has it), and the

@@ -10,6 +10,7 @@ from __future__ import annotations
 from optkit.optimize.recipes.onnx_runtime import (_ort_fp16, _ort_int8_dynamic, _ort_int8_static, _ort_one_thread,
                                                   _ort_optimized, _tensorrt, _torch_to_ort)
 from optkit.optimize.recipes.registry import Candidate, Recipe, register
+from optkit.optimize.recipes.search import ort_int8_search
 from optkit.optimize.recipes.tflite import _keras_xla, _litert_one_thread, _tflite
 from optkit.optimize.recipes.torch_programs import _bf16, _pt2e_dynamic, _pt2e_static, _torch_compile
 
@@ -22,6 +23,9 @@ _BUILTIN = [
            "ONNX Runtime dynamic quantization of MatMul/Gemm/RNN weights."),
     Recipe("ort-int8-static", ("onnx",), "onnxruntime", "int8 static QDQ", _ort_int8_static,
            "ONNX Runtime static QDQ quantization, per-channel, U8S8, calibrated on your data."),
+    Recipe("ort-int8-search", ("onnx",), "onnxruntime", "int8 static QDQ, searched", ort_int8_search,
+           "Static int8 repaired when it loses: calibration methods, the worst nodes kept in float, "
+           "per-tensor, S8S8, fewer operator types; the fastest eligible setting wins."),
     Recipe("ort-fp16", ("onnx",), "onnxruntime", "fp16 (GPU)", _ort_fp16, "fp16 weights and compute on a GPU."),
     Recipe("tensorrt", ("onnx",), "tensorrt", "TensorRT fp16", _tensorrt, "TensorRT through ONNX Runtime."),
     Recipe("torch-compile", ("torch_export",), "pytorch", "torch.compile", _torch_compile,

@@ -143,6 +143,10 @@ class Context:
     """What a recipe's ``build`` gets: the model (``summary``: format, path, inputs, outputs), the
     data (``data``: calibration batches, inputs), a folder for artifacts, the thread count, the
     baseline candidate and a ``cache`` shared by recipes (an ONNX export of a torch program, say).
+    A recipe that searches (tries several settings and keeps the best) uses ``judge(candidate)``,
+    which returns the candidate's :class:`~optkit.optimize.verification.Check` against the original
+    and its speed-up over it at the largest batch size (timed interleaved), and stops trying new
+    settings after ``deadline`` (a ``time.perf_counter()`` value).
 
     ``artifact(filename)`` returns a fresh path inside the artifacts folder (never an existing
     file, never the input model).
@@ -157,6 +161,8 @@ class Context:
     baseline: Candidate | None = None
     cache: dict = field(default_factory=dict)
     gpu: bool = False
+    judge: Callable | None = None
+    deadline: float | None = None
 
     def artifact(self, filename: str) -> Path:
         self.artifacts.mkdir(parents=True, exist_ok=True)
