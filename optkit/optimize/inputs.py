@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
@@ -21,7 +21,7 @@ from optkit.core.record import jsonable
 if TYPE_CHECKING:  # annotations only: inspection imports this module
     from optkit.optimize.inspection import ModelSummary
 
-__all__ = ["SampleData", "load_data", "batch_axes", "LABEL_KEYS"]
+__all__ = ["SampleData", "load_data", "batch_axes", "output_axes", "rows_first", "regenerate", "LABEL_KEYS"]
 
 #: Names a labels array may have in the ``.npz``.
 LABEL_KEYS = ("y", "labels", "label", "targets")
@@ -147,7 +147,7 @@ def _shape_text(spec) -> str:
     return "[" + ", ".join("?" if d is None else str(d) for d in spec.shape) + "]"
 
 
-def _fit_array(spec, arr: np.ndarray, key: str, path: Path, notes: list) -> np.ndarray:
+def _fit_array(spec, arr: np.ndarray, key: str, path: Path, notes: list, axis: int | None = 0) -> np.ndarray:
     where = f"array {key!r} of {path.name}"
     if arr.ndim != len(spec.shape):
         hint = ""
@@ -157,7 +157,7 @@ def _fit_array(spec, arr: np.ndarray, key: str, path: Path, notes: list) -> np.n
                           f"does not fit the model input {spec.name!r} {spec.dtype}{_shape_text(spec)}: rank "
                           f"{arr.ndim}, the model expects rank {len(spec.shape)}{hint}",
                           "save inputs shaped like the model input, batch axis first")
-    bad = [i for i, (d, g) in enumerate(zip(spec.shape, arr.shape)) if i > 0 and isinstance(d, int) and d != g]
+    bad = [i for i, (d, g) in enumerate(zip(spec.shape, arr.shape)) if i != axis and isinstance(d, int) and d != g]
     if bad:
         hint = ""
         if arr.ndim == 4 and tuple(arr.shape[1:]) in {(spec.shape[3], spec.shape[1], spec.shape[2]),
@@ -215,23 +215,24 @@ def _split(n: int, notes: list) -> int:
 
 
 def load_data(data_path: str | os.PathLike | None, summary: ModelSummary, *, batch_sizes: Sequence[int] = (1, 32),
-              seed: int = 0) -> SampleData:
+              seed: int = 0, dynamic_size: int = 16) -> SampleData:
     """The sample of data a run uses, checked against the model's inputs.
 
-    ``data_path``: an ``.npz`` with one array per model input (named like the input) or, for a
+    ``data_path``: an ``.npz`` with one array per model input (named like the input, in the
+    model's own layout: a state ``[2, N, 128]`` as it is, a scalar as a 0-d array) or, for a
     single-input model, any one array; labels optional under ``y``, ``labels``, ``label`` or
     ``targets``. Floats are converted to the model's float type; integer data for a float input,
     a wrong rank or fixed dimension, and labels of the wrong length are each an
     :class:`OptkitError` naming the array. ``None`` (or ``""``) generates inputs from the
     signature: uniform [0, 1) floats, integer ids below the embedding's row count (or 0/1),
-    16 for dynamic non-batch dimensions; then only latency and parity mean something.
+    16 for dynamic non-batch dimensions (``dynamic_size``); then only latency and parity mean something.
 
     Taught in 10_optimize_your_own_model.
     """
     from optkit.core.errors import check_path_exists
 
     if data_path is None or str(data_path) == "":
-        return _generated(summary, batch_sizes, seed)
+        return _generated(summary, batch_sizes, seed, dynamic_size)
     notes: list[str] = []
     p = check_path_exists("data_path", data_path)
     arrays = _read_npz(p)
@@ -239,10 +240,20 @@ def load_data(data_path: str | os.PathLike | None, summary: ModelSummary, *, bat
     if len(label_keys) > 1:
         raise OptkitError("data_path", str(p), f"holds several label arrays {label_keys}", "keep one, named 'y'")
     chosen = _input_arrays(p, {k: v for k, v in arrays.items() if k not in LABEL_KEYS}, label_keys, summary)
-    inputs = {}
+    inputs, constants, axes = {}, {}, batch_axes(summary)
     for spec in summary.inputs:
         key, arr = chosen[spec.name]
-        inputs[spec.name] = _fit_array(spec, arr, key, p, notes)
+        fitted = _fit_array(spec, arr, key, p, notes, axes[spec.name])
+        if axes[spec.name] is None:  # no batch axis: the same array with every call
+            constants[spec.name] = fitted
+            notes.append(f"{key}: no batch dimension in the model, fed unchanged with every call")
+        else:
+            inputs[spec.name] = np.ascontiguousarray(np.moveaxis(fitted, axes[spec.name], 0))
+            if axes[spec.name]:
+                notes.append(f"{key}: the batch is on axis {axes[spec.name]} of {_shape_text(spec)}")
+    if not inputs:
+        raise OptkitError("model_path", str(summary.path), "has no input with a batch dimension",
+                          "optkit times batches: export the model with a batch dimension on at least one input")
     sizes = {k: len(v) for k, v in inputs.items()}
     if len(set(sizes.values())) != 1:
         raise OptkitError("data_path", sizes, "input arrays hold different numbers of examples",
@@ -264,7 +275,8 @@ def load_data(data_path: str | os.PathLike | None, summary: ModelSummary, *, bat
         labels = None if labels is None else labels[order]
         notes.append(f"the {n_cal} calibration rows were drawn at random (seed {seed}), not taken from the top of "
                      "the file; quality is measured on the other rows")
-    return SampleData(inputs=inputs, labels=labels, source="file", path=p, n_calibration=n_cal, notes=notes)
+    return SampleData(inputs=inputs, labels=labels, source="file", path=p, n_calibration=n_cal, notes=notes,
+                      axes={k: axes[k] for k in inputs}, constants=constants)
 
 
 def batch_axes(summary: ModelSummary) -> dict[str, int | None]:
@@ -286,7 +298,7 @@ def batch_axes(summary: ModelSummary) -> dict[str, int | None]:
             axes[s.name] = None
         elif not firsts or not isinstance(shape[0], int):
             axes[s.name] = 0
-        elif symbol is not None and symbol in shape:
+        elif symbol in shape:  # the shared name, or an unnamed dimension (None) like the others' first
             axes[s.name] = shape.index(symbol)
         elif all(isinstance(d, int) for d in shape):
             axes[s.name] = None
@@ -302,7 +314,7 @@ def output_axes(summary: ModelSummary) -> list[int | None]:
     axes: list[int | None] = []
     for s in summary.outputs:
         shape = list(s.shape)
-        if symbol is not None and symbol in shape:
+        if firsts and symbol in shape:
             axes.append(shape.index(symbol))
         elif shape and not isinstance(shape[0], int):
             axes.append(0)
@@ -340,7 +352,7 @@ def _value(s, shape: list[int], summary: ModelSummary, rng: np.random.Generator,
     return rng.integers(0, high, size=shape).astype(dtype)
 
 
-def _generated(summary: ModelSummary, batch_sizes: Sequence[int], seed: int) -> SampleData:
+def _generated(summary: ModelSummary, batch_sizes: Sequence[int], seed: int, dynamic_size: int = 16) -> SampleData:
     """Inputs generated from the model's signature, for a run without data (see :func:`load_data`)."""
     notes: list[str] = []
     n = max(64, max(batch_sizes))
@@ -349,10 +361,10 @@ def _generated(summary: ModelSummary, batch_sizes: Sequence[int], seed: int) -> 
     inputs, constants = {}, {}
     for s in summary.inputs:
         axis = axes[s.name]
-        dims = [d if isinstance(d, int) else 16 for i, d in enumerate(s.shape) if i != axis]
+        dims = [d if isinstance(d, int) else dynamic_size for i, d in enumerate(s.shape) if i != axis]
         dynamic = [i for i, d in enumerate(s.shape) if i != axis and not isinstance(d, int)]
         if dynamic:
-            notes.append(f"{s.name}: dynamic dimension(s) {dynamic} set to 16")
+            notes.append(f"{s.name}: dynamic dimension(s) {dynamic} set to {dynamic_size}")
         if axis is None:
             constants[s.name] = _value(s, dims, summary, rng, constant=True)
             shown = constants[s.name].tolist() if constants[s.name].ndim == 0 else f"shape {list(dims)}"
@@ -370,6 +382,27 @@ def _generated(summary: ModelSummary, batch_sizes: Sequence[int], seed: int) -> 
                           "optkit times batches: export the model with a batch dimension on at least one input")
     return SampleData(inputs=inputs, labels=None, source="generated", path=None, n_calibration=0, notes=notes,
                       axes={k: axes[k] for k in inputs}, constants=constants)
+
+
+def regenerate(summary: ModelSummary, batch_sizes: Sequence[int], build: Callable[[SampleData], None],
+               sizes: Sequence[int] = (32, 64, 128, 224, 256, 512, 1024)) -> SampleData | None:
+    """Generated inputs with larger dynamic sizes, until ``build(data)`` runs without an error.
+
+    An image model may need sides divisible by 32, an audio model 512 samples: the default 16
+    fails. Returns the data that ran (its notes say which size), or None when none did or the
+    model has no dynamic dimension to change.
+    """
+    if not any(not isinstance(d, int) for s in summary.inputs for d in s.shape[1:]):
+        return None
+    for size in sizes:
+        data = load_data(None, summary, batch_sizes=batch_sizes, dynamic_size=size)
+        try:
+            build(data)
+        except Exception:
+            continue
+        data.notes.insert(0, f"the model rejected dynamic dimensions of 16; {size} is the first size tried that ran")
+        return data
+    return None
 
 
 def _input_arrays(p: Path, rest: dict, label_keys: list, summary: ModelSummary) -> dict[str, tuple[str, np.ndarray]]:

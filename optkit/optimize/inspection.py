@@ -150,6 +150,12 @@ def _onnx_int_ranges(path: Path) -> dict[str, int]:
     return ranges
 
 
+def _known(specs) -> list:
+    """Specs with every dimension that is not a positive size (-1 or 0, as some exporters write an
+    unknown batch) read as unknown (None)."""
+    return [_spec(s.name, [None if isinstance(d, int) and d <= 0 else d for d in s.shape], s.dtype) for s in specs]
+
+
 def _inspect_onnx(p: Path) -> ModelSummary:
     import onnx
 
@@ -158,7 +164,7 @@ def _inspect_onnx(p: Path) -> ModelSummary:
     info = ox.inspect(p)
     proto = onnx.load(str(p), load_external_data=False)
     params = int(sum(int(np.prod(t.dims)) if len(t.dims) else 1 for t in proto.graph.initializer))
-    return ModelSummary(path=p, format="onnx", inputs=list(info.inputs), outputs=list(info.outputs),
+    return ModelSummary(path=p, format="onnx", inputs=_known(info.inputs), outputs=_known(info.outputs),
                         size_bytes=int(info.size_bytes), params=params, op_counts=dict(info.op_counts),
                         int_ranges=_onnx_int_ranges(p),
                         details={"opset": info.opset, "producer": info.producer or "unknown",

@@ -28,11 +28,11 @@ from optkit.core.errors import OptkitError, check_int, check_range
 from optkit.core.record import Record, jsonable
 from optkit.core.variant import Workload
 from optkit.optimize import reporting
-from optkit.optimize.inputs import SampleData, load_data, output_axes, rows_first
+from optkit.optimize.inputs import SampleData, load_data, output_axes, regenerate, rows_first
 from optkit.optimize.inspection import ModelSummary, _format_text, _load_model
 from optkit.optimize.recipes import (RUNTIMES, Candidate, Context, Recipe, RecipeSkipped, all_recipes,
                                      litert_candidate, ort_candidate, recipes_for, torch_runner)
-from optkit.optimize.recommendation import Recommendation, best_fp32, explain, recommend
+from optkit.optimize.recommendation import Recommendation, explain, recommend
 from optkit.optimize.reference import REFERENCE_DATA, REFERENCE_MODEL
 from optkit.optimize.quality import judge, load_metric, task_of
 from optkit.optimize.verification import Check, _check_text, _padded, class_scores, outputs
@@ -231,7 +231,7 @@ class Optimization:
         self.baseline = self._adapted(self._baseline_candidate())
         probe = self.data.batch(min(self.batch_sizes))
         try:
-            self.baseline.predict(probe)
+            self._probe(probe)
         except OptkitError as e:  # keep its own fix: one "Fix:" per message
             raise OptkitError("data_path", str(self.data_path or "generated inputs"),
                               f"the model cannot run on it: {e.parameter}={str(e.value)[:120]!r}: {e.problem}", e.fix) from None
@@ -251,6 +251,25 @@ class Optimization:
                   + (" with labels" if self.data.labels is not None else " without labels")
                   + ("" if self.data.source == "file" else " (generated)"))
         return self.data
+
+    def _probe(self, probe: dict) -> None:
+        """Run the baseline once; generated inputs the model rejects are regenerated with larger
+        dynamic sizes (:func:`optkit.optimize.inputs.regenerate`)."""
+        try:
+            self.baseline.predict(probe)
+        except Exception:
+            if self.data.source != "generated":
+                raise
+
+            def build(data: SampleData) -> None:
+                self.data = data
+                self.baseline = self._adapted(self._baseline_candidate())
+                self.baseline.predict(data.batch(min(self.batch_sizes)))
+
+            first = (self.data, self.baseline)
+            if regenerate(self.summary, self.batch_sizes, build) is None:
+                self.data, self.baseline = first
+                raise
 
     def _baseline_candidate(self) -> Candidate:
         s = self.summary
@@ -510,33 +529,7 @@ class Optimization:
         """A DataFrame of every measured variant at ``batch_size`` (default: the largest), with
         speed-up, size ratio and accuracy change against the baseline, eligibility, and the latency
         at the other batch sizes."""
-        from optkit.core import report
-
-        if not self.records:
-            raise OptkitError("records", [], "nothing has been timed yet", "run benchmark() first")
-        bs = batch_size if batch_size is not None else max(self.batch_sizes)
-        rows = [r for r in self.records if r.batch_size == bs]
-        frame = report.table(rows, baseline="baseline")
-        keep = [c for c in ("technique", "runtime", "latency_ms", "speedup", "size_mb", "size_ratio", "accuracy",
-                            "acc_delta") if c in frame.columns]
-        frame = frame[keep]
-        kinds = {r.extra.get("quality_kind") for r in rows}
-        if "agreement" in kinds:
-            frame["agreement"] = [r.extra.get("quality") for r in rows]
-        if "sqnr_db" in kinds:
-            frame["sqnr_db"] = [r.parity.get("sqnr_db") for r in rows]
-        frame["eligible"] = [bool(r.extra.get("eligible")) for r in rows]
-        best = best_fp32(rows)
-        if best is not None and best.name != "baseline":  # the baseline a team should also see
-            frame[f"speedup_vs_{best.name}"] = [best.latency_ms / r.latency_ms for r in rows]
-        base = {r.batch_size: r.latency_ms for r in self.records if r.name == "baseline"}
-        for other in self.batch_sizes:
-            if other == bs:
-                continue
-            lat = {r.name: r.latency_ms for r in self.records if r.batch_size == other}
-            frame[f"latency_b{other}_ms"] = [lat.get(r.name) for r in rows]
-            frame[f"speedup_b{other}"] = [base[other] / lat[r.name] if lat.get(r.name) else None for r in rows]
-        return frame
+        return reporting.candidates_table(self, batch_size)
 
     def recommend(self) -> Recommendation:
         """Step 6: apply :func:`recommend` to the records at the largest batch size and explain

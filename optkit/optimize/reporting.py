@@ -135,6 +135,38 @@ def _figure_png(opt) -> bytes | None:
         return None
 
 
+def candidates_table(opt, batch_size: int | None = None):
+    """What :meth:`Optimization.table` returns (see there)."""
+    from optkit.core import report
+    from optkit.optimize.recommendation import best_fp32
+
+    if not opt.records:
+        raise OptkitError("records", [], "nothing has been timed yet", "run benchmark() first")
+    bs = batch_size if batch_size is not None else max(opt.batch_sizes)
+    rows = [r for r in opt.records if r.batch_size == bs]
+    frame = report.table(rows, baseline="baseline")
+    keep = [c for c in ("technique", "runtime", "latency_ms", "speedup", "size_mb", "size_ratio", "accuracy",
+                        "acc_delta") if c in frame.columns]
+    frame = frame[keep]
+    kinds = {r.extra.get("quality_kind") for r in rows}
+    if "agreement" in kinds:
+        frame["agreement"] = [r.extra.get("quality") for r in rows]
+    if "sqnr_db" in kinds:
+        frame["sqnr_db"] = [r.parity.get("sqnr_db") for r in rows]
+    frame["eligible"] = [bool(r.extra.get("eligible")) for r in rows]
+    best = best_fp32(rows)
+    if best is not None and best.name != "baseline":  # the baseline a team should also see
+        frame[f"speedup_vs_{best.name}"] = [best.latency_ms / r.latency_ms for r in rows]
+    base = {r.batch_size: r.latency_ms for r in opt.records if r.name == "baseline"}
+    for other in opt.batch_sizes:
+        if other == bs:
+            continue
+        lat = {r.name: r.latency_ms for r in opt.records if r.batch_size == other}
+        frame[f"latency_b{other}_ms"] = [lat.get(r.name) for r in rows]
+        frame[f"speedup_b{other}"] = [base[other] / lat[r.name] if lat.get(r.name) else None for r in rows]
+    return frame
+
+
 def write_report(opt, run_dir: Path) -> Path:
     """Write ``results.json``, ``report.md``, ``report.html`` and ``pareto.png`` of the finished run
     ``opt`` into ``run_dir``, then point ``output_dir/latest`` at it. Returns ``run_dir``."""

@@ -173,3 +173,21 @@ def test_the_int8_search_repairs_a_failing_setting_and_lists_every_try(tmp_path)
                                judge=lambda c: (Check(c.name, None, None, 0.5, "agreement", 50.0, False, "lossy"), 2.0))
     with pytest.raises(registry.RecipeSkipped, match="no int8 configuration met the quality budget"):
         ort_int8_search(nothing)
+
+
+def test_an_unknown_batch_written_as_minus_one_and_sides_that_must_be_larger_than_16(tmp_path):
+    """Old exporters write an unknown batch as -1; an image model may reject 16-pixel sides."""
+    rng = np.random.default_rng(3)
+    w = numpy_helper.from_array(rng.normal(0, .1, (4, 3, 20, 20)).astype(np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]),  # a 20x20 kernel: sides of 16 cannot run
+             helper.make_node("GlobalAveragePool", ["c"], ["g"]), helper.make_node("Flatten", ["g"], ["scores"])]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [-1, 3, "h", "w"])
+    graph = helper.make_graph(nodes, "cls", [x], [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [-1, 4])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
+    model.ir_version = 7
+    path = tmp_path / "cls.onnx"
+    onnx.save(model, str(path))
+    assert inspect_model(path).inputs[0].shape[0] is None
+    opt = optimize.optimize(path, None, output_dir=tmp_path / "runs", recipes=["ort-optimized"], **FAST)
+    assert any("32 is the first size" in n for n in opt.data.notes)
+    assert (opt.run_dir / "report.md").is_file()
