@@ -301,7 +301,7 @@ def plot_pareto(records: Iterable[Record], x: str = "latency_ms", y: str = "accu
     items = _records(records)
     _check_key("x", x, items)
     _check_key("y", y, items)
-    timed = {x, y} & {"latency_ms", "p90_ms", "p99_ms", "throughput"}
+    timed = {x, y} & {"latency_ms", "p90_ms", "p95_ms", "p99_ms", "throughput"}
     _check_comparable("records", [r.name for r in items], items, batch=bool(timed))
     shown = [r for r in items if _value(r, x) is not None and _value(r, y) is not None]
     if not shown:

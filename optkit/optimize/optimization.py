@@ -516,14 +516,15 @@ class Optimization:
 
     def timing_tables(self) -> dict:
         """Batch size -> a DataFrame of that size's interleaved timing, from ``records``: median
-        latency, p90, p99, items/s, timed runs and speed-up over the baseline."""
+        latency, p90, p95, p99, items/s, the memory one call adds, timed runs and speed-up over the baseline."""
         from optkit.core import report
 
         if not self.records:
             raise OptkitError("records", [], "nothing has been timed yet", "run benchmark() first")
-        columns = ["latency_ms", "p90_ms", "p99_ms", "throughput", "runs", "speedup"]
-        return {bs: report.table([r for r in self.records if r.batch_size == bs], baseline="baseline",
-                                 extra=["runs"], columns=columns) for bs in self.batch_sizes}
+        columns = ["latency_ms", "p90_ms", "p95_ms", "p99_ms", "throughput", "peak_mem_mb", "runs", "speedup"]
+        frames = {bs: report.table([r for r in self.records if r.batch_size == bs], baseline="baseline", extra=["runs"])
+                  for bs in self.batch_sizes}
+        return {bs: f[[c for c in columns if c in f.columns]] for bs, f in frames.items()}
 
     def table(self, batch_size: int | None = None):
         """A DataFrame of every measured variant at ``batch_size`` (default: the largest), with

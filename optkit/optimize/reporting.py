@@ -145,8 +145,8 @@ def candidates_table(opt, batch_size: int | None = None):
     bs = batch_size if batch_size is not None else max(opt.batch_sizes)
     rows = [r for r in opt.records if r.batch_size == bs]
     frame = report.table(rows, baseline="baseline")
-    keep = [c for c in ("technique", "runtime", "latency_ms", "speedup", "size_mb", "size_ratio", "accuracy",
-                        "acc_delta") if c in frame.columns]
+    keep = [c for c in ("technique", "runtime", "latency_ms", "p95_ms", "speedup", "size_mb", "size_ratio",
+                        "peak_mem_mb", "accuracy", "acc_delta") if c in frame.columns]
     frame = frame[keep]
     kinds = {r.extra.get("quality_kind") for r in rows}
     if "agreement" in kinds:

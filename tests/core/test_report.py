@@ -219,3 +219,12 @@ def test_one_pareto_plot_shows_one_workload():
         report.plot_pareto(recs[:4])  # latency axis, two batch sizes
     fig = report.plot_pareto(recs[:4], x="size_bytes")  # no timed axis: batch sizes may differ
     assert fig is not None
+
+
+def test_pareto_on_p95_refuses_two_batch_sizes_and_each_group_plots():
+    recs = [r.replace(p95_ms=1.2 * r.latency_ms) for r in _mixed()]
+    with pytest.raises(OptkitError, match="batch size"):
+        report.plot_pareto(recs[:4], x="p95_ms")  # a tail latency is a timed axis too
+    for (workload, bs), group in report.groups(recs).items():  # what a notebook does instead: one plot per group
+        fig = report.plot_pareto(group, x="p95_ms")
+        assert {t.get_text() for t in fig.axes[0].texts} == {r.name for r in group}

@@ -242,6 +242,7 @@ def test_compare_blocks_keeps_the_faster_layout_under_its_own_workload():
         assert r.latency_ms == min(times.values()) == times[r.extra["layout"]]
         assert r.batch_size == 2 and r.macs == models.count_macs(block, x[:1]) and r.params == models.count_params(block)
         assert r.workload == records[0].workload == "conv blocks, 8 channels · random input (2, 8, 6, 6)"
+        assert r.p95_ms is not None and r.peak_mem_bytes is not None and r.peak_mem_bytes >= 0
     assert all(p.is_contiguous() for b in blocks.values() for p in b.parameters())  # the blocks are left alone
     table = report.table(records, baseline="standard")
     assert table.loc["standard", "speedup"] == 1.0
@@ -275,3 +276,21 @@ def test_exercise_checkers_accept_reference_and_reject_common_mistakes(capsys):
     assert not exercises.check_low_rank(smallest)
     out = capsys.readouterr().out
     assert out.count("✓") == 2 and out.count("✗") == 2
+
+
+def test_forward_call_runs_the_module_without_autograd_and_refuses_bad_input():
+    torch.manual_seed(0)
+    lin, x = torch.nn.Linear(6, 24), torch.randn(10, 6)
+    seen = []
+    lin.register_forward_hook(lambda m, i, o: seen.append((o.shape, o.requires_grad)))
+    assert compress.forward_call(lin, x)() is None
+    assert seen == [((10, 24), False)]  # one forward, under inference_mode
+    # a factorized layer is a drop-in: the same call works on it, and at full rank the output is the same
+    low = compress.factorize_linear(lin, 6)
+    with torch.inference_mode():
+        assert torch.allclose(low(x), lin(x), atol=1e-5)
+    compress.forward_call(low, x)()
+    with pytest.raises(OptkitError, match="not a torch module"):
+        compress.forward_call(lambda t: t, x)
+    with pytest.raises(OptkitError, match="not a tensor"):
+        compress.forward_call(lin, [[1.0] * 6])

@@ -25,7 +25,7 @@ from __future__ import annotations
 from optkit.techniques.compress.blocks import ConvBNReLU, DepthwiseSeparableConv, InvertedResidual
 from optkit.techniques.compress.low_rank import (LowRankConv2d, LowRankLinear, choose_rank, factorize, factorize_conv2d,
                                                  factorize_linear, singular_values)
-from optkit.techniques.compress.measuring import LAYOUTS, as_variant, compare_blocks
+from optkit.techniques.compress.measuring import LAYOUTS, as_variant, compare_blocks, forward_call
 from optkit.techniques.compress.weight_sharing import (LayerStorage, SharedConv2d, SharedLinear, StorageReport,
                                                        decompress, index_bits, kmeans_1d, pack_indices,
                                                        share_weights, shared_layers, storage_report, unpack_indices)
@@ -58,6 +58,7 @@ __all__ = [
     "InvertedResidual",
     # measuring
     "as_variant",
+    "forward_call",
     "compare_blocks",
     "LAYOUTS",
 ]

@@ -26,7 +26,7 @@ from optkit.core.variant import Variant, Workload
 from optkit.data import models
 from optkit.techniques.compress.weight_sharing import decompress, storage_report
 
-__all__ = ["as_variant", "compare_blocks", "LAYOUTS"]
+__all__ = ["as_variant", "compare_blocks", "forward_call", "LAYOUTS"]
 
 LAYOUTS = ("contiguous", "channels_last")
 
@@ -62,11 +62,22 @@ def as_variant(name: str, model: nn.Module, example: torch.Tensor, *, technique:
                    macs=models.count_macs(run, example), notes=notes)
 
 
-def _forward(net: nn.Module, x: torch.Tensor) -> Callable[[], None]:
+def forward_call(net: nn.Module, x: torch.Tensor) -> Callable[[], None]:
+    """A no-argument callable running ``net(x)`` under ``torch.inference_mode``: what
+    :func:`optkit.core.bench.compare` times (building ``x`` is never timed).
+
+    Taught in 05_compression_and_efficient_architectures.
+    """
+    if not isinstance(net, nn.Module):
+        raise OptkitError("net", type(net).__name__, "is not a torch module", "pass the layer or model to time")
+    if not isinstance(x, torch.Tensor):
+        raise OptkitError("x", type(x).__name__, "is not a tensor", "pass the input, e.g. torch.randn(1024, 384)")
+
     def call() -> None:
         with torch.inference_mode():
             net(x)
     return call
+
 
 
 def _check_blocks(blocks: Any, x: Any) -> dict[str, nn.Module]:
@@ -100,8 +111,9 @@ def compare_blocks(blocks: Mapping[str, nn.Module], x: torch.Tensor, *, workload
     them interleaved in one :func:`optkit.core.bench.compare`, so a drifting machine hits each alike. Returns one Record
     per block, in order, filled from its **faster** layout: ``latency_ms`` and the percentiles of
     that layout, ``extra['layout']`` naming it and ``extra['latency_<layout>_ms']`` holding both
-    medians; ``params``, ``macs`` per input (for ``x[:1]``), ``batch_size = len(x)`` and
-    ``extra['precision'] = 'fp32'``.
+    medians; ``params``, ``macs`` per input (for ``x[:1]``), ``batch_size = len(x)``,
+    ``peak_mem_bytes`` (the resident memory one call of the faster layout adds:
+    :func:`optkit.core.bench.call_memory`) and ``extra['precision'] = 'fp32'``.
 
     All records carry ``workload`` (default: ``"conv blocks, C channels · random input (N, C, H, W)"``),
     so :mod:`optkit.core.report` refuses to put them in one table, or one ratio, with model
@@ -119,8 +131,8 @@ def compare_blocks(blocks: Mapping[str, nn.Module], x: torch.Tensor, *, workload
     x_cl = x.contiguous(memory_format=torch.channels_last)
     fns = {}
     for name, block in items.items():
-        fns[f"{name} [contiguous]"] = _forward(block, x)
-        fns[f"{name} [channels_last]"] = _forward(copy.deepcopy(block).to(memory_format=torch.channels_last), x_cl)
+        fns[f"{name} [contiguous]"] = forward_call(block, x)
+        fns[f"{name} [channels_last]"] = forward_call(copy.deepcopy(block).to(memory_format=torch.channels_last), x_cl)
     timed = bench.compare(fns, batch_size=int(n), max_time_s=max_time_s, rounds=rounds, threads=threads)
     env = dict(env) if env is not None else bench.environment()
     records = []
@@ -132,5 +144,5 @@ def compare_blocks(blocks: Mapping[str, nn.Module], x: torch.Tensor, *, workload
         records.append(Record.from_measurement(
             by_layout[best], name=name, technique=type(block).__name__, runtime="pytorch eager",
             workload=str(workload), params=models.count_params(block), macs=models.count_macs(block, x[:1]),
-            env=env, extra=extra))
+            peak_mem_bytes=int(bench.call_memory(fns[f"{name} [{best}]"]).delta_rss_bytes), env=env, extra=extra))
     return records
