@@ -33,9 +33,11 @@ optkit.optimize --make-reference``).
 
 Submodules, one job each: :mod:`~optkit.optimize.inspection` (step 1: :func:`detect_format`,
 :func:`inspect_model`, :class:`ModelSummary`), :mod:`~optkit.optimize.inputs` (step 1b:
-:func:`load_data`, :class:`SampleData`), :mod:`~optkit.optimize.recipes` (the registry and the
-built-in recipes for ONNX Runtime, torch.export programs, Keras and TFLite),
-:mod:`~optkit.optimize.verification` (:class:`Check`, :func:`predictions`),
+:func:`load_data`, :class:`SampleData`, batch axes and generated inputs), :mod:`~optkit.optimize.recipes`
+(the registry and the built-in recipes for ONNX Runtime, torch.export programs, Keras and TFLite,
+and the searching int8 recipe), :mod:`~optkit.optimize.verification` (:class:`Check`,
+:func:`predictions`), :mod:`~optkit.optimize.quality` (the quality measure that fits the output,
+with its interval),
 :mod:`~optkit.optimize.recommendation` (the rule, :class:`Recommendation`, the explanation),
 :mod:`~optkit.optimize.reporting` (run folders, ``results.json``, the Markdown and HTML report, the
 plot), :mod:`~optkit.optimize.optimization` (:class:`Optimization`, :func:`optimize`) and
