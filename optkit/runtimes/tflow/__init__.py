@@ -5,15 +5,17 @@ and clear errors. Every name is re-exported here, so ``tflow.X`` works whatever 
   :func:`import_tfmot`, :func:`environment_line`, :func:`silenced`, and Keras 2 (``tf_keras``) vs
   Keras 3 (``keras``): :func:`keras_flavour`, :func:`is_keras2`, :func:`require_keras2`, :func:`to_keras2`;
 - :mod:`.models`: :func:`nhwc`, :func:`keras_arrays`, the ``tf.data`` :func:`pipeline` and PNG files for it
-  (:func:`encode_png`, :func:`decode_png`, the naive :func:`python_batches`), :func:`build_cnn`,
+  (:func:`encode_png`, :func:`decode_png`, :func:`decode_png_batch`, the naive :func:`python_batches`), :func:`build_cnn`,
   :func:`fit`, :func:`keras_predict` (one traced ``tf.function``, optionally XLA), :func:`accuracy`,
   :func:`score` / :class:`Score`, :func:`op_error_reason`, :func:`artifact_sizes`;
 - :mod:`.saved_model`: :func:`load_keras`, :func:`export_saved_model`, :func:`saved_model_predict`;
 - :mod:`.lite`: :func:`to_tflite` in its :data:`VARIANTS` (``"float32"``, ``"dynamic"``, ``"float16"``,
-  ``"int8"``; :data:`VARIANT_PRECISIONS`), :func:`representative_batches`, the :class:`LiteRT` runner,
-  :func:`tensor_dtypes`;
+  ``"int8"``; :data:`VARIANT_PRECISIONS`), :func:`representative_batches`, the :class:`LiteRT` runner
+  (with or without the XNNPACK delegate), :func:`tensor_dtypes`;
 - :mod:`.comparing`: LiteRT variants for ``variant.evaluate``: :func:`thread_variants` (one per
   ``num_threads``), :func:`fastest_threads` (keep each model's faster one), :func:`add_gzip_sizes`;
+- :mod:`.plots`: :func:`plot_pipelines` (input-pipeline throughput) and :func:`plot_latencies` (latency by
+  variant, coloured by runtime);
 - :mod:`.mot`: tensorflow-model-optimization recipes on Keras 2 models: :func:`pruning_schedule`,
   :func:`plan_pruning` (:class:`PruningPlan`),
   :func:`prune_model`, :func:`quantize_aware` (QAT), :func:`prune_preserving_qat`, :func:`cluster_model`,
@@ -30,11 +32,12 @@ from optkit.runtimes.tflow.env import (environment_line, import_tensorflow, impo
 from optkit.runtimes.tflow.comparing import add_gzip_sizes, fastest_threads, thread_variants
 from optkit.runtimes.tflow.lite import (VARIANT_PRECISIONS, VARIANTS, LiteRT, representative_batches, tensor_dtypes,
                                         to_tflite)
-from optkit.runtimes.tflow.models import (Score, accuracy, artifact_sizes, build_cnn, decode_png, encode_png, fit,
-                                          keras_arrays, keras_predict, nhwc, op_error_reason, pipeline, python_batches,
-                                          score)
+from optkit.runtimes.tflow.models import (Score, accuracy, artifact_sizes, build_cnn, decode_png, decode_png_batch,
+                                          encode_png, fit, keras_arrays, keras_predict, nhwc, op_error_reason, pipeline,
+                                          python_batches, score)
 from optkit.runtimes.tflow.mot import (PruningPlan, SparsityInfo, cluster_model, distinct_values, plan_pruning,
                                        prune_model, prune_preserving_qat, pruning_schedule, quantize_aware, sparsity)
+from optkit.runtimes.tflow.plots import plot_latencies, plot_pipelines
 from optkit.runtimes.tflow.saved_model import export_saved_model, load_keras, saved_model_predict
 
 __all__ = [
@@ -61,6 +64,7 @@ __all__ = [
     "pipeline",
     "encode_png",
     "decode_png",
+    "decode_png_batch",
     "python_batches",
     "load_keras",
     "export_saved_model",
@@ -72,6 +76,8 @@ __all__ = [
     "thread_variants",
     "fastest_threads",
     "add_gzip_sizes",
+    "plot_pipelines",
+    "plot_latencies",
     "pruning_schedule",
     "plan_pruning",
     "PruningPlan",

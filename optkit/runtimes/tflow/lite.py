@@ -178,13 +178,14 @@ def to_tflite(model, path: str | os.PathLike, *, variant: str = "float32", repre
 
 # --------------------------------------------------------------------------- LiteRT runner
 def _interpreter_class():
+    """The interpreter class, its op-resolver enum and the backend's name."""
     try:
-        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-        return Interpreter, "ai_edge_litert"
+        return Interpreter, OpResolverType, "ai_edge_litert"
     except ImportError:  # pragma: no cover - ai-edge-litert is pinned in the tf extra
         tf = import_tensorflow()
-        return tf.lite.Interpreter, "tf.lite (deprecated)"
+        return tf.lite.Interpreter, tf.lite.experimental.OpResolverType, "tf.lite (deprecated)"
 
 
 class LiteRT:
@@ -196,13 +197,19 @@ class LiteRT:
     inputs: ``runner(x1, x2)``. ``num_threads=None`` keeps LiteRT's default. For timing,
     ``bench.measure(lambda: runner(x))``.
 
+    ``xnnpack=False`` switches off the delegates LiteRT applies by default (on a CPU: XNNPACK,
+    which takes over the convolutions, dense layers and pooling with its own kernels), through
+    ``experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES``: the
+    model then runs on LiteRT's built-in kernels alone, which shows what XNNPACK buys.
+    :attr:`delegated` says whether a delegate took over part of the graph.
+
     ``tf.lite.Interpreter`` does the same but warns that it is deprecated and will be removed;
     ``ai_edge_litert.interpreter.Interpreter`` is its replacement with the same API.
 
     Taught in 07_tensorflow_and_tflite.
     """
 
-    def __init__(self, path: str | os.PathLike, *, num_threads: int | None = None):
+    def __init__(self, path: str | os.PathLike, *, num_threads: int | None = None, xnnpack: bool = True):
         p = Path(path).expanduser()
         if not p.exists():
             raise _missing("path", p, "file")
@@ -210,12 +217,18 @@ class LiteRT:
             raise OptkitError("path", str(p), "is not a .tflite file", "convert it first with optkit.runtimes.tflow.to_tflite")
         if num_threads is not None:
             check_range("num_threads", num_threads, 1)
-        cls, self.backend = _interpreter_class()
+        if not isinstance(xnnpack, bool):
+            raise OptkitError("xnnpack", xnnpack, "must be True or False",
+                              "pass xnnpack=False to run without LiteRT's default (XNNPACK) delegate")
+        cls, resolvers, self.backend = _interpreter_class()
         self.path = p
         self.num_threads = num_threads
+        self.xnnpack = xnnpack
+        resolver = resolvers.AUTO if xnnpack else resolvers.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         with silenced(stdout=False), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            self.interpreter = cls(model_path=str(p), num_threads=num_threads)
+            self.interpreter = cls(model_path=str(p), num_threads=num_threads,
+                                   experimental_op_resolver_type=resolver)
             self.interpreter.allocate_tensors()
         self._inputs = self.interpreter.get_input_details()
         self._outputs = self.interpreter.get_output_details()
@@ -238,6 +251,15 @@ class LiteRT:
     @property
     def output_details(self) -> list[dict]:
         return self.interpreter.get_output_details()
+
+    @property
+    def delegated(self) -> bool | None:
+        """True when a delegate (XNNPACK on a CPU) runs part of the graph; None if the interpreter cannot say."""
+        try:
+            ops = self.interpreter._get_ops_details()  # the execution plan; a delegated part is one DELEGATE node
+        except (AttributeError, RuntimeError, ValueError):  # pragma: no cover - older interpreters
+            return None
+        return any(op.get("op_name") == "DELEGATE" for op in ops)
 
     @property
     def size_bytes(self) -> int:
@@ -302,7 +324,7 @@ class LiteRT:
         ins = ", ".join(f"{d['name'][:40]}{shape(d)} {np.dtype(d['dtype']).name}" for d in self._inputs)
         outs = ", ".join(f"{shape(d)} {np.dtype(d['dtype']).name}" for d in self._outputs)
         return (f"LiteRT({self.path.name!r}, {self.size_bytes:,} B, inputs: {ins}; outputs: {outs}; "
-                f"num_threads={self.num_threads}, {self.backend})")
+                f"num_threads={self.num_threads}{'' if self.xnnpack else ', XNNPACK off'}, {self.backend})")
 
 
 def tensor_dtypes(path_or_runner) -> dict[str, int]:

@@ -1,7 +1,7 @@
 """Keras data, model building, training and scoring helpers.
 
 Owns the array helpers (:func:`nhwc`, :func:`keras_arrays`, the ``tf.data`` :func:`pipeline`),
-PNG files for the input-pipeline lesson (:func:`encode_png`, :func:`decode_png`, the naive
+PNG files for the input-pipeline lesson (:func:`encode_png`, :func:`decode_png`, :func:`decode_png_batch`, the naive
 :func:`python_batches`), the small Keras CNN (:func:`build_cnn`), quiet training (:func:`fit`), the
 traced ``tf.function`` predictor with optional XLA (:func:`keras_predict`), scoring (:func:`accuracy`, :func:`score`,
 :class:`Score`, :func:`op_error_reason`) and :func:`artifact_sizes`, plus the private
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -24,8 +24,8 @@ import numpy as np
 from optkit.core.errors import OptkitError, check_range
 from optkit.runtimes.tflow.env import _keras, import_tensorflow, is_keras2, keras_flavour
 
-__all__ = ["nhwc", "keras_arrays", "pipeline", "encode_png", "decode_png", "python_batches", "build_cnn", "fit",
-           "keras_predict", "accuracy", "Score", "op_error_reason", "score", "artifact_sizes"]
+__all__ = ["nhwc", "keras_arrays", "pipeline", "encode_png", "decode_png", "decode_png_batch", "python_batches",
+           "build_cnn", "fit", "keras_predict", "accuracy", "Score", "op_error_reason", "score", "artifact_sizes"]
 
 
 # --------------------------------------------------------------------------- data
@@ -52,26 +52,44 @@ def keras_arrays(dataset, split: str = "train", n: int | None = None, seed: int 
 
 def pipeline(x: np.ndarray, y: np.ndarray | None = None, *, batch_size: int = 128,
              map_fn: Callable | None = None, cache: bool = True, prefetch: bool = True,
-             parallel: bool = True, shuffle: bool = False, seed: int = 0):
-    """A ``tf.data`` pipeline over arrays: per-example ``map_fn``, then cache, batch, prefetch.
+             parallel: bool = True, batch_first: bool = False, shuffle: bool = False, seed: int = 0):
+    """A ``tf.data`` pipeline over arrays: ``map_fn``, then cache, batch, prefetch.
 
     ``parallel`` maps with ``num_parallel_calls=AUTOTUNE``; ``cache`` keeps the mapped examples
     in memory after the first pass (so the map runs once, not every epoch); ``prefetch`` lets the
     next batch be prepared while the model runs on this one. Switch each off to measure it.
 
+    ``batch_first`` batches *before* mapping, so ``map_fn`` runs once per batch and receives a
+    whole batch (e.g. :func:`decode_png_batch`): ``tf.data`` pays a fixed cost for every call of a
+    map function, which per example can exceed the work itself on small inputs. The order is then
+    batch, map, cache, prefetch; shuffling is refused there together with ``cache`` (the cache
+    would freeze the first pass's order).
+
     Taught in 07_tensorflow_and_tflite.
     """
     tf = import_tensorflow()
     check_range("batch_size", batch_size, 1)
+    if batch_first and shuffle and cache:
+        raise OptkitError("shuffle", shuffle, "cannot be combined with batch_first=True and cache=True: the cached "
+                          "batches would keep the first pass's order", "pass cache=False, or batch_first=False")
     ds = tf.data.Dataset.from_tensor_slices(x if y is None else (x, y))
-    if map_fn is not None:
-        ds = (ds.map(map_fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True) if parallel
-              else ds.map(map_fn))
-    if cache:
-        ds = ds.cache()
-    if shuffle:
-        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(int(batch_size))
+    calls = {"num_parallel_calls": tf.data.AUTOTUNE, "deterministic": True} if parallel else {}
+    if batch_first:
+        if shuffle:
+            ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.batch(int(batch_size))
+        if map_fn is not None:
+            ds = ds.map(map_fn, **calls)
+        if cache:
+            ds = ds.cache()
+    else:
+        if map_fn is not None:
+            ds = ds.map(map_fn, **calls)
+        if cache:
+            ds = ds.cache()
+        if shuffle:
+            ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.batch(int(batch_size))
     if prefetch:
         ds = ds.prefetch(tf.data.AUTOTUNE)
     return ds
@@ -120,6 +138,20 @@ def decode_png(png, channels: int = 1):
     """
     tf = import_tensorflow()
     return tf.cast(tf.io.decode_png(png, channels=channels), tf.float32) / 255.0
+
+
+def decode_png_batch(pngs, channels: int = 1):
+    """TensorFlow ops that decode a batch of same-sized PNG files and scale them to float32 in [0, 1] (NHWC).
+
+    The ``map_fn`` of ``pipeline(..., batch_first=True)``: one call per batch. PNG decoding has
+    no batched kernel, so the files are decoded in one ``tf.map_fn`` loop inside the graph, and
+    the cast and scale run once on the whole batch. Every file must decode to the same shape.
+
+    Taught in 07_tensorflow_and_tflite.
+    """
+    tf = import_tensorflow()
+    images = tf.map_fn(lambda png: tf.io.decode_png(png, channels=channels), pngs, fn_output_signature=tf.uint8)
+    return tf.cast(images, tf.float32) / 255.0
 
 
 def python_batches(files: Sequence[bytes], batch_size: int = 256):
@@ -267,13 +299,18 @@ def accuracy(predict: Callable[[np.ndarray], np.ndarray], x: np.ndarray, y: np.n
 
 @dataclass
 class Score:
-    """Accuracy of a variant on real labels and its agreement with a reference model's outputs."""
+    """Accuracy of a variant on real labels and its agreement with a reference model's outputs.
+
+    ``hits`` holds the per-row correctness behind ``accuracy`` (``verify.correct``), so two
+    variants scored on the same rows can be compared with ``verify.paired_difference``.
+    """
 
     accuracy: float | None
     agreement: float | None = None  # top-1 agreement with the reference
     sqnr_db: float | None = None  # reference outputs vs these, in dB
     max_abs: float | None = None
     n: int = 0
+    hits: np.ndarray | None = field(default=None, repr=False, compare=False)  # per-row correctness (labels given)
 
     def to_dict(self) -> dict:
         return {"accuracy": self.accuracy, "agreement": self.agreement, "sqnr_db": self.sqnr_db,
@@ -320,11 +357,12 @@ def score(predict: Callable[[np.ndarray], np.ndarray], x: np.ndarray, y: np.ndar
     if keras_flavour(predict) is not None:
         predict = keras_predict(predict)
     out = np.concatenate([np.asarray(predict(x[i:i + batch_size])) for i in range(0, len(x), batch_size)])
-    acc = None if y is None else float((out.argmax(-1) == np.asarray(y)).mean())
+    hits = None if y is None else verify.correct(out, np.asarray(y))
+    acc = None if hits is None else float(hits.mean())
     if reference is None:
-        return Score(acc, n=len(x))
+        return Score(acc, n=len(x), hits=hits)
     p = verify.compare_outputs(np.asarray(reference), out)
-    return Score(acc, p.top1_agreement, p.sqnr_db, p.max_abs, len(x))
+    return Score(acc, p.top1_agreement, p.sqnr_db, p.max_abs, len(x), hits=hits)
 
 
 def _missing(parameter: str, path: Path, what: str) -> OptkitError:
