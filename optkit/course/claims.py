@@ -211,10 +211,10 @@ def better(statement: str, value: float, than: float, *, interval: tuple[float, 
     diff = float(value) - float(than)
     sign = 1.0 if higher_is_better else -1.0
     holds: bool | None = sign * diff > margin
-    text = f"{value:.4g}{unit} vs {than:.4g}{unit}: difference {diff:+.4g}{unit}"
+    text = f"{value:.4g}{unit} vs {than:.4g}{unit}: difference {diff:+.3g}{unit}"
     if interval is not None:
         lo, hi = (float(interval[0]), float(interval[1]))
-        text += f", 95 % interval [{lo:+.4g}, {hi:+.4g}]{unit}"
+        text += f", 95 % interval [{lo:+.3g}, {hi:+.3g}]{unit}"
         if lo <= sign * margin <= hi:  # the interval cannot tell the difference from the margin
             holds = None
     if n is not None:
