@@ -27,11 +27,11 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from optkit.core import bench, verify
+from optkit.core import bench, report, variant, verify
 from optkit import data
 from optkit.course.exercises import nb08 as exercises
 from optkit.data import models
-from optkit.course import notebook
+from optkit.course import claims, notebook
 from optkit.runtimes import onnxrt
 from optkit.runtimes import trt_engines
 from optkit.core.errors import OptkitError
@@ -270,35 +270,41 @@ else:
 
 # %% [markdown]
 # ## 4 · Latency on the GPU: TensorRT vs PyTorch vs ONNX Runtime
-# One interleaved comparison per batch size, inputs already on the GPU for TensorRT and PyTorch
-# (`run_torch` leaves outputs there), `torch.cuda.synchronize` inside every timed call. ORT's
-# CUDA provider joins when this onnxruntime build has it.
+# The course's one measurement path, `variant.evaluate`, through `trt_engines.evaluate_runtimes`:
+# every variant's accuracy and agreement with PyTorch fp32 on the test images, then one
+# interleaved timing per batch size, inputs already on the GPU for TensorRT and PyTorch
+# (`run_torch` leaves outputs there) and `sync=torch.cuda.synchronize`, so each timed call waits
+# for its GPU work. ORT's CUDA provider joins when this onnxruntime build has it. The table is
+# against the fastest float variant; its `peak_mem_mb` column is **CUDA memory** here: what one
+# call allocates through torch (activations and output buffers; not the weights, not TensorRT's
+# own workspace). Expect TensorRT to lead at the tuned batch size, and int8 to pay only where the
+# GPU has int8 tensor cores and the batch is large enough to use them: the claim below says
+# whether it did on this GPU.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 if TRT_OK:
-    cnn_gpu = models.pretrained("resnet_cnn").to("cuda").eval()
-    cnn_gpu_half = models.pretrained("resnet_cnn").to("cuda").half().eval()
     has_ort_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
-    ort_gpu = onnxrt.Runner(fp32.path, providers=["CUDAExecutionProvider", "CPUExecutionProvider"]) if has_ort_cuda else None
-    for bs in (1, opt_batch):
-        x_np = np.ascontiguousarray(x_test[:bs])
-        x_gpu = torch.from_numpy(x_np).cuda()
-
-        def torch_call(model, x):
-            def run():
-                with torch.inference_mode():
-                    return model(x)
-            return run
-
-        fns = {"PyTorch fp32": torch_call(cnn_gpu, x_gpu), "PyTorch fp16": torch_call(cnn_gpu_half, x_gpu.half())}
-        fns |= {f"TensorRT {name}": (lambda e=e, x=x_gpu: e.run_torch(x)) for name, e in runners.items()}
-        if ort_gpu is not None:
-            fns["ORT CUDA fp32"] = lambda x=x_np: ort_gpu(x)
-        cmp = bench.compare(fns, batch_size=bs, max_time_s=max_time_s, sync=torch.cuda.synchronize)
-        print(f"batch {bs}:")
-        print(cmp.table()[["median_ms", "throughput", "speedup"]].round(3).to_string(), "\n")
-    print("Measured on:", bench.environment_line())
+    ort_gpu = {"ORT CUDA fp32": (onnxrt.Runner(fp32.path, providers=["CUDAExecutionProvider", "CPUExecutionProvider"]),
+                                 "fp32")} if has_ort_cuda else {}
+    gpu_records = trt_engines.evaluate_runtimes(
+        variant.Workload("resnet_cnn", "Fashion-MNIST classification", f"Fashion-MNIST test (first {len(x_test):,})"),
+        (x_test, y_test), batch_sizes=(1, opt_batch), device="cuda", sync=torch.cuda.synchronize,
+        torch_models={"PyTorch fp32": (models.pretrained("resnet_cnn").to("cuda").eval(), torch.float32),
+                      "PyTorch fp16": (models.pretrained("resnet_cnn").to("cuda").half().eval(), torch.float16)},
+        engines={f"TensorRT {name}": e for name, e in runners.items()}, ort_runners=ort_gpu,
+        max_time_s=max_time_s, env=env, progress=False)
+    print("Measured on:", bench.environment_line(), "| peak_mem_mb: CUDA memory one call allocates")
+    for (_, bs), frame in report.tables(gpu_records, baseline=report.fastest_float, columns=[
+            "runtime", "latency_ms", "p95_ms", "speedup", "peak_mem_mb", "accuracy", "acc_delta", "agreement"]).items():
+        print(f"batch {bs}")
+        display(frame.round(3))
+    at_opt = [r for r in gpu_records if r.batch_size == opt_batch]
+    best_float = next(r for r in at_opt if r.name == report.fastest_float(at_opt))
+    int8_rec = next((r for r in at_opt if r.name == "TensorRT int8 Q/DQ"), None)
+    if int8_rec is not None:
+        claims.faster(f"TensorRT int8 (Q/DQ) is faster than the best float variant at batch {opt_batch}", int8_rec,
+                      best_float, depends=("gpu",))
 else:
     skip("timing TensorRT against PyTorch and ONNX Runtime on the GPU")
 

@@ -14,16 +14,20 @@
 #   batch and never drops a request when it shuts down;
 # - key a prediction cache correctly (dtype, shape and content) and bound it by entries and bytes;
 #   know when a cache pays and when it only costs memory;
-# - load-test a service with a closed-loop generator and read latency-throughput curves;
+# - load-test a service with a closed-loop generator and read latency-throughput curves, against the
+#   naive baseline (a Flask endpoint answering one request at a time);
+# - state a batching target against the model's own batching ceiling, and check it;
 # - process a stream of frames one by one, with a thread pool, and in micro-batches, and count what is late or dropped;
 # - serve the same model with Ray Serve (`@serve.batch` behind HTTP, input checked at the edge),
-#   scale it to replicas, and measure what the framework costs.
+#   scale it to replicas, and split what the framework costs into its layers (Ray's call, HTTP, JSON).
 #
 # **Time:** about 2.5 minutes at the default parameters on a 2-core laptop, a third of it
-# starting, loading and stopping Ray. **GPU:** not needed; on a GPU batching pays far more (the
-# text says where).
+# starting, loading and stopping Ray. **GPU:** not needed; on a GPU batching should pay far more
+# (the text says why).
 #
-# Every figure is printed by the cell that measured it, with the machine beside it. Load tests run
+# Every figure is printed by the cell that measured it, with the machine beside it, and every
+# conclusion ("batching pays", "caching pays", what Ray Serve costs) is printed as a claim checked
+# on this run: ✔ holds here, ✘ does not hold here, or ≈ inside the noise. Load tests run
 # clients and server on the same cores, so absolute numbers depend on the machine; the ratios
 # between variants come from interleaved runs.
 
@@ -41,7 +45,7 @@ from optkit.core import bench, record, report, sizes, variant
 from optkit import data, serve
 from optkit.course.exercises import nb09 as exercises
 from optkit.data import models, zoo
-from optkit.course import notebook
+from optkit.course import claims, notebook
 from optkit.runtimes import onnxrt
 
 # %% tags=["parameters"]
@@ -84,6 +88,12 @@ workers = batch_workers
 batch_threads = max(1, n_threads // workers)  # intra-op threads of each batch call
 out = Path(output_dir)
 out.mkdir(parents=True, exist_ok=True)
+verdicts = {}  # the targets' claims, recalled in the summary
+
+
+def verdict(ratio, need=1.0, noise=0.05):
+    """A claim's verdict on a ratio: True above need*(1+noise), False below need*(1-noise), None in between."""
+    return None if need * (1 - noise) <= ratio <= need * (1 + noise) else bool(ratio > need)
 
 # %% [markdown]
 # ## 0 · The model and its optimized artifacts
@@ -126,9 +136,11 @@ int8_b = ort_fn(int8_path, batch_threads)
 # Before serving anything, the model's variants go through the course's one measurement path,
 # `variant.evaluate`: the PyTorch model, its ONNX Runtime fp32 export and the int8 file, with
 # accuracy on the first 2,000 labelled test images, agreement of each with the PyTorch model's
-# top-1 class on those images, and latency at batch 1 and 32 timed interleaved. The table is
-# against the fastest fp32 variant; the served model is the int8 one, and what follows is about
-# everything around it.
+# top-1 class on those images, and latency at batch 1 and 32 timed interleaved (median and p95).
+# The table is against the fastest fp32 variant; the served model is the int8 one, and what
+# follows is about everything around it. `peak_mem_mb` is the resident memory one more call of
+# that batch size adds (its activations and workspaces), not the weights already loaded nor what
+# a runtime keeps pooled between calls (ONNX Runtime's arena), so it can read as 0.
 #
 # Requests in this notebook are real test images, one per request; every answer is checked
 # against the output the same model gives that image, so a lost, swapped or wrong answer shows up
@@ -153,7 +165,8 @@ accuracy = {p: next(r.accuracy for r in model_records if r.name == f"ORT {p}") f
 print("Measured on:", bench.environment_line(), "| baseline: the fastest fp32 variant | agreement: top-1 class "
       "against PyTorch fp32 (int8 kernels differ between CPUs, so this cell's output is not compared in CI)")
 for (_, bs), frame in report.tables(model_records, baseline=report.fastest_float, columns=[
-        "runtime", "latency_ms", "speedup", "size_mb", "accuracy", "acc_delta", "agreement", "sqnr_db"]).items():
+        "runtime", "latency_ms", "p95_ms", "speedup", "size_mb", "peak_mem_mb", "accuracy", "acc_delta", "agreement",
+        "sqnr_db"]).items():
     print(f"batch {bs}")
     display(frame.round(4))
 
@@ -171,7 +184,7 @@ for (_, bs), frame in report.tables(model_records, baseline=report.fastest_float
 text = data.rotten_tomatoes()
 lstm_path = onnxrt.export(models.pretrained("text_lstm"), torch.tensor(text.test.x[:2]), out / "text_lstm.onnx",
                         overwrite=True).path
-T = np.ascontiguousarray(text.test.x[:max(batch_sizes)])
+T = np.ascontiguousarray(text.test.x[:1024])  # review snippets, 64 token ids each: the LSTM's requests
 candidates = [(f"ORT fp32, {n_threads} threads", fp32, X), (f"ORT int8, {n_threads} threads", int8, X),
               (f"text_lstm ORT fp32, {n_threads} threads", ort_fn(lstm_path, n_threads), T)]
 sweeps = {name: bench.throughput_sweep(lambda bs, fn=fn, inp=inp: (lambda x=inp[:bs]: fn(x)), batch_sizes,
@@ -194,14 +207,24 @@ pd.DataFrame(rows).set_index("variant").round(3)
 
 # %% [markdown]
 # Read the last column. On a GPU the fixed part of a call is large (a kernel launch per operator,
-# a device round trip) and batching is worth 10-50x. On this CPU, ONNX Runtime's per-call cost is a
+# a device round trip) and batching is worth 10-50x. On a CPU, ONNX Runtime's per-call cost is a
 # few microseconds and a convolution over a 28×28 image is already enough work to keep a core busy
 # at batch 1, so a batch mostly gains from splitting its work over the threads, and from weights
-# that stay in cache: a modest gain for the convolutional `resnet_cnn`, somewhat more for the tiny
-# `small_cnn`, whose per-call cost is a larger share (`-p model_name small_cnn`). The LSTM gains
-# more, because a batch turns each step's matrix-vector product into a matrix-matrix product; even
-# so, the gain is a few times at most on two cores. That gain is the ceiling for any batcher: a
-# batcher cannot make the model cheaper per image than the best batch size does.
+# that stay in cache: expect a modest gain for the convolutional `resnet_cnn`, somewhat more for the
+# tiny `small_cnn`, whose per-call cost is a larger share (`-p model_name small_cnn`). The LSTM
+# should gain more, because a batch turns each step's matrix-vector product into a
+# matrix-matrix product; on a few cores, expect a few times at most. Whatever the gain, it is the
+# ceiling for any batcher: a batcher cannot make the model cheaper per input than its best batch
+# size does. Whether the LSTM gains more here:
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+cnn_gain, lstm_gain = rows[1]["gain from batching"], rows[2]["gain from batching"]
+claims.check("batching pays more for the LSTM than for the int8 CNN (the model alone, best batch vs batch 1)",
+             verdict(lstm_gain / cnn_gain), f"LSTM {lstm_gain:.2f}x (best batch {rows[2]['best batch']}) vs CNN "
+             f"{cnn_gain:.2f}x (best batch {rows[1]['best batch']}); noise band ±5 %", depends=("cores", "isa_cap"));
+
+# %% [markdown]
 #
 # The serving question is different anyway: requests arrive **one at a time** from many clients.
 # Something has to collect them into batches, and that something costs time per request.
@@ -414,15 +437,31 @@ print("Measured on:", bench.environment_line(), "| int8 model, 16 clients, cache
 pd.DataFrame(cache_rows).set_index("workload").round(3)
 
 # %% [markdown]
-# A cache pays exactly as much as its hit rate: on the popular workload most requests never reach
-# the model. On the uniform workload the cache holds a tenth of what is asked for, misses almost
-# always, and only costs memory plus a hash per request. On the noisy workload an exact-match cache
-# never hits at all: caching camera frames, sensor readings or anything with a timestamp inside
-# needs a coarser key (rounded or downsampled inputs, a content id from upstream), which is a
-# decision about accuracy, not just speed. Note also what is cached: 10 logits per image are 40
-# bytes; a detector's or a generator's outputs can be megabytes, which is why the byte bound
-# matters. The `mismatched` column counts answers that were not their image's: cached answers are
-# read-only copies, so no caller can change what the next one gets.
+# A cache can pay only as much as its hit rate allows: on the popular workload most requests
+# should never reach the model. On the uniform workload the cache holds a tenth of what is asked
+# for, so it should miss almost always and only cost memory plus a hash per request. On the noisy
+# workload an exact-match cache cannot hit at all: caching camera frames, sensor readings or
+# anything with a timestamp inside needs a coarser key (rounded or downsampled inputs, a content id
+# from upstream), which is a decision about accuracy, not just speed. Note also what is cached: 10
+# logits per image are 40 bytes; a detector's or a generator's outputs can be megabytes, which is
+# why the byte bound matters. The `mismatched` column counts answers that were not their image's:
+# cached answers are read-only copies, so no caller can change what the next one gets. What held
+# on this run:
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+by_workload = {row["workload"]: row for row in cache_rows}
+for label, statement in [("popular", "caching pays on the popular (Zipf) workload"),
+                         ("uniform", "caching pays on the uniform workload (a tenth of the images fit)")]:
+    row = by_workload[label]
+    claims.check(statement, verdict(row["speed-up"]), f"hit rate {row['hit rate']:.1%}, {row['req/s with cache']:,.0f} "
+                 f"vs {row['req/s without']:,.0f} req/s: {row['speed-up']:.2f}x (noise band ±5 %)", depends=("cores",))
+noisy = by_workload["noisy"]
+claims.check("an exact-match cache never hits when every request carries a little noise", noisy["hit rate"] == 0,
+             f"hit rate {noisy['hit rate']:.1%} over {cache_requests:,} requests, "
+             f"{noisy['distinct inputs']:,} distinct inputs", depends=());
+
+# %% [markdown]
 #
 # ## 4 · Load: latency against throughput
 # A **closed-loop** load generator: *N* client threads each send a request, wait for the answer,
@@ -469,42 +508,155 @@ pd.DataFrame([r.summary() for c in curves.values() for r in c]).set_index(["name
 # How to read the curves: each point is one concurrency level, labelled with its number of clients.
 # Left to right, more clients ask for more; a curve bends upward where the service is saturated,
 # because from there more clients only make each of them wait longer (a closed loop obeys
-# Little's law, throughput = clients / latency: exercise 3). At one client the batcher is *slower*
-# than a direct call: a lone request waits up to `max_wait` for company that never comes. That
-# wait is the price of batching, and `max_wait` is the knob: small enough to be invisible against
-# your latency budget, large enough to form batches when load arrives. Compare medians with
-# tails too: direct calls have no queue, so nothing orders many threads competing for two cores
-# and Python's GIL, and their tail can be long even when their median is short; the batcher
-# answers in arrival order.
-#
-# The targets are checked on a separate, interleaved comparison at 32 clients
-# (`serve.head_to_head`: rounds rotating the order of the variants, so a drift of the machine hits
-# each alike). For the batcher the target's latency bound is `max_wait` plus two batch compute
-# times: a request can arrive just after a batch started, wait for it, then for its own. The
-# compute time is the median model time of the batches the batcher ran in this very comparison.
+# Little's law, throughput = clients / latency: exercise 3). At one client the batcher should be
+# *slower* than a direct call: a lone request waits up to `max_wait` for company that never comes.
+# That wait is the price of batching, and `max_wait` is the knob: small enough to be invisible
+# against your latency budget, large enough to form batches when load arrives. Compare medians
+# with tails too: direct calls have no queue, so nothing orders many threads competing for the
+# cores and Python's GIL, and their tail can be long even when their median is short; the batcher
+# answers in arrival order. On this run:
 
 # %%
 # NBVAL_IGNORE_OUTPUT
+one_client = {name: series[0] for name, series in curves.items() if series[0].concurrency == 1}
+if len(one_client) == 3:
+    direct, batched = one_client["(a) per request fp32"], one_client["(b) batcher fp32"]
+    claims.check("at one client the batcher is slower than a direct call (it waits for company)",
+                 verdict(batched.p50_ms / direct.p50_ms), f"p50 {batched.p50_ms:.2f} ms batched vs {direct.p50_ms:.2f} ms "
+                 f"direct, max_wait {max_wait_ms:g} ms (noise band ±5 %)", depends=("cores",))
+else:
+    print("concurrencies does not start at 1 client: nothing to compare at one client")
+
+# %% [markdown]
+# ### The baseline: a naive endpoint
+# What most services start as: a Flask route that parses the request's JSON list into an array,
+# calls the model on that one input and answers, served by one thread (`threaded=False`), so the
+# next request waits until this one is answered. `serve.NaiveService(fn, input_shape=...)` is that
+# endpoint, started in a thread on a free loopback port; it counts what it receives, so the
+# requests the clients sent can be checked against the ones it answered or failed.
+#
+# Every way of this section is then compared on a separate, interleaved run at 32 clients
+# (`serve.head_to_head`: rounds rotating the order of the ways, so a drift of the machine hits
+# each alike), with the naive endpoint as the baseline. For the batcher, the target's latency bound
+# is `max_wait` plus two batch compute times: a request can arrive just after a batch started,
+# wait for it, then for its own. The compute time is the median model time of the batches the
+# batcher ran in this very comparison.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+naive_fp32 = serve.NaiveService(fp32_1t, input_shape=X.shape[1:]).start()  # Flask, threaded=False, JSON lists
+h2h_calls = {"(n) naive Flask fp32, JSON": serve.HttpClient(naive_fp32.url), **calls}
+wants["(n) naive Flask fp32, JSON"] = expected["fp32"]
 for b in (batch_fp32, batch_int8):
     b.reset_stats()
 per_client = max(8, requests_per_level // 32)
-h2h = serve.head_to_head(calls, X, concurrency=32, requests_per_client=per_client, rounds=head_to_head_rounds,
-                         expected=wants, atol=1e-3, rtol=1e-3)  # round r starts with the (r mod 3)-th variant
-at32 = h2h.summary()  # per variant: medians over rounds (throughput, p50_ms, p99_ms), sums (requests, lost ...)
+h2h = serve.head_to_head(h2h_calls, X, concurrency=32, requests_per_client=per_client, rounds=head_to_head_rounds,
+                         expected=wants, atol=1e-3, rtol=1e-3)  # round r starts with the (r mod 4)-th way
+naive_stats = naive_fp32.stats()
+at32 = h2h.summary()  # per way: medians over rounds (throughput, p50_ms, p99_ms), sums (requests, lost ...)
 batcher_stats = {"(b) batcher fp32": batch_fp32.stats(), "(c) batcher int8": batch_int8.stats()}
 p99_bound = {name: max_wait_ms + 2 * st.compute_ms_p50 for name, st in batcher_stats.items()}
-speedup_b = h2h.ratio("(b) batcher fp32", "(a) per request fp32")
-speedup_c = h2h.ratio("(c) batcher int8", "(a) per request fp32")
-print(f"32 clients, {head_to_head_rounds} interleaved rounds of {32 * per_client} requests per variant "
+print(f"32 clients, {head_to_head_rounds} interleaved rounds of {32 * per_client} requests per way "
       f"(median of rounds); measured on {bench.environment_line()}")
 print(h2h)
 for name, st in batcher_stats.items():
     print(f"  {name}: batches of {st.mean_batch_size:.1f} on average, median compute {st.compute_ms_p50:.2f} ms; "
           f"p99 {at32[name]['p99_ms']:.2f} ms against a bound of {p99_bound[name]:.2f} ms")
+sent = at32["(n) naive Flask fp32, JSON"]["requests"] + 32 * head_to_head_rounds  # + one warm-up per client a round
+print(f"naive endpoint: the clients sent {sent:,} requests (warm-ups included); it received {naive_stats.received:,}: "
+      f"{naive_stats.answered:,} answered + {naive_stats.failed} failed")
+
+# %% [markdown]
+# What held at 32 clients on this run, each ratio taken within the same rounds:
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+speedup_b = h2h.ratio("(b) batcher fp32", "(a) per request fp32")
+speedup_c = h2h.ratio("(c) batcher int8", "(a) per request fp32")
+over_naive = {name: h2h.ratio(name, "(n) naive Flask fp32, JSON") for name in calls}
+claims.check("the naive endpoint lost nothing: every request sent was answered or failed",
+             naive_stats.received == sent == naive_stats.answered + naive_stats.failed,
+             f"{sent:,} sent, {naive_stats.answered:,} answered, {naive_stats.failed} failed", depends=())
+each = [verdict(r) for r in over_naive.values()]
+claims.check("every in-process way serves more requests per second than the naive endpoint",
+             False if False in each else (None if None in each else True),
+             ", ".join(f"{n} {r:.1f}x" for n, r in over_naive.items()) + " (noise band ±5 %)", depends=("cores",))
+claims.check(f"batching pays for the {model_name}: the dynamic batcher (fp32) serves more than one fp32 call "
+             "per request", verdict(speedup_b), f"{speedup_b:.2f}x the throughput (noise band ±5 %)", depends=("cores",))
+p99_b = at32["(b) batcher fp32"]["p99_ms"]
+verdicts["p99"] = claims.check("target: the batcher's p99 at 32 clients is within max_wait + 2 batch compute times",
+                               p99_b <= p99_bound["(b) batcher fp32"], f"{'met' if p99_b <= p99_bound['(b) batcher fp32'] else 'MISSED'}: "
+                               f"p99 {p99_b:.2f} ms, bound {p99_bound['(b) batcher fp32']:.2f} ms (fp32)", depends=("cores",))
 notebook.headline("dynamic batcher (fp32) vs one call per request, throughput at 32 clients", speedup_b, "x",
-                  fmt=".2f", note=f"target >= 3x; {bench.environment_line()}")
+                  fmt=".2f", note=bench.environment_line())
 notebook.headline("dynamic batcher + int8 vs one fp32 call per request, throughput at 32 clients", speedup_c, "x",
                   fmt=".2f", note=bench.environment_line())
+notebook.headline("dynamic batcher + int8 vs the naive Flask endpoint, throughput at 32 clients",
+                  over_naive["(c) batcher int8"], "x", fmt=".1f", note=bench.environment_line())
+
+# %% [markdown]
+# ### The batching target, on the model where batching pays most
+# A batcher can at best bring the model's own batching gain (section 1) to the service. The target:
+# at 32 clients, the dynamic batcher reaches at least 80 % of that ceiling on the LSTM, the model
+# whose ceiling is highest on a CPU. Both are measured here, on the session the batcher calls:
+# the ceiling as the model's throughput at its best batch size over its throughput at batch 1 (a
+# sweep as in section 1, just before the load); the batcher's gain as its throughput at 32
+# clients over the same batch-1 throughput. The batcher's `max_batch_size` is that
+# best batch size: beyond it, a bigger batch only costs latency. The 32 client threads of the load
+# generator run in this process, on the same cores as the model (a real service's clients are on
+# other machines), so the batcher's session leaves them one core: it runs `n_threads - 1` intra-op
+# threads (at least one), one worker, and its ceiling is measured on that very session. One LSTM
+# call per request (one thread each, as (a)) is loaded alongside for comparison.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+lstm_b, lstm_1t = ort_fn(lstm_path, max(1, n_threads - 1)), ort_fn(lstm_path, 1)  # one core left to the clients
+lstm_sweep = bench.throughput_sweep(lambda bs: (lambda x=T[:bs]: lstm_b(x)), batch_sizes, name="LSTM, batcher session",
+                                   max_time_s=min(max_time_s, 0.15), warmup=2, min_repeats=3)
+best = max(lstm_sweep, key=lambda m: m.throughput)
+best_bs, b1_rate, best_rate = best.batch_size, lstm_sweep[0].throughput, best.throughput
+lstm_expected = lstm_b(T)
+with serve.DynamicBatcher(lstm_b, max_batch_size=best_bs, max_wait_s=max_wait_ms / 1e3, name="batcher lstm") as lstm_batcher:
+    lstm_h2h = serve.head_to_head({"LSTM, one call per request": lambda t: lstm_1t(t[None])[0],
+                                   "LSTM, dynamic batcher": lstm_batcher.predict}, T, concurrency=32,
+                                  requests_per_client=per_client, rounds=head_to_head_rounds, expected=lstm_expected,
+                                  atol=1e-4, rtol=1e-3)
+    lstm_mean_batch = lstm_batcher.stats().mean_batch_size
+ceiling, lstm_gain_served = best_rate / b1_rate, lstm_h2h.throughput("LSTM, dynamic batcher") / b1_rate
+print(lstm_h2h)
+print(f"the LSTM alone, {max(1, n_threads - 1)} thread(s): {b1_rate:,.0f} inputs/s at batch {lstm_sweep[0].batch_size}, "
+      f"{best_rate:,.0f} at batch {best_bs}: ceiling {ceiling:.2f}x (section 1, {n_threads} threads: {lstm_gain:.2f}x); "
+      f"the batcher (batches of {lstm_mean_batch:.1f} on average) {lstm_gain_served:.2f}x; on {bench.environment_line()}")
+met = lstm_gain_served >= 0.8 * ceiling
+verdicts["batching"] = claims.check(
+    "target: the dynamic batcher reaches >= 80 % of the LSTM's batching ceiling at 32 clients", met,
+    f"{'met' if met else 'MISSED'}: {lstm_gain_served:.2f}x of a {ceiling:.2f}x ceiling = {lstm_gain_served / ceiling:.0%}",
+    depends=("cores", "isa_cap"))
+notebook.headline("dynamic batcher, share of the LSTM's batching ceiling reached at 32 clients",
+                  100 * lstm_gain_served / ceiling, "%", fmt=".0f", note=bench.environment_line())
+
+# %% [markdown]
+# ### Try it: the two knobs
+# `max_wait` and `max_batch_size` trade latency for throughput. The cell below runs a short load
+# (256 requests) on a fresh batcher around the int8 model with the values you pick; in JupyterLab
+# the controls re-run it (a fraction of a second each), a static run shows the defaults. Try a
+# single client with a long wait, then 32 clients with `max_batch_size` 1.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+def try_batcher(max_wait_ms, max_batch_size, clients):
+    with serve.DynamicBatcher(int8_b, max_batch_size=max_batch_size, max_wait_s=max_wait_ms / 1e3) as b:
+        r = serve.run_load(b.predict, X, concurrency=clients, requests_per_client=max(2, 256 // clients),
+                           expected=expected["int8"], atol=1e-3, rtol=1e-3)
+        st = b.stats()
+    print(f"max_wait {max_wait_ms:g} ms, max_batch_size {max_batch_size}, {clients} clients: "
+          f"{r.throughput:,.0f} req/s, p50 {r.p50_ms:.2f} ms, p99 {r.p99_ms:.2f} ms; batches of "
+          f"{st.mean_batch_size:.1f} on average; {r.counts['mismatch']} mismatched, {r.lost} lost")
+
+
+notebook.explore(try_batcher, max_wait_ms=[max_wait_ms] + [w for w in (0.0, 0.5, 1.0, 5.0, 10.0, 20.0) if w != max_wait_ms],
+                 max_batch_size=[max_batch_size] + [m for m in (1, 4, 8, 16, 32, 64) if m != max_batch_size],
+                 clients=[16, 1, 4, 32, 64])
 
 # %% [markdown]
 # ### Soak: many requests, none lost or swapped
@@ -519,8 +671,10 @@ soak = serve.run_load(batch_int8.predict, X, concurrency=64, requests_per_client
 print(soak, f"in {time.perf_counter() - t0:.1f} s")
 print(batch_int8.stats())
 soak_ok = soak.n >= soak_requests and soak.lost == 0 and soak.counts["ok"] == soak.n
-print(f"{'met   ' if soak_ok else 'MISSED'} soak through the batcher: {soak.n:,} requests, {soak.lost} lost, "
-      f"{soak.counts['mismatch']} mismatched, {soak.n - soak.counts['ok']} not ok")
+verdicts["soak"] = claims.check(
+    f"target: a soak of {soak_requests:,} requests or more through the batcher, none lost, failed or mismatched", soak_ok,
+    f"{'met' if soak_ok else 'MISSED'}: {soak.n:,} requests, {soak.lost} lost, {soak.counts['mismatch']} mismatched, "
+    f"{soak.n - soak.counts['ok']} not ok", depends=())
 
 # %% [markdown]
 # ## 5 · A stream of frames
@@ -562,14 +716,26 @@ pd.DataFrame([s.summary() for s in streams.values()]).set_index("name").round(2)
 
 # %% [markdown]
 # One by one cannot keep up by construction: the queue grows until frames go stale and are
-# dropped, and those that do run have waited. The thread pool uses both cores, so it keeps up when
-# two cores are at least `stream_load` times one; if not, its queue grows without bound and every
-# later frame is later than the last (it never drops anything, which for video is the wrong
-# choice: a stale frame is worth less than a fresh one). Micro-batches use every core as well and
-# add what section 1 showed batching gains on this CPU, at the price of waiting up to one frame
-# interval, and their deadline drops stale frames instead of processing them late. On a real camera
-# feed you would also drop from the *front* of the queue (keep the newest frame) rather than
-# refuse the newest, which is what a deadline approximates here.
+# dropped, and those that do run have waited. The thread pool uses every core, so it should keep
+# up when the cores together are at least `stream_load` times one; if not, its queue grows without
+# bound and every later frame is later than the last (it never drops anything, which for video is
+# the wrong choice: a stale frame is worth less than a fresh one). Micro-batches use every core as
+# well and add what section 1 showed batching gains on this CPU, at the price of waiting up to one
+# frame interval, and their deadline drops stale frames instead of processing them late. On a real
+# camera feed you would also drop from the *front* of the queue (keep the newest frame) rather
+# than refuse the newest, which is what a deadline approximates here. On this run:
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+on_time = {name: res.counts["on_time"] / len(frames) for name, res in streams.items()}
+kept_up = {name: share >= 0.99 for name, share in on_time.items()}
+shares = ", ".join(f"{name} {share:.1%}" for name, share in on_time.items())
+claims.check("one by one cannot keep up (under 99 % of the frames on time)", not kept_up["one by one"],
+             f"on time: {shares}", depends=("cores",))
+claims.check("micro-batches keep up (at least 99 % of the frames on time)", kept_up["micro-batches"],
+             f"on time: {shares}; {stream_load:g}x the one-by-one rate", depends=("cores",));
+
+# %% [markdown]
 #
 # ## 6 · Past one process: Ray Serve
 # One process is one machine's cores and one point of failure. Ray Serve runs the model in
@@ -588,10 +754,17 @@ pd.DataFrame([s.summary() for s in streams.values()]).set_index("name").round(2)
 # %%
 # NBVAL_IGNORE_OUTPUT
 cluster = None
-if run_ray:
+if not run_ray:
+    print("run_ray=False: section 6 is skipped")
+else:
     import ray
 
-    cluster = serve.LocalServe(num_cpus=2).start()
+    try:
+        cluster = serve.LocalServe(num_cpus=2).start()
+    except Exception as exc:  # e.g. a machine too busy for Ray's 30 s start-up: section 6 is skipped, with the reason
+        run_ray = False
+        print(f"Ray could not start here ({type(exc).__name__}: {str(exc)[:160]}); section 6 is skipped")
+if run_ray:
     print(f"Ray {ray.__version__} with Serve started in {cluster.startup_s:.1f} s: {cluster}")
     t0 = time.perf_counter()
     ray_app = serve.ray_deployment(int8_path, max_batch_size=max_batch_size, batch_wait_timeout_s=max_wait_ms / 1e3,
@@ -600,44 +773,75 @@ if run_ray:
     client = serve.HttpClient(url)
     print(f"deployed in {time.perf_counter() - t0:.1f} s at {url}; replicas: {cluster.replicas('optkit')}")
     print("GET", url, "->", client.post(None, method="GET"))
-else:
-    print("run_ray=False: section 6 is skipped")
 
 # %% [markdown]
 # The same load generator, now sending JSON over HTTP (`serve.HttpClient` keeps one connection per
-# client thread), then an interleaved comparison at 32 clients with the in-process int8 batcher:
+# client thread), first as a sweep over concurrencies. Then, to see where a request's time goes,
+# one interleaved comparison at 32 clients of the in-process int8 batcher, the same Ray Serve
+# replica called three ways, each adding one layer: through a `DeploymentHandle` from this process
+# (Ray's remote call and `@serve.batch`, no HTTP: `cluster.handle_call`), over HTTP with a binary
+# body (the proxy added: `HttpClient(url, binary=True)` sends the array as `.npy` bytes), and over
+# HTTP with JSON (the numbers written and parsed as text), and the naive Flask endpoint serving the
+# same int8 model, as the baseline. Around each run, the CPU time of every process (ours and Ray's).
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 if run_ray:
     ray_curve = serve.sweep_load(client, X, ray_concurrencies, requests_per_level=ray_requests_per_level,
                                  expected=expected["int8"], atol=1e-3, rtol=1e-3, name="(d) Ray Serve int8, HTTP")
-    # two interleaved rounds (AB, BA), with the CPU seconds of every process (ours and Ray's) around each run
-    ray_h2h = serve.head_to_head({"(c) batcher int8": batch_int8.predict, "(d) Ray Serve int8, HTTP": client}, X,
-                                 concurrency=32, requests_per_client=max(4, ray_requests_per_level // 32), rounds=2,
-                                 expected=expected["int8"], atol=1e-3, rtol=1e-3, cpu=True)
+    naive_int8 = serve.NaiveService(int8_1t, input_shape=X.shape[1:]).start()
+    ray_ways = {"(c) batcher int8": batch_int8.predict, "(d1) Ray Serve int8, handle": cluster.handle_call("optkit"),
+                "(d2) Ray Serve int8, HTTP binary": serve.HttpClient(url, binary=True),
+                "(d) Ray Serve int8, HTTP": client, "(n) naive Flask int8, JSON": serve.HttpClient(naive_int8.url)}
+    ray_h2h = serve.head_to_head(ray_ways, X, concurrency=32, requests_per_client=max(4, ray_requests_per_level // 32),
+                                 rounds=2, expected=expected["int8"], atol=1e-3, rtol=1e-3, cpu=True)
     ray_overhead = ray_h2h.ratio("(c) batcher int8", "(d) Ray Serve int8, HTTP")
-    for name, row in ray_h2h.summary().items():
-        cpu_ms = ray_h2h.cpu_per_request_ms(name, groups=serve.RAY_PROCESS_GROUPS)  # {what the process does: ms}
-        parts = ", ".join(f"{group} {ms:.2f}" for group, ms in cpu_ms.items() if ms >= 0.05)
-        print(f"  {name:<26} {row['throughput']:8,.0f} req/s, p99 {row['p99_ms']:7.2f} ms at 32 clients; "
-              f"CPU per request {sum(cpu_ms.values()):.2f} ms ({parts})")
-    print(f"in-process batcher / Ray Serve throughput: {ray_overhead:.1f}x; measured on {bench.environment_line()}")
-    notebook.headline("in-process batcher / Ray Serve (HTTP) throughput at 32 clients", ray_overhead, "x", fmt=".1f",
-                      note=f"target <= 2x; {bench.environment_line()}")
+    print(f"32 clients, 2 interleaved rounds; measured on {bench.environment_line()}")
+    print(ray_h2h)
     display(serve.plot_latency_throughput({"(c) batcher int8": curves["(c) batcher int8"],
                                            "(d) Ray Serve, HTTP": ray_curve}))
 
 # %% [markdown]
-# Where the difference goes: the CPU time per request printed above, process by process. In
-# process, a request is a Python function call and a Future. Through Ray Serve it is JSON
-# encoding (784 floats as text, about 8 KB) in the client, an HTTP request to the proxy process,
-# routing, a remote call to the replica process, JSON parsing and validation there, the batch,
-# and the same way back: several processes and milliseconds of CPU per request, on a machine
-# whose two cores also run the clients and the model. With a model that needs milliseconds per
-# request, or a GPU replica, that overhead is a small share of the model time; with a
-# sub-millisecond CNN it dominates. What Ray buys is not speed on one machine: it is process
-# isolation, HTTP, health checks and restarts, and the same code on many machines.
+# Where the difference goes. In process, a request is a Python function call and a Future.
+# Through Ray Serve it becomes, layer by layer: a remote call to the replica process (the array
+# serialized as a Ray object) and a place in `@serve.batch`'s queue; with HTTP, a request to the
+# proxy process, which parses it and forwards it to the replica; with JSON, 784 numbers written as
+# text (about 8 KB) in the client and parsed in the replica, and the answer's back. Each row of the
+# table below adds one layer: `step_ms` is the CPU time per request that layer adds, summed over
+# every process, and `vs first` how many times fewer requests per second than in process. Expect
+# the layers, not the model, to dominate for a sub-millisecond model: all of them share the cores
+# with the clients and the model.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+if run_ray:
+    layers = ["(c) batcher int8", "(d1) Ray Serve int8, handle", "(d2) Ray Serve int8, HTTP binary",
+              "(d) Ray Serve int8, HTTP"]
+    split = ray_h2h.cost_split(layers)  # CPU ms per request by process, total, and what each row adds
+    step = dict(zip(["in process", "Ray call", "HTTP", "JSON"], split["step_ms"]))
+    ray_extra = split["total"].iloc[-1] - split["total"].iloc[0]
+    print(f"Ray Serve (HTTP, JSON) adds {ray_extra:.2f} ms of CPU per request: Ray's call {step['Ray call']:.2f}, "
+          f"HTTP {step['HTTP']:.2f}, JSON {step['JSON']:.2f}; it serves {split['vs first'].iloc[-1]:.1f}x fewer "
+          f"requests per second than in process (handle {split['vs first'].iloc[1]:.1f}x, binary HTTP "
+          f"{split['vs first'].iloc[2]:.1f}x)")
+    ray_vs_naive = ray_h2h.ratio("(d) Ray Serve int8, HTTP", "(n) naive Flask int8, JSON")
+    claims.check(
+        "most of Ray Serve's extra CPU per request is the framework (Ray's call and HTTP), not JSON",
+        step["JSON"] < 0.5 * ray_extra, f"JSON {step['JSON']:.2f} of {ray_extra:.2f} ms", depends=("cores",))
+    verdicts["ray 2x"] = claims.check(
+        "target: Ray Serve (HTTP, JSON) within 2x of the in-process batcher's throughput, int8 CNN", ray_overhead <= 2,
+        f"{'met' if ray_overhead <= 2 else 'MISSED'}: in process / Ray = {ray_overhead:.1f}x", depends=("cores",))
+    claims.check("Ray Serve (HTTP, JSON) serves more than the naive Flask endpoint", verdict(ray_vs_naive),
+                 f"{ray_vs_naive:.2f}x the throughput (noise band ±5 %)", depends=("cores",))
+    notebook.headline("in-process batcher / Ray Serve (HTTP) throughput at 32 clients", ray_overhead, "x", fmt=".1f",
+                      note=bench.environment_line())
+    display(split.round(2))
+
+# %% [markdown]
+# With a model that needs milliseconds per request, or a GPU replica, the same per-request cost is
+# a small share of the model time; with a sub-millisecond CNN it is most of it. What Ray buys is
+# not speed on one machine: it is process isolation, HTTP, health checks and restarts, and the
+# same code on many machines.
 #
 # ### When the model costs milliseconds
 # The same comparison with a model whose own cost per request is milliseconds: all-MiniLM-L6-v2,
@@ -689,13 +893,17 @@ if run_ray:
     notebook.headline("in-process batcher / Ray Serve (HTTP) throughput, MiniLM at 32 clients", ray_overhead_minilm,
                       "x", fmt=".2f", note=f"{minilm_tokens} tokens, {mini_ms:.1f} ms per request at batch 1; "
                                           f"{bench.environment_line()}")
+    verdicts["ray 2x minilm"] = claims.check(
+        f"target: Ray Serve (HTTP, JSON) within 2x of the in-process batcher's throughput, MiniLM ({mini_ms:.0f} ms a "
+        "request)", ray_overhead_minilm <= 2, f"{'met' if ray_overhead_minilm <= 2 else 'MISSED'}: in process / Ray "
+        f"= {ray_overhead_minilm:.2f}x (the int8 CNN: {ray_overhead:.1f}x)", depends=("cores",))
 
 # %% [markdown]
 # Ray adds the same work per request as for the CNN (the proxy, JSON at both ends, the hops
 # between processes; a MiniLM request is `minilm_tokens` integers, fewer numbers than the CNN's 784); what
 # changed is what that work is compared with. Each MiniLM request costs milliseconds of model
-# time, so Ray's share of the total is smaller: compare the two ratios printed above (the CNN's
-# and MiniLM's). Before choosing (or blaming) a serving framework, put its cost per request next
+# time, so Ray's share of the total should be smaller: the claim above prints both ratios (the
+# CNN's and MiniLM's). Before choosing (or blaming) a serving framework, put its cost per request next
 # to your model's.
 #
 # ### Input validation at the edge
@@ -723,7 +931,9 @@ if run_ray:
 # ### Scaling out: replicas and a cluster
 # The same deployment with two replicas, each reserving one of Ray's CPUs and running one
 # intra-op thread; the proxy spreads requests over them. Then the soak: `soak_requests` requests
-# over HTTP from 64 clients, every answer checked.
+# over HTTP from 64 clients, every answer checked, sent with binary bodies (the faster HTTP path
+# measured above, so the soak takes less time; what it checks, that every request gets its own
+# answer through the proxy and the replicas, does not depend on the body's format).
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -738,19 +948,22 @@ if run_ray:
                          expected=expected["int8"], atol=1e-3, rtol=1e-3, name="(e) Ray Serve int8, 2 replicas")
     print(two)
     one_replica = ray_h2h.throughput("(d) Ray Serve int8, HTTP")
-    print(f"2 replicas / 1 replica throughput at 32 clients: {two.throughput / one_replica:.2f}x")
+    claims.check("a second replica pays here (HTTP, JSON, 32 clients)", verdict(two.throughput / one_replica),
+                 f"2 replicas / 1 replica throughput: {two.throughput / one_replica:.2f}x (noise band ±5 %)",
+                 depends=("cores",))
     t0 = time.perf_counter()
-    ray_soak = serve.run_load(client2, X, concurrency=64, requests_per_client=-(-soak_requests // 64),
-                              expected=expected["int8"], atol=1e-3, rtol=1e-3, name="soak Ray Serve")
-    print(ray_soak, f"in {time.perf_counter() - t0:.1f} s")
+    ray_soak = serve.run_load(serve.HttpClient(url, binary=True), X, concurrency=64, name="soak Ray Serve",
+                              requests_per_client=-(-soak_requests // 64), expected=expected["int8"], atol=1e-3, rtol=1e-3)
+    print(ray_soak, f"in {time.perf_counter() - t0:.1f} s; measured on {bench.environment_line()}")
     ray_soak_ok = ray_soak.n >= soak_requests and ray_soak.lost == 0 and ray_soak.counts["ok"] == ray_soak.n
-    print(f"{'met   ' if ray_soak_ok else 'MISSED'} soak through Ray Serve: {ray_soak.n:,} requests, "
-          f"{ray_soak.lost} lost, {ray_soak.counts['mismatch']} mismatched, {ray_soak.n - ray_soak.counts['ok']} not ok")
-    print("Measured on:", bench.environment_line())
+    verdicts["ray soak"] = claims.check(
+        f"target: a soak of {soak_requests:,} requests or more through Ray Serve, none lost, failed or mismatched",
+        ray_soak_ok, f"{'met' if ray_soak_ok else 'MISSED'}: {ray_soak.n:,} requests, {ray_soak.lost} lost, "
+        f"{ray_soak.counts['mismatch']} mismatched, {ray_soak.n - ray_soak.counts['ok']} not ok", depends=())
 
 # %% [markdown]
-# On two cores, a second replica mostly shows the mechanism: the replicas, the proxy and the
-# clients share the same two cores, so there is little to gain. Replicas pay when each gets its own
+# On a machine with few cores, a second replica mostly shows the mechanism: the replicas, the
+# proxy and the clients share the same cores, so expect little to gain. Replicas pay when each gets its own
 # cores (or GPU). The same application object scales with configuration only:
 #
 # - `num_replicas=N` and `ray_actor_options={"num_cpus": k}` (here `num_cpus=`): N copies, each
@@ -779,80 +992,69 @@ if run_ray:
 
 # %% [markdown]
 # ## 7 · Summary
-# Every serving variant at 32 clients from the interleaved comparisons above (sections 4 and 6):
-# throughput in requests per second, median and p99 latency, file size and accuracy of the model
-# behind it. The ratios that matter are taken between variants measured in the same rounds.
+# Every way to serve at 32 clients, in one table per interleaved comparison (section 4's, and
+# section 6's with Ray Serve), each against the naive Flask endpoint measured in the same rounds:
+# throughput in requests per second and its ratio to the naive endpoint's, median (`latency_ms`)
+# and p99 latency, requests that failed, were lost or got another request's answer, and the file
+# size and accuracy of the model behind it.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 serving = f"{model_name} served · 32 closed-loop clients, one test image per request"
-ways = [(h2h, "(a) per request fp32", "one call per request", "onnxruntime in process", "fp32"),
-        (h2h, "(b) batcher fp32", "dynamic batcher", "onnxruntime in process", "fp32"),
-        (h2h, "(c) batcher int8", "dynamic batcher", "onnxruntime in process", "int8")]
+in_process = "onnxruntime in process"
+ways = [(h2h, "(n) naive Flask fp32, JSON", "Flask, one request at a time", "onnxruntime behind Flask", "fp32"),
+        (h2h, "(a) per request fp32", "one call per request", in_process, "fp32"),
+        (h2h, "(b) batcher fp32", "dynamic batcher", in_process, "fp32"),
+        (h2h, "(c) batcher int8", "dynamic batcher", in_process, "int8")]
 if run_ray:
-    ways.append((ray_h2h, "(d) Ray Serve int8, HTTP", "@serve.batch behind HTTP, 1 replica", "ray serve", "int8"))
+    ways += [(ray_h2h, "(n) naive Flask int8, JSON", "Flask, one request at a time", "onnxruntime behind Flask", "int8"),
+             (ray_h2h, "(c) batcher int8", "dynamic batcher", in_process, "int8"),
+             (ray_h2h, "(d1) Ray Serve int8, handle", "@serve.batch, DeploymentHandle call", "ray serve", "int8"),
+             (ray_h2h, "(d2) Ray Serve int8, HTTP binary", "@serve.batch behind HTTP, .npy bodies", "ray serve", "int8"),
+             (ray_h2h, "(d) Ray Serve int8, HTTP", "@serve.batch behind HTTP, JSON", "ray serve", "int8")]
 # one Record per way to serve: medians over its interleaved rounds, with the size and accuracy of its model
-records = [rounds.record(name, technique=technique, runtime=runtime, workload=serving, size_bytes=file_bytes[model],
+records = [rounds.record(name, technique=technique, runtime=runtime, size_bytes=file_bytes[model],
+                         workload=f"{serving} · {'section 4' if rounds is h2h else 'section 6'} rounds",
                          accuracy=accuracy[model], env=env) for rounds, name, technique, runtime, model in ways]
-if run_ray:
-    records[-1].extra["in_process_over_ray"] = ray_overhead
 record.save_records(records, out / "serving.json")
-summary = serve.serving_table(records, baseline="(a) per request fp32", columns=[  # throughput_ratio, not speedup
-    "technique", "runtime", "batch_size", "latency_ms", "p99_ms", "throughput", "throughput_ratio", "size_mb",
-    "accuracy", "size_ratio", "acc_delta"])
-print("Measured on:", bench.environment_line(), f"| {serving}; latency_ms is the median | baseline: (a) one fp32 "
-      "call per request, what batching is measured against" + ("; (d) from its own rounds with (c)" if run_ray else ""))
-summary.round(3)
+print("Measured on:", bench.environment_line(), "| latency_ms is the median | baseline: the naive Flask endpoint "
+      "of the same rounds")
+for (label, _), group in report.groups(records).items():
+    naive = next(r.name for r in group if r.name.startswith("(n)"))
+    print(label)
+    display(serve.serving_table(group, baseline=naive, extra=("failed", "lost", "mismatched"), columns=[
+        "technique", "runtime", "latency_ms", "p99_ms", "throughput", "throughput_ratio", "failed", "lost",
+        "mismatched", "size_mb", "accuracy", "acc_delta"]).round(3))
+
+# %% [markdown]
+# And the targets, each checked by the cell that measured it (scroll up for the evidence):
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-checks = [
-    ("dynamic batcher >= 3x the throughput of one call per request at 32 clients", speedup_b, ">=", 3.0, "x"),
-    ("batcher p99 <= max_wait + 2 batch compute times at 32 clients",
-     at32["(b) batcher fp32"]["p99_ms"], "<=", p99_bound["(b) batcher fp32"], "ms"),
-    (f"soak of >= 10,000 requests through the batcher with 0 lost or mismatched ({soak.n:,} sent)",
-     soak.lost + soak.counts["mismatch"] + (10_000 - min(soak.n, 10_000)), "<=", 0, "bad"),
-]
-if run_ray:
-    checks += [
-        (f"soak of >= 10,000 requests through Ray Serve with 0 lost or mismatched ({ray_soak.n:,} sent)",
-         ray_soak.lost + ray_soak.counts["mismatch"] + (10_000 - min(ray_soak.n, 10_000)), "<=", 0, "bad"),
-        ("Ray Serve within 2x of the in-process batcher's throughput, int8 CNN, under 1 ms a request "
-         "(ratio in-process / Ray)", ray_overhead, "<=", 2.0, "x"),
-        (f"Ray Serve within 2x of the in-process batcher's throughput, MiniLM, {mini_ms:.0f} ms a request "
-         "(ratio in-process / Ray)", ray_overhead_minilm, "<=", 2.0, "x"),
-    ]
-for label, value, op, bound, unit in checks:
-    ok = value >= bound if op == ">=" else value <= bound
-    print(f"{'met   ' if ok else 'MISSED'} {label}: measured {value:.2f} {unit} (target {op} {bound:g})")
-print("Ceilings from section 1 (best batch over batch 1, the model alone): "
-      + ", ".join(f"{name} {gain:.2f}x" for name, gain in batching_gain.items()))
+for claim in verdicts.values():
+    print(f"{claim.verdict}: {claim.statement}\n    {claim.evidence}")
 print("Measured on:", bench.environment_line())
 
 # %% [markdown]
-# **Where the targets stand.** The cell above prints each target as met or MISSED with its
-# measured value. Soaks are about correctness and do not depend on the machine: every request is
-# answered with its own image's output, or the count says otherwise. The throughput targets are
-# timings and depend on the machine, and two of them were set with accelerator-sized gains in
-# mind:
+# **Reading the targets.** Soaks are about correctness and should not depend on the machine: every
+# request is answered with its own input's output, or the count says otherwise. The throughput
+# targets are timings, and depend on the machine:
 #
-# - *3x from dynamic batching* presumes that a batch of 32 costs far less than 32 single calls.
-#   Section 1 measured what it costs here, and its gains (printed again above, next to the
-#   targets) are the ceiling: no batcher serves images faster than the model runs them at its best
-#   batch size. With ONNX Runtime on a CPU, a small convolutional network already keeps a core busy
-#   at batch 1; even the LSTM, the best case on a CPU, gains a few times at most. The batcher's own
-#   per-request work (a Future, a lock, waking a thread, all under Python's GIL, on the same two
-#   cores as 32 client threads) then takes its share of what is left. The 3x is a GPU figure: there
-#   a call costs a kernel launch per operator and a device round trip, and a batch of 32 costs
-#   little more than one image. The latency bound holds or not depending on how much of that
-#   per-request work piles up behind each batch: read the p99 next to its bound.
-# - *Ray Serve within 2x of the in-process batcher*: section 6 printed the CPU time Ray spends per
-#   request (HTTP proxy, replica, JSON at both ends): milliseconds, against a fraction of a
-#   millisecond of model time for the int8 CNN, on two cores shared with the model and the
-#   clients. That caps it far below an in-process call to a sub-millisecond model. With MiniLM,
-#   whose requests cost milliseconds themselves, the same framework cost is a small share: the
-#   two checks above print both ratios. Which one applies to you depends on your model's cost
-#   per request.
+# - *80 % of the batching ceiling* is stated against what the model itself gains from a batch
+#   (section 1), because no batcher serves inputs faster than the model runs them at its best
+#   batch size. With ONNX Runtime on a CPU a small convolutional network already keeps a core busy
+#   at batch 1, so its ceiling is low and there is little for any batcher to bring (section 4's
+#   claim on the CNN says whether batching paid here at all); the LSTM's ceiling is the highest a
+#   CPU offers, so the target is measured there. What keeps a batcher below its ceiling is its own
+#   work per request (a Future, a lock, waking a thread, all under Python's GIL, on the same cores
+#   as the client threads and the model). On a GPU the ceiling itself is far higher: a call costs
+#   a kernel launch per operator and a device round trip, and a batch of 32 costs little more than
+#   one input.
+# - *Ray Serve within 2x of the in-process batcher*: section 6 split Ray's CPU time per request
+#   into its layers (Ray's call, HTTP, JSON). That cost is fixed per request, so it caps a
+#   sub-millisecond model far below an in-process call, and matters much less for a model whose
+#   requests cost milliseconds themselves (MiniLM). Which case applies to you depends on your
+#   model's cost per request.
 #
 # ## Exercises
 # Exercises 1 and 2 are in sections 2 and 3.
@@ -889,4 +1091,8 @@ exercises.check_littles_law(littles_law, [rs[0] for rs in h2h.results.values()])
 # Clean up the in-process batchers of section 4 (their queues are empty; drain=True runs anything left)
 for b in (batch_fp32, batch_int8):
     b.close(drain=True)
-print("batchers closed:", batch_fp32.closed and batch_int8.closed)
+naive_services = [naive_fp32] + ([naive_int8] if run_ray else [])
+for svc in naive_services:
+    svc.stop()  # the port is released
+print("batchers closed:", batch_fp32.closed and batch_int8.closed,
+      "| naive endpoints stopped:", not any(svc.running for svc in naive_services))

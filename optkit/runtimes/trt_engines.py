@@ -22,7 +22,10 @@ and its 11.x changes (strongly typed networks only; no FP16/INT8 builder flags, 
 - :func:`qdq_problems` - why TensorRT would refuse or mis-build a Q/DQ ONNX file (non-zero zero
   points, uint8 activations, per-channel axes off the output channel); pure ONNX, runs anywhere;
 - :func:`entropy_calibrator` - an ``IInt8EntropyCalibrator2`` over real batches (TensorRT 10.x;
-  deprecated there since 10.1 and removed in 11 in favour of Q/DQ models).
+  deprecated there since 10.1 and removed in 11 in favour of Q/DQ models);
+- :func:`evaluate_runtimes` - PyTorch modules, TensorRT engines and ONNX Runtime runners in one
+  ``variant.evaluate`` comparison on one device (inputs already there, ``sync`` for GPU timing,
+  CUDA memory per call on a GPU); runs on a CPU too, with the engines left out.
 
 Taught in 08_tensorrt.
 """
@@ -48,6 +51,7 @@ __all__ = [
     "Engine",
     "entropy_calibrator",
     "qdq_problems",
+    "evaluate_runtimes",
 ]
 
 #: ``build_engine(precision=...)`` choices.
@@ -510,3 +514,77 @@ def qdq_problems(path) -> list[str]:
         elif np.any(arr != 0):
             problems.append(f"{node.name or node.op_type}: non-zero zero point (asymmetric; TensorRT is symmetric only)")
     return sorted(set(problems))
+
+
+_ENGINE_PRECISION = {"fp32": "fp32", "fp16": "fp16", "int8-qdq": "int8", "int8-calibrator": "int8"}
+
+
+def evaluate_runtimes(workload: Any, data: Any, *, batch_sizes: Sequence[int], torch_models: Any = None,
+                      engines: Any = None, ort_runners: Any = None, device: str = "cuda", sync: Any = None,
+                      memory: bool = True, **evaluate_kw: Any) -> list:
+    """PyTorch, TensorRT and ONNX Runtime variants of one model in one interleaved ``variant.evaluate``.
+
+    - ``torch_models``: ``{name: (module, torch dtype)}``, fed tensors already on ``device`` in that
+      dtype (outputs stay there);
+    - ``engines``: ``{name: Engine}``, fed ``device`` tensors through :meth:`Engine.run_torch`
+      (outputs stay on the GPU), precision read from the engine's side file;
+    - ``ort_runners``: ``{name: (runner, precision)}``, fed numpy arrays (``onnxrt.Runner`` with
+      the CUDA provider, or the CPU one).
+
+    ``data`` is ``(x, y)`` numpy (accuracy and parity against the first variant); each variant's
+    timing batches (``x[:bs]`` for each of ``batch_sizes``) are prepared once, in the form it takes,
+    so no host-to-device copy is timed for PyTorch and TensorRT. ``sync`` (``torch.cuda.synchronize``
+    on a GPU) makes each timed call wait for its GPU work. On CUDA, ``peak_mem_bytes`` is the CUDA
+    memory one call allocates through torch (``bench.peak_memory(...).cuda_peak_bytes`` minus what
+    was allocated before: activations and output buffers; not the weights, not TensorRT's own
+    workspace); on a CPU it stays what ``variant.evaluate`` measures (resident memory). Other
+    keywords (``max_time_s``, ``env`` ...) go to ``variant.evaluate``. Returns its Records.
+
+    Taught in 08_tensorrt.
+    """
+    import numpy as np
+    import torch
+
+    from optkit.core import bench, variant
+
+    check_choice("device", str(device).split(":")[0], ["cuda", "cpu"])
+    cuda = str(device).startswith("cuda")
+    if cuda and not torch.cuda.is_available():
+        raise OptkitError("device", device, "has no CUDA device here", "pass device='cpu', or run on a GPU")
+    x, y = data
+    x = np.ascontiguousarray(x)
+    sizes = sorted({int(b) for b in batch_sizes})
+
+    def on_device(dtype: Any) -> Any:
+        return lambda xb: torch.from_numpy(np.ascontiguousarray(xb)).to(device, dtype)
+
+    items, convert = [], {}
+    for name, (module, dtype) in dict(torch_models or {}).items():
+        to = on_device(dtype)
+        precision = {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, "fp32")
+        items.append(variant.Variant(name, module, runtime=f"pytorch eager ({device})", precision=precision,
+                                     inputs={b: to(x[:b]) for b in sizes}))
+        convert[name] = to
+    for name, engine in dict(engines or {}).items():
+        to = on_device(torch.float32)
+        precision = _ENGINE_PRECISION.get(getattr(engine, "metadata", {}).get("precision"), "fp32")
+        items.append(variant.Variant(name, lambda t, e=engine: e.run_torch(t)[0], runtime="tensorrt",
+                                     precision=precision, artifact=getattr(engine, "path", None),
+                                     technique=f"TensorRT engine ({precision})", inputs={b: to(x[:b]) for b in sizes}))
+        convert[name] = to
+    for name, (runner, precision) in dict(ort_runners or {}).items():
+        items.append(variant.Variant(name, runner, runtime="onnxruntime", precision=precision, technique="ONNX export",
+                                     inputs={b: x[:b] for b in sizes}))
+    records = variant.evaluate(items, workload, data=(x, y), inputs={b: x[:b] for b in sizes}, convert=convert,
+                               sync=sync, memory=memory, **evaluate_kw)
+    if cuda and memory:
+        by_name = {v.name: v for v in items}
+        for r in records:
+            v = by_name[r.name]
+            torch.cuda.synchronize()
+            before = torch.cuda.memory_allocated()
+            with torch.inference_mode():
+                peak = bench.peak_memory(v.predict, v.inputs[r.batch_size]).cuda_peak_bytes
+            r.peak_mem_bytes = None if peak is None else max(0, peak - before)
+            r.extra["peak_memory"] = "CUDA memory one call allocates through torch"
+    return records

@@ -14,6 +14,8 @@
   against the answer expected for *its* input. :func:`run_stream` feeds frames at a fixed rate.
 - :func:`head_to_head` compares ways to serve in interleaved rounds; :func:`compare_cache` runs
   workloads with and without a cache; :func:`serving_table` lines up their Records.
+- :class:`NaiveService` is the baseline: a Flask endpoint answering one request at a time
+  (``threaded=False``), parsing JSON lists, counting what it received.
 - :func:`ray_deployment` wraps an optkit artifact (``.onnx``, ``.pt2``, ``.tflite`` or a factory)
   in a Ray Serve deployment with ``@serve.batch`` behind HTTP, validating input at the edge
   (:func:`parse_request`); :class:`LocalServe` starts Ray and Serve on loopback and stops them;
@@ -32,7 +34,8 @@ Submodules, each owning one job (everything public is re-exported here, so ``ser
 - :mod:`~optkit.serve.experiments`: :func:`head_to_head` and :class:`HeadToHead` (interleaved load
   rounds, medians, ratios, CPU per request, Records), :func:`compare_cache`, :func:`serving_table`.
 - :mod:`~optkit.serve.http_edge`: :func:`parse_request`, :class:`BadRequest`, :class:`HttpClient`,
-  :class:`HttpError`.
+  :class:`HttpError`, and the binary body format (:func:`encode_array`, :func:`decode_array`).
+- :mod:`~optkit.serve.naive`: :class:`NaiveService`, :class:`NaiveStats`.
 - :mod:`~optkit.serve.ray_deploy`: :func:`load_artifact`, :func:`ray_deployment`, :class:`LocalServe`.
 
 :func:`numpy_fn` lives in :mod:`optkit.runtimes.formats` (beside the loaders that use it) and is
@@ -46,9 +49,10 @@ from optkit.serve.batching import BatcherClosed, BatcherStats, DynamicBatcher, Q
 from optkit.serve.cache import CacheStats, PredictionCache, cache_key, cached
 from optkit.serve.experiments import RAY_PROCESS_GROUPS, HeadToHead, compare_cache, head_to_head, serving_table
 from optkit.serve.frames import StreamResult, plot_streams, run_stream, run_streams
-from optkit.serve.http_edge import BadRequest, HttpClient, HttpError, parse_request
+from optkit.serve.http_edge import BadRequest, HttpClient, HttpError, decode_array, encode_array, parse_request
 from optkit.serve.load import (OUTCOMES, LoadResult, cpu_by_process, cpu_used, plot_latency_throughput, run_load,
                                sweep_load)
+from optkit.serve.naive import NaiveService, NaiveStats
 from optkit.serve.ray_deploy import LocalServe, load_artifact, ray_deployment
 
 __all__ = [
@@ -81,6 +85,10 @@ __all__ = [
     "serving_table",
     "BadRequest",
     "parse_request",
+    "encode_array",
+    "decode_array",
+    "NaiveService",
+    "NaiveStats",
     "load_artifact",
     "ray_deployment",
     "LocalServe",

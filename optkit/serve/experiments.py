@@ -28,8 +28,8 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["RAY_PROCESS_GROUPS", "HeadToHead", "head_to_head", "compare_cache", "serving_table"]
 
 # Process-name prefixes (as :func:`optkit.serve.cpu_by_process` reports them) -> what that process does.
-RAY_PROCESS_GROUPS = {"this process": "notebook (clients, JSON)", "ray::ProxyActor": "Serve HTTP proxy",
-                      "ray::ServeReplica": "replica (model, JSON)"}
+RAY_PROCESS_GROUPS = {"this process": "notebook (clients, encoding)", "ray::ProxyActor": "Serve HTTP proxy",
+                      "ray::ServeReplica": "replica (model, decoding)"}
 
 
 def _median(values: Sequence[float]) -> float:
@@ -42,7 +42,8 @@ class HeadToHead:
     """The rounds of an interleaved load comparison: ``results[name]`` holds one LoadResult per round.
 
     Figures of a way to serve are medians over its rounds (``throughput``, ``p50_ms``,
-    ``p99_ms``) and sums over them (``requests``, ``ok``, ``lost``, ``mismatch``).
+    ``p99_ms``) and sums over them (``requests``, ``ok``, ``lost``, ``mismatch``, ``failed``: timed
+    out, rejected or errors).
     ``cpu_s[name]`` is the CPU seconds each process used during that way's runs, summed over the
     rounds (empty when ``head_to_head`` ran with ``cpu=False``).
 
@@ -67,13 +68,14 @@ class HeadToHead:
         return self.throughput(name) / self.throughput(baseline)
 
     def summary(self) -> dict[str, dict[str, float]]:
-        """Per way: median throughput, p50_ms and p99_ms over rounds; requests, ok, lost, mismatch summed."""
+        """Per way: median throughput, p50_ms and p99_ms over rounds; requests, ok, lost, mismatch, failed summed."""
         out = {}
         for name, rs in self.results.items():
             out[name] = {"throughput": self.throughput(name), "p50_ms": _median([r.p50_ms for r in rs]),
                          "p99_ms": _median([r.p99_ms for r in rs]), "requests": sum(r.n for r in rs),
                          "ok": sum(r.ok for r in rs), "lost": sum(r.lost for r in rs),
-                         "mismatch": sum(r.counts["mismatch"] for r in rs)}
+                         "mismatch": sum(r.counts["mismatch"] for r in rs),
+                         "failed": sum(r.n - r.ok - r.counts["mismatch"] for r in rs)}
         return out
 
     def cpu_per_request_ms(self, name: str, groups: Mapping[str, str] = RAY_PROCESS_GROUPS,
@@ -92,6 +94,32 @@ class HeadToHead:
             by_group[label] = by_group.get(label, 0.0) + seconds
         return {g: 1e3 * s / n for g, s in sorted(by_group.items(), key=lambda kv: -kv[1])} if n else {}
 
+    def cost_split(self, names: Sequence[str] | None = None, groups: Mapping[str, str] = RAY_PROCESS_GROUPS,
+                   other: str = "other Ray processes") -> "pd.DataFrame":
+        """Where the time goes: one row per way (in the order of ``names``), from cheapest path to dearest.
+
+        Columns: ``throughput``, ``vs first`` (the first way's throughput over this one's: how
+        many times fewer requests it serves), CPU ms per request of each process group (as
+        :meth:`cpu_per_request_ms`), their ``total`` and ``step_ms``: what this way costs per
+        request beyond the previous row (e.g. in-process batcher, then a Ray handle call, then
+        HTTP with a binary body, then HTTP with JSON: each row adds one layer). Needs ``cpu=True``.
+
+        Taught in 09_serving_batching_and_caching.
+        """
+        import pandas as pd
+
+        names = list(self.results) if names is None else list(names)
+        rows = []
+        for name in names:
+            cpu = self.cpu_per_request_ms(name, groups=groups, other=other)
+            rows.append({"way": name, "throughput": self.throughput(name), **cpu, "total": sum(cpu.values())})
+        frame = pd.DataFrame(rows).set_index("way").fillna(0.0)
+        order = [g for g in [*dict.fromkeys(groups.values()), other] if g in frame.columns]
+        frame = frame[["throughput", *order, "total"]]
+        frame.insert(1, "vs first", frame["throughput"].iloc[0] / frame["throughput"])
+        frame["step_ms"] = frame["total"].diff().fillna(frame["total"].iloc[0])
+        return frame
+
     def record(self, name: str, **fields: Any) -> Record:
         """A Record of ``name``: one request is one input (``batch_size=1``), ``latency_ms`` is the median
         p50 over rounds, ``p99_ms`` and ``throughput`` the medians too; ``extra`` gets concurrency,
@@ -99,7 +127,7 @@ class HeadToHead:
         self._results(name)  # a clear error for an unknown name
         row = self.summary()[name]
         extra = {"concurrency": self.concurrency, "rounds": len(self.results[name]), "requests": row["requests"],
-                 "lost": row["lost"], "mismatched": row["mismatch"]}
+                 "lost": row["lost"], "mismatched": row["mismatch"], "failed": row["failed"]}
         extra.update(fields.pop("extra", None) or {})
         values = {"name": name, "batch_size": 1, "latency_ms": row["p50_ms"], "p99_ms": row["p99_ms"],
                   "throughput": row["throughput"], "extra": extra}
@@ -111,8 +139,8 @@ class HeadToHead:
         lines = []
         for name, row in self.summary().items():
             lines.append(f"  {name:<{width}} {row['throughput']:8,.0f} req/s  p50 {row['p50_ms']:7.2f} ms  "
-                         f"p99 {row['p99_ms']:7.2f} ms  {row['ok']} ok, {row['lost']} lost, "
-                         f"{row['mismatch']} mismatched")
+                         f"p99 {row['p99_ms']:7.2f} ms  {row['ok']} ok, {row['failed']} failed, "
+                         f"{row['lost']} lost, {row['mismatch']} mismatched")
         return "\n".join(lines)
 
     def __repr__(self) -> str:

@@ -18,7 +18,7 @@ import numpy as np
 
 from optkit.core.errors import OptkitError, check_int, check_range
 from optkit.runtimes.formats import numpy_fn
-from optkit.serve.http_edge import BadRequest, parse_request
+from optkit.serve.http_edge import NPY, BadRequest, encode_array, parse_request
 
 __all__ = ["load_artifact", "ray_deployment", "LocalServe"]
 
@@ -60,7 +60,8 @@ def ray_deployment(artifact: Any, *, name: str = "optkit_model", input_shape: Se
 
     ``artifact`` is anything :func:`load_artifact` takes (each replica loads it itself, so on a
     cluster the path must exist on every node, or pass a factory). POST ``{"inputs": [...]}``
-    returns ``{"outputs": [...]}``; GET returns the model's input shape and dtype; Python code
+    returns ``{"outputs": [...]}``; a POST whose content type is :data:`~optkit.serve.http_edge.NPY`
+    carries ``.npy`` bytes both ways (no JSON); GET returns the model's input shape and dtype; Python code
     holding a ``DeploymentHandle`` can call ``handle.infer.remote(x)`` with one input array. Input is
     checked by :func:`parse_request` before it reaches the batch queue, so a bad request gets a
     4xx with a message and the replica keeps serving. Requests are batched by
@@ -122,17 +123,21 @@ def _replica_class(batch: Callable[[Any], Any], *, threads: int, max_request_ite
             self.dtype = np.dtype(dtype or found_dtype or "float32")
 
         async def __call__(self, request: Any) -> Any:
-            from starlette.responses import JSONResponse
+            from starlette.responses import JSONResponse, Response
 
             if request.method == "GET":
                 return JSONResponse({"input_shape": list(self.input_shape), "dtype": self.dtype.name,
                                      "max_request_items": max_request_items})
+            content_type = request.headers.get("content-type", "application/json")
             try:
                 x = parse_request(await request.body(), input_shape=self.input_shape, dtype=self.dtype,
-                                  max_items=max_request_items, max_body_bytes=max_body_bytes)
+                                  max_items=max_request_items, max_body_bytes=max_body_bytes,
+                                  content_type=content_type)
             except BadRequest as exc:
                 return JSONResponse({"error": exc.message}, status_code=exc.status)
             y = await self.predict(x)
+            if content_type.startswith(NPY):
+                return Response(encode_array(np.asarray(y)), media_type=NPY)
             return JSONResponse({"outputs": np.asarray(y).tolist()})
 
         async def infer(self, x: np.ndarray) -> np.ndarray:
@@ -235,6 +240,24 @@ class LocalServe:
         serve.run(app, name=name, route_prefix=route_prefix,
                   logging_config={"log_level": "ERROR" if self.quiet else "INFO"})
         return self.url(route_prefix)
+
+    def handle_call(self, name: str = "optkit", method: str = "infer") -> Callable[[Any], Any]:
+        """A function ``x -> output row`` calling application ``name`` through a ``DeploymentHandle``.
+
+        Python code in the same Ray cluster can skip HTTP: ``handle.infer.remote(x).result()``
+        sends the array to the replica as a Ray object (no proxy, no JSON) and waits for its
+        row. Safe to call from many threads at once, as a load test's clients do.
+        """
+        from ray import serve
+
+        handle = serve.get_app_handle(name)
+        bound = getattr(handle, method)
+
+        def call(x: Any) -> Any:
+            return bound.remote(np.asarray(x)).result()
+
+        call.__name__ = f"handle.{method}"
+        return call
 
     def replicas(self, name: str = "optkit") -> dict[str, int]:
         """Running replicas per deployment of application ``name``."""

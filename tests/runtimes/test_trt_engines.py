@@ -101,3 +101,41 @@ def test_fp16_and_qdq_engines_keep_top1(tmp_path, fmnist):
     qdq = ox.quantize_static(res.path, tmp_path / "qdq.onnx", calib, activation_type="int8", symmetric=True)
     int8 = trt_mod.Engine(trt_mod.build_engine(qdq, tmp_path / "int8.engine", precision="int8-qdq").path)
     ox.verify(cnn, int8, x, atol=math.inf, min_top1=0.97, min_sqnr_db=20)
+
+
+def test_evaluate_runtimes_runs_the_closing_comparison_on_a_cpu(tmp_path):
+    """08's closing comparison without a GPU: PyTorch and ONNX Runtime on the CPU through the same
+    path (variant.evaluate, report.tables); the engines join it only where TensorRT runs."""
+    import torch
+
+    from optkit.core import report, variant
+    from optkit.data import models
+    from optkit.runtimes import onnxrt
+
+    rng = np.random.default_rng(0)
+    x = rng.random((48, 1, 28, 28), dtype=np.float32)
+    cnn = models.build("small_cnn").eval()
+    with torch.inference_mode():
+        y = cnn(torch.from_numpy(x)).argmax(1).numpy()  # labels the model gets right, so accuracy is exact
+    path = onnxrt.export(cnn, torch.from_numpy(x[:2]), tmp_path / "small.onnx").path
+    workload = variant.Workload("small_cnn", "classification", "random images")
+    records = trt_mod.evaluate_runtimes(workload, (x, y), batch_sizes=(1, 8), device="cpu",
+                                        torch_models={"PyTorch fp32": (cnn, torch.float32)},
+                                        ort_runners={"ORT fp32": (onnxrt.Runner(path, threads=1), "fp32")},
+                                        max_time_s=0.05, rounds=2, min_repeats=2, warmup=1, progress=False)
+    assert sorted((r.name, r.batch_size) for r in records) == [("ORT fp32", 1), ("ORT fp32", 8),
+                                                               ("PyTorch fp32", 1), ("PyTorch fp32", 8)]
+    for r in records:
+        assert r.accuracy == pytest.approx(1.0) and r.parity["top1_agreement"] == pytest.approx(1.0)
+        assert r.latency_ms > 0 and r.p95_ms >= r.latency_ms and r.peak_mem_bytes is not None
+    tables = report.tables(records, baseline=report.fastest_float, columns=["runtime", "latency_ms", "p95_ms",
+                                                                            "speedup", "peak_mem_mb", "accuracy"])
+    assert sorted(bs for _, bs in tables) == [1, 8]
+    for frame in tables.values():
+        assert frame["speedup"].max() == pytest.approx(1.0)  # the baseline is the fastest float
+    if not torch.cuda.is_available():
+        with pytest.raises(OptkitError, match="CUDA"):
+            trt_mod.evaluate_runtimes(workload, (x, y), batch_sizes=(1,), device="cuda",
+                                      torch_models={"PyTorch fp32": (cnn, torch.float32)})
+    with pytest.raises(OptkitError, match="device"):
+        trt_mod.evaluate_runtimes(workload, (x, y), batch_sizes=(1,), device="tpu")

@@ -333,7 +333,8 @@ def test_head_to_head_rotates_the_order_and_takes_medians_over_rounds():
     rec = h.record("a", technique="direct", workload="tiny · 1 client", extra={"note": 1})
     assert rec.batch_size == 1 and rec.latency_ms == pytest.approx(summary["a"]["p50_ms"])
     assert rec.throughput == pytest.approx(summary["a"]["throughput"]) and rec.technique == "direct"
-    assert rec.extra == {"concurrency": 1, "rounds": 3, "requests": 6, "lost": 0, "mismatched": 0, "note": 1}
+    assert rec.extra == {"concurrency": 1, "rounds": 3, "requests": 6, "lost": 0, "mismatched": 0, "failed": 0,
+                         "note": 1}
     assert "a" in str(h) and "6 ok" in str(h)
     with pytest.raises(OptkitError, match="not a way"):
         h.throughput("c")
@@ -350,10 +351,33 @@ def test_head_to_head_checks_each_way_against_its_own_expected_outputs():
     assert s["right"]["ok"] == 40 and s["right"]["mismatch"] == 0
     assert s["wrong answers"]["mismatch"] == 40 and s["wrong answers"]["throughput"] == 0
     cpu = h.cpu_per_request_ms("right")
-    assert "notebook (clients, JSON)" in cpu and all(v >= 0 for v in cpu.values())
+    assert "notebook (clients, encoding)" in cpu and all(v >= 0 for v in cpu.values())
     assert list(cpu.values()) == sorted(cpu.values(), reverse=True)
     with pytest.raises(OptkitError, match="expected"):
         serve.head_to_head({"a": model}, INPUTS, concurrency=1, requests_per_client=1, expected={"b": EXPECTED})
+
+
+def test_cost_split_adds_one_layer_per_row_and_counts_failures():
+    def fails_every_third(x, state={"n": 0}):
+        state["n"] += 1
+        if state["n"] % 3 == 0:
+            raise RuntimeError("boom")
+        return model(x[None])[0]
+
+    h = serve.head_to_head({"direct": lambda x: model(x[None])[0], "flaky": fails_every_third}, INPUTS,
+                           concurrency=1, requests_per_client=6, rounds=1, expected=EXPECTED, warmup=0, cpu=True)
+    s = h.summary()
+    assert s["flaky"]["failed"] == 2 and s["flaky"]["ok"] == 4 and s["direct"]["failed"] == 0
+    assert s["flaky"]["requests"] == s["flaky"]["ok"] + s["flaky"]["failed"] + s["flaky"]["mismatch"]
+    # made-up CPU seconds, so the arithmetic is exact
+    h.cpu_s = {"direct": {"this process": 0.006}, "flaky": {"this process": 0.006, "ray::ProxyActor": 0.012}}
+    t = h.cost_split(["direct", "flaky"])
+    assert list(t.index) == ["direct", "flaky"]
+    assert t.loc["direct", "total"] == pytest.approx(1.0) and t.loc["flaky", "total"] == pytest.approx(3.0)
+    assert list(t["step_ms"]) == pytest.approx([1.0, 2.0]) and t.loc["direct", "Serve HTTP proxy"] == 0
+    assert list(t.columns) == ["throughput", "vs first", "notebook (clients, encoding)", "Serve HTTP proxy", "total",
+                               "step_ms"]
+    assert t.loc["flaky", "vs first"] == pytest.approx(h.throughput("direct") / h.throughput("flaky"))
 
 
 def test_compare_cache_hit_rate_follows_the_repeats():
@@ -432,6 +456,24 @@ def test_parse_request_refuses_bad_input_with_a_4xx(body, status, fragment):
     assert err.value.status == status and fragment in err.value.message
 
 
+def test_binary_body_round_trips_and_is_checked_like_json():
+    x = RNG.standard_normal((3, *SHAPE)).astype(np.float32)
+    body = serve.encode_array(x)
+    assert np.array_equal(serve.decode_array(body), x)
+    got = serve.parse_request(body, input_shape=SHAPE, content_type=serve.http_edge.NPY)
+    assert got.dtype == np.float32 and np.array_equal(got, x)
+    one = serve.parse_request(serve.encode_array(x[0]), input_shape=SHAPE, content_type="application/x-npy; v=1")
+    assert one.shape == (1, *SHAPE)
+    for bad, status, fragment in [(b"\x93NUMPY garbage", 400, ".npy"),
+                                  (serve.encode_array(np.ones((2, 2), np.float32)), 422, "shape [2, 2]"),
+                                  (serve.encode_array(np.ones(SHAPE, np.complex64)), 422, "numbers"),
+                                  (serve.encode_array(np.full(SHAPE, np.inf, np.float32)), 422, "NaN"),
+                                  (serve.encode_array(np.ones((9, *SHAPE), np.float32)), 413, "max_request_items")]:
+        with pytest.raises(serve.BadRequest) as err:
+            serve.parse_request(bad, input_shape=SHAPE, max_items=8, content_type=serve.http_edge.NPY)
+        assert err.value.status == status and fragment in err.value.message
+
+
 # ----------------------------------------------------------------------------- artifacts and Ray Serve
 @pytest.fixture(scope="module")
 def tiny_onnx(tmp_path_factory):
@@ -460,7 +502,7 @@ def test_load_artifact_reads_onnx_shape_and_dtype(tiny_onnx):
 
 
 @pytest.fixture(scope="module")
-def ray_url(tiny_onnx):
+def ray_cluster(tiny_onnx):
     """One local Ray instance for the module, loopback only, shut down at the end."""
     pytest.importorskip("ray.serve")
     cluster = serve.LocalServe(num_cpus=2)
@@ -470,9 +512,28 @@ def ray_url(tiny_onnx):
         pytest.skip(f"Ray could not start here: {type(exc).__name__}: {exc}")
     try:
         app = serve.ray_deployment(tiny_onnx, max_batch_size=8, batch_wait_timeout_s=0.002, max_request_items=4)
-        yield cluster.run(app, name="tiny", route_prefix="/tiny")
+        url = cluster.run(app, name="tiny", route_prefix="/tiny")
+        yield cluster, url
     finally:
         cluster.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_url(ray_cluster):
+    return ray_cluster[1]
+
+
+@pytest.mark.slow
+def test_ray_serve_answers_binary_bodies_and_handle_calls_alike(ray_cluster):
+    cluster, url = ray_cluster
+    ways = {"binary": serve.HttpClient(url, binary=True), "handle": cluster.handle_call("tiny")}
+    for name, call in ways.items():
+        r = serve.run_load(call, INPUTS, concurrency=4, requests_per_client=10, expected=EXPECTED, atol=1e-5)
+        assert r.counts["ok"] == 40 and r.lost == 0, name
+    status, out = ways["binary"].post(serve.encode_array(INPUTS[:3]), content_type=serve.http_edge.NPY)
+    assert status == 200 and isinstance(out, np.ndarray) and np.allclose(out, EXPECTED[:3], atol=1e-5)
+    status, payload = ways["binary"].post(serve.encode_array(INPUTS[:3, :2]), content_type=serve.http_edge.NPY)
+    assert status == 422 and "shape" in payload["error"]  # errors stay JSON, with the message
 
 
 @pytest.mark.slow
