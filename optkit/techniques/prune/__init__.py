@@ -12,6 +12,10 @@ Two kinds of pruning, and what each one buys:
   into :class:`Group` s of channels that must go together (residual adds included);
   :func:`prune_channels` removes the lowest-norm channels of each group.
 
+:mod:`.crosscheck` checks structured pruning two ways: :func:`torch_pruning_channels` (the same cut
+by Torch-Pruning, an optional dependency; :func:`shape_differences` compares the results) and
+:func:`mask_channels_` (``ln_structured``: filters zeroed behind masks, shapes kept, no speed-up).
+
 :mod:`.schedule` decides how much to prune: :func:`sensitivity_scan` (each layer alone) and
 :func:`iterative_prune` (prune, fine-tune, repeat up to a ``sparsity``).
 
@@ -19,6 +23,7 @@ Taught in 03_pruning.
 """
 from __future__ import annotations
 
+from optkit.techniques.prune.crosscheck import mask_channels_, shape_differences, torch_pruning_channels
 from optkit.techniques.prune.graph import ChannelGroup, DependencyGraph, Group, channel_groups
 from optkit.techniques.prune.masks import (
     PRUNABLE_TYPES,
@@ -97,6 +102,10 @@ __all__ = [
     "prune_batchnorm",
     "prune_linear_in_features",
     "prune_linear_out_features",
+    # cross-checks (crosscheck)
+    "torch_pruning_channels",
+    "shape_differences",
+    "mask_channels_",
     # helpers
     "PRUNABLE_TYPES",
     "sparsity_report_of",

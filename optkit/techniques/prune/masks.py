@@ -94,6 +94,20 @@ def _module(model: nn.Module, name: str) -> nn.Module:
     return model.get_submodule(name)
 
 
+def _effective(module: nn.Module, name: str = "weight") -> torch.Tensor:
+    """The tensor the next forward pass will use: ``{name}_orig * {name}_mask`` while masked.
+
+    A masked module's ``weight`` attribute is recomputed only by its forward pre-hook, so after
+    ``load_state_dict`` (which writes ``weight_orig`` and ``weight_mask``) it is stale until the
+    next forward; counting zeros in it would describe the weights before the load.
+    """
+    mask = getattr(module, name + "_mask", None)
+    orig = getattr(module, name + "_orig", None)
+    if mask is None or orig is None:
+        return getattr(module, name)
+    return orig * mask
+
+
 def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
@@ -203,14 +217,14 @@ def sparsity_report(model: nn.Module) -> SparsityReport:
     with torch.no_grad():
         for name, m in model.named_modules():
             if isinstance(m, PRUNABLE_TYPES):
-                w = m.weight
+                w = _effective(m)
                 layers.append(LayerSparsity(name, type(m).__name__, tuple(w.shape), int((w == 0).sum()), w.numel()))
         # every parameter as the model would use it (weight = weight_orig * mask while masked)
         tensors = {}
         for mod_name, m in model.named_modules():
             for p_name, p in m.named_parameters(recurse=False):
                 key = p_name[:-5] if p_name.endswith("_orig") else p_name
-                tensors[f"{mod_name}.{key}"] = getattr(m, key)
+                tensors[f"{mod_name}.{key}"] = _effective(m, key)
         params_total = sum(t.numel() for t in tensors.values())
         params_zeros = sum(int((t == 0).sum()) for t in tensors.values())
     return SparsityReport(tuple(layers), params_total, params_zeros)
@@ -304,7 +318,7 @@ def _effective_state(model: nn.Module) -> dict[str, torch.Tensor]:
             base = key[:-5]
             mod_name, _, attr = base.rpartition(".")
             mod = model.get_submodule(mod_name) if mod_name else model
-            state[base] = getattr(mod, attr).detach()
+            state[base] = _effective(mod, attr).detach()
         else:
             state[key] = value
     return state

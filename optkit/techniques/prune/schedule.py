@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 import torch
 from torch import nn
 
+from optkit.core import progress as _progress
 from optkit.core.errors import OptkitError, check_callable, check_choice, check_int, check_range
 from optkit.core.deprecation import renamed_keyword
 from optkit.techniques.prune.masks import (
-    _fraction, _module, _resolve_layers, fine_grained_prune, is_pruned, prune_global_, prune_unstructured_,
+    _effective, _fraction, _module, _resolve_layers, fine_grained_prune, is_pruned, prune_global_, prune_unstructured_,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -110,12 +111,7 @@ def sensitivity_scan(model: nn.Module, evaluate_fn: Callable[[nn.Module], float]
     names = _resolve_layers(model, layers)
     dense = float(evaluate_fn(model))
     scores: dict[str, list[float]] = {}
-    iterator = names
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(names, desc="sensitivity scan")
-    for name in iterator:
+    for name in _progress.bar(names, desc="sensitivity scan", leave=False, enabled=progress):
         w = _module(model, name).weight
         saved = w.detach().clone()
         row = []
@@ -218,19 +214,16 @@ def iterative_prune(model: nn.Module, sparsity: float, evaluate_fn: Callable[[nn
     history: list[PruneStep] = []
     stopped = f"reached the target sparsity {target:.2f}"
     iterator = list(enumerate(_schedule(target, steps, schedule), start=1))
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(iterator, desc="iterative pruning")
-    for i, s in iterator:
+    for i, s in _progress.bar(iterator, desc="iterative pruning", leave=False, enabled=progress):
         snapshot = {k: v.clone() for k, v in model.state_dict().items()}
         prune_fn(model, s, layers=names)
         score_pruned = float(evaluate_fn(model))
         if fine_tune_fn is not None:
             fine_tune_fn(model)
         score_tuned = float(evaluate_fn(model)) if fine_tune_fn is not None else score_pruned
-        if max_drop is not None and dense - score_tuned > max_drop:
+        if max_drop is not None and dense - score_tuned > max_drop + 1e-9:  # 5 of 500 is exactly 1 point, not more
             model.load_state_dict(snapshot)
+            _refresh_masked_weights(model)  # `weight` is recomputed only by the next forward pass
             stopped = (f"stopped at step {i}: sparsity {s:.3f} dropped the score by {dense - score_tuned:.4f} "
                        f"> max_drop {max_drop}; that step was undone")
             break
@@ -239,8 +232,24 @@ def iterative_prune(model: nn.Module, sparsity: float, evaluate_fn: Callable[[nn
     return PruneHistory(dense, history, stopped, final)
 
 
-def sparsity_report_of(model: nn.Module, layers: Sequence[str]) -> float:
-    """Total sparsity over the named layers' weights (helper for schedules)."""
+def _refresh_masked_weights(model: nn.Module) -> None:
+    """Recompute ``weight`` from ``weight_orig`` and ``weight_mask`` in every masked module, as the
+    forward pre-hook would, so nothing reads a stale weight after ``load_state_dict``."""
+    from torch.nn.utils import prune as tprune
+
     with torch.no_grad():
-        ws = [_module(model, n).weight for n in layers]
+        for m in model.modules():
+            for hook in m._forward_pre_hooks.values():
+                if isinstance(hook, tprune.BasePruningMethod):
+                    setattr(m, hook._tensor_name, hook.apply_mask(m))
+
+
+def sparsity_report_of(model: nn.Module, layers: Sequence[str]) -> float:
+    """Total sparsity over the named layers' weights, masks applied (helper for schedules).
+
+    Reads ``weight_orig * weight_mask`` where a mask is attached, never the possibly stale
+    ``weight`` attribute (the pre-hook recomputes it only on the next forward pass).
+    """
+    with torch.no_grad():
+        ws = [_effective(_module(model, n)) for n in layers]
         return sum(int((w == 0).sum()) for w in ws) / max(1, sum(w.numel() for w in ws))
