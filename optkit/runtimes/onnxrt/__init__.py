@@ -39,15 +39,18 @@ Submodules, one job each (each imports only those listed before it; this file im
   loading a model proto, ``onnx.checker``, the exporters' silencer;
 - :mod:`.inspection` - :class:`ModelInfo`, :func:`op_counts`, :func:`inspect`, :func:`check`;
 - :mod:`.sessions` - :func:`default_providers`, :func:`session`, :func:`session_options_of`,
+  :func:`resolved_threads`,
   :class:`Runner`;
 - :mod:`.exporting` - :class:`ExportResult`, :func:`export` (dynamo, legacy fallback, parity
   checks), :func:`from_tensorflow`;
 - :mod:`.parity` - :func:`verify`;
-- :mod:`.optimization` - :func:`optimize`, :func:`simplify`;
+- :mod:`.optimization` - :func:`optimize`, :func:`simplify`, :func:`optimize_transformer` (ORT's
+  transformer fusions, counted);
 - :mod:`.quantization` - :func:`preprocess`, :func:`calibration_reader`, :func:`quantize_dynamic`,
-  :func:`quantize_static`, :func:`layer_errors`, :func:`convert_fp16`, :func:`u8s8_matmul`;
+  :func:`quantize_static`, :func:`layer_errors`, :func:`node_errors`, :func:`worst_nodes`, :func:`rank_nodes`, :func:`convert_fp16`, :func:`u8s8_matmul`;
 - :mod:`.comparing` - :func:`to_variant`, :func:`quantize_static_variants`, :func:`with_head`,
-  :func:`linear_head`, :func:`numpy_inputs`, :func:`fastest_source_float`.
+  :func:`linear_head`, :func:`numpy_inputs`, :func:`fastest_source_float`, :func:`plot_records`,
+  :func:`plot_node_errors`.
 
 Every failure on bad input is an :class:`~optkit.core.errors.OptkitError`. Taught in
 06_onnx_and_onnx_runtime; used by 08_tensorrt and the capstone's ``optkit.optimize``. Importing
@@ -56,17 +59,19 @@ this package imports neither torch nor onnx nor onnxruntime: each function impor
 from __future__ import annotations
 
 from optkit.runtimes.onnxrt.comparing import (RUNTIME, fastest_source_float, linear_head, numpy_inputs,
-                                              quantize_static_variants, to_variant, with_head)
+                                              plot_node_errors, plot_records, quantize_static_variants,
+                                              to_variant, with_head)
 from optkit.runtimes.onnxrt.exporting import ExportResult, export, from_tensorflow
 from optkit.runtimes.onnxrt.files import TensorSpec
 from optkit.runtimes.onnxrt.inspection import ModelInfo, check, inspect, op_counts
-from optkit.runtimes.onnxrt.optimization import optimize, simplify
+from optkit.runtimes.onnxrt.optimization import FUSED_OPS, optimize, optimize_transformer, simplify
 from optkit.runtimes.onnxrt.parity import verify
-from optkit.runtimes.onnxrt.quantization import (CALIBRATION_METHODS, QUANT_FORMATS, calibration_reader,
-                                                 convert_fp16, layer_errors, preprocess, quantize_dynamic,
-                                                 quantize_static, u8s8_matmul)
+from optkit.runtimes.onnxrt.quantization import (CALIBRATION_METHODS, QUANT_FORMATS, NodeError, calibration_reader,
+                                                 convert_fp16, layer_errors, node_errors, preprocess,
+                                                 quantize_dynamic, quantize_static, rank_nodes, u8s8_matmul,
+                                                 worst_nodes)
 from optkit.runtimes.onnxrt.sessions import (EXECUTION_MODES, OPTIMIZATION_LEVELS, Runner, default_providers,
-                                             session, session_options_of)
+                                             resolved_threads, session, session_options_of)
 
 __all__ = [
     "ExportResult",
@@ -83,11 +88,18 @@ __all__ = [
     "verify",
     "optimize",
     "simplify",
+    "optimize_transformer",
+    "FUSED_OPS",
     "preprocess",
     "calibration_reader",
     "quantize_dynamic",
     "quantize_static",
     "layer_errors",
+    "node_errors",
+    "worst_nodes",
+    "rank_nodes",
+    "NodeError",
+    "resolved_threads",
     "u8s8_matmul",
     "from_tensorflow",
     "convert_fp16",
@@ -97,6 +109,8 @@ __all__ = [
     "linear_head",
     "numpy_inputs",
     "fastest_source_float",
+    "plot_records",
+    "plot_node_errors",
     "RUNTIME",
     "OPTIMIZATION_LEVELS",
     "EXECUTION_MODES",

@@ -262,3 +262,69 @@ def fastest_source_float(records: Iterable[Record], runtime: str = RUNTIME) -> s
     """
     return fastest(records, where=lambda r: r.runtime != runtime
                    and r.extra.get("precision", "fp32") in FLOAT_PRECISIONS)
+
+
+# --------------------------------------------------------------------------- plots
+
+def _closed_axes(figsize: tuple[float, float]):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=figsize, layout="constrained")
+    plt.close(fig)  # shown once, as the cell's value
+    return fig, ax
+
+
+def plot_records(records: Iterable[Record], *, title: str = "", baseline: str | None = None):
+    """Horizontal bars of each record's median latency with its p95 as a whisker (one batch size):
+    the picture of a ``variant.evaluate`` comparison. ``baseline`` draws a dashed line at that
+    record's median. Returns a Figure already closed in pyplot (end the cell with it).
+
+    Taught in 06_onnx_and_onnx_runtime.
+    """
+    rows = list(records)
+    if not rows or len({r.batch_size for r in rows}) != 1:
+        raise OptkitError("records", f"{len(rows)} records", "must be a non-empty list of one batch size",
+                          "pass report.groups(records)[workload, batch_size]")
+    names = [r.name for r in rows]
+    med = np.array([r.latency_ms for r in rows], dtype=float)
+    p95 = np.array([r.p95_ms if getattr(r, "p95_ms", None) is not None else m for r, m in zip(rows, med)], float)
+    fig, ax = _closed_axes((7.0, 0.45 * len(rows) + 1.4))
+    pos = np.arange(len(rows))[::-1]
+    ax.barh(pos, med, color="tab:blue", alpha=0.7, label="median")
+    ax.errorbar(med, pos, xerr=[np.zeros_like(med), np.maximum(p95 - med, 0)], fmt="none", ecolor="black",
+                capsize=3, label="p95")
+    if baseline is not None:
+        ax.axvline(med[names.index(baseline)], color="tab:red", ls="--", lw=1, label=baseline)
+    ax.set_yticks(pos, names)
+    ax.set_xlabel(f"latency per call at batch {rows[0].batch_size} (ms)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(True, axis="x", alpha=0.3)
+    return fig
+
+
+def plot_node_errors(rows: Sequence[Any], *, top: int = 15, rule_db: float | None = 20.0, title: str = ""):
+    """Bar chart of :class:`~optkit.runtimes.onnxrt.quantization.NodeError` rows: for the ``top``
+    quantized nodes with the lowest ``input_db``, that SQNR (how well 8 bits hold the activation
+    the node reads) beside the SQNR of its output in the quantized model. ``rule_db`` draws the
+    line a good int8 tensor should stay above. Returns a Figure already closed in pyplot.
+
+    Taught in 06_onnx_and_onnx_runtime.
+    """
+    chosen = sorted((r for r in rows if r.quantized), key=lambda r: r.input_db)[:top]
+    if not chosen:
+        raise OptkitError("rows", f"{len(rows)} rows", "hold no quantized node",
+                          "pass node_errors(float_model, quantized_model, calibration)")
+    fig, ax = _closed_axes((7.5, 0.32 * len(chosen) + 1.5))
+    pos = np.arange(len(chosen))[::-1]
+    clip = [min(v, 80.0) for v in (r.input_db for r in chosen)]
+    ax.barh(pos + 0.2, clip, height=0.4, color="tab:orange", label="its input, rounded to 8 bits")
+    ax.barh(pos - 0.2, [min(r.sqnr_db, 80.0) for r in chosen], height=0.4, color="tab:blue",
+            label="its output in the int8 model")
+    if rule_db is not None:
+        ax.axvline(rule_db, color="tab:red", ls="--", lw=1, label=f"{rule_db:g} dB")
+    ax.set_yticks(pos, [f"{r.name} ({r.op_type})" for r in chosen], fontsize=8)
+    ax.set_xlabel("SQNR (dB, higher is better)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    return fig

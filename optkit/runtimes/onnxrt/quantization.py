@@ -3,7 +3,9 @@
 :func:`preprocess` (``quant_pre_process``), :func:`calibration_reader` (arrays or dicts to a
 rewindable ``CalibrationDataReader``), :func:`quantize_dynamic` (int8 weights, for transformers),
 :func:`quantize_static` (QDQ per-channel with calibration, for CNNs; entropy ranges computed with
-enough bins), :func:`layer_errors` (the layers whose quantization hurts most), :func:`convert_fp16`
+enough bins), :func:`layer_errors` (the layers whose quantization hurts most), :func:`node_errors`
+and :func:`worst_nodes` (the nodes whose own quantization added the most error, to keep in
+float with ``nodes_to_exclude``), :func:`convert_fp16`
 (float16 weights and computation) and :func:`u8s8_matmul` (how x86 CPUs accumulate U8S8 products).
 Taught in 06_onnx_and_onnx_runtime (``convert_fp16`` in 08_tensorrt).
 """
@@ -15,12 +17,13 @@ import os
 import shutil
 import tempfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from optkit.core.errors import OptkitError, check_choice
+from optkit.core.errors import OptkitError, check_choice, check_range
 from optkit.runtimes.onnxrt.files import _check_dst, _check_model, _check_src, _quiet
 from optkit.runtimes.onnxrt.inspection import inspect
 
@@ -142,13 +145,14 @@ def _np(value: Any) -> np.ndarray:
 
 def quantize_dynamic(src, dst, *, per_channel: bool = False, weight_type: str = "int8",
                      preprocess: bool = True, op_types: Sequence[str] | None = None,
-                     overwrite: bool = False) -> Path:
+                     nodes_to_exclude: Sequence[str] | None = None, overwrite: bool = False) -> Path:
     """ORT dynamic quantization: int8 weights stored in the file, activations quantized at run time
     per tensor from their observed range. Best for transformers and MLPs (MatMul-heavy models
     where weight loading dominates). On convolutions it emits ``ConvInteger``, which ORT runs
     slowly on x86: use :func:`quantize_static` for CNNs (notebook 06 measures both).
 
     ``op_types``: restrict to these operator types (e.g. ``["MatMul", "Gemm"]``).
+    ``nodes_to_exclude``: node names kept in float (see :func:`worst_nodes`).
     ``preprocess=True`` runs :func:`preprocess` (``quant_pre_process``) first.
 
     Taught in 06_onnx_and_onnx_runtime.
@@ -161,6 +165,7 @@ def quantize_dynamic(src, dst, *, per_channel: bool = False, weight_type: str = 
     dst_p = _check_dst(dst, "dst", overwrite=overwrite)
     return _quantize(src_p, dst_p, overwrite, preprocess,
                      lambda a, b: _qd(a, b, per_channel=per_channel, op_types_to_quantize=op_types,
+                                      nodes_to_exclude=list(nodes_to_exclude or []),
                                       weight_type=getattr(QuantType, _QUANT_TYPES[weight_type])))
 
 
@@ -168,13 +173,14 @@ def quantize_static(src, dst, calibration, *, per_channel: bool = True, activati
                     weight_type: str = "int8", method: str = "minmax", quant_format: str = "qdq",
                     preprocess: bool = True, op_types: Sequence[str] | None = None,
                     nodes_to_exclude: Sequence[str] | None = None, symmetric: bool = False,
-                    entropy_bins: int = 512,
+                    entropy_bins: int = 512, percentile: float = 99.999,
                     overwrite: bool = False) -> Path:
     """ORT static quantization: activation scales fixed ahead of time from ``calibration`` data.
 
     ``calibration``: see :func:`calibration_reader` (empty -> ``OptkitError``). ``method``:
     ``"minmax"`` (range of everything seen), ``"entropy"`` (KL-divergence threshold) or
-    ``"percentile"`` (99.999th percentile; clips outliers). ``quant_format``: ``"qdq"``
+    ``"percentile"`` (the ``percentile``-th percentile of each tensor's absolute values,
+    99.999 by default; clips outliers). ``quant_format``: ``"qdq"``
     (QuantizeLinear/DequantizeLinear pairs that ORT fuses into int8 kernels; the format every
     runtime, TensorRT included, reads) or ``"qoperator"`` (QLinearConv etc.; slow on x86 here).
     ``activation_type="uint8"`` with ``weight_type="int8"`` (U8S8) is the fast combination on x86
@@ -201,7 +207,7 @@ def quantize_static(src, dst, calibration, *, per_channel: bool = True, activati
     reader = calibration_reader(calibration, model=src_p)
     extra = {"ActivationSymmetric": True, "WeightSymmetric": True} if symmetric else {}
     if method == "percentile":
-        extra["CalibPercentile"] = 99.999
+        extra["CalibPercentile"] = float(check_range("percentile", percentile, 50.0, 100.0))
 
     def run(a, b):
         reader.rewind()
@@ -298,6 +304,140 @@ def layer_errors(float_model, qdq_model, calibration, *, top: int | None = None)
             if "xmodel_err" in err]
     rows.sort(key=lambda r: (math.isnan(r[1]), r[1]))
     return rows[:top] if top else rows
+
+
+@dataclass(frozen=True)
+class NodeError:
+    """One float-model node: its output's SQNR in the quantized model, and the part it added.
+
+    ``sqnr_db`` compares the node's output in the two models (the error accumulated up to here);
+    ``added_db`` is the SQNR of the noise this node *added* to what its inputs already carried
+    (noise-to-signal ratio of the output minus that of its noisiest input), so a deep node that
+    only passes on earlier errors scores high and a node whose own quantization hurts scores low.
+    ``input_db`` is the SQNR of 8-bit min-max rounding applied to the node's float activation
+    input alone (what dynamic quantization does to it at run time): low where a few outliers
+    stretch the range, as after a GELU. ``quantized``: the quantizer replaced this node (its
+    name is gone from the quantized model).
+    """
+
+    name: str
+    op_type: str
+    tensor: str
+    sqnr_db: float
+    added_db: float
+    input_db: float
+    quantized: bool
+
+
+def _nsr(ref: np.ndarray, test: np.ndarray) -> float:
+    signal = float(np.mean(np.square(ref.astype(np.float64))))
+    noise = float(np.mean(np.square(ref.astype(np.float64) - test.astype(np.float64))))
+    return noise / signal if signal > 0 else (0.0 if noise == 0 else math.inf)
+
+
+def _rounding_nsr(a: np.ndarray) -> float:
+    """Noise-to-signal ratio of asymmetric uint8 min-max rounding of ``a`` (range includes 0)."""
+    a = a.astype(np.float64)
+    lo, hi = min(float(a.min()), 0.0), max(float(a.max()), 0.0)
+    if hi == lo:
+        return 0.0
+    scale = (hi - lo) / 255.0
+    zero = np.round(-lo / scale)
+    return _nsr(a, (np.clip(np.round(a / scale) + zero, 0, 255) - zero) * scale)
+
+
+def _db(nsr: float) -> float:
+    return math.inf if nsr <= 0 else -10.0 * math.log10(nsr)
+
+
+def node_errors(float_model, quant_model, calibration) -> list[NodeError]:
+    """Per-node SQNR between a float model and its quantized twin (static QDQ or dynamic), on the
+    same ``calibration`` batches (a validation slice, not the test set), worst added error first.
+
+    Every intermediate tensor of both models is exposed (``qdq_loss_debug``) and tensors are
+    matched by name: ORT's quantizers keep a quantized node's output name. Pass the float model
+    the quantizer saw (the preprocessed one when ``preprocess=True``). The first names are the
+    nodes to keep in float (``nodes_to_exclude=``); see :func:`worst_nodes`.
+
+    Taught in 06_onnx_and_onnx_runtime.
+    """
+    import onnx
+    from onnxruntime.quantization import qdq_loss_debug as qd
+
+    f_p, q_p = _check_src(float_model, "float_model"), _check_src(quant_model, "quant_model")
+    reader = calibration_reader(calibration, model=f_p)
+    work = Path(tempfile.mkdtemp(prefix=".nodeerr."))
+    try:
+        with _quiet(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            acts = []
+            for name, path in (("float", f_p), ("quant", q_p)):
+                aug = work / f"{name}_aug.onnx"
+                qd.modify_model_output_intermediate_tensors(str(path), str(aug))
+                reader.rewind()
+                acts.append(qd.collect_activations(str(aug), reader))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    f_act, q_act = acts
+    graph = onnx.load(str(f_p), load_external_data=False).graph
+    q_inputs = {n.name: list(n.input) for n in onnx.load(str(q_p), load_external_data=False).graph.node}
+    weights = {t.name for t in graph.initializer}
+    nsr = {}
+    for t, f_vals in f_act.items():  # a QDQ model's dequantized copy of t is what its consumers read
+        q_vals = q_act.get(t + "_DequantizeLinear_Output", q_act.get(t))
+        if q_vals is not None and len(f_vals) == len(q_vals) and all(
+                a.shape == b.shape for a, b in zip(f_vals, q_vals)):
+            nsr[t] = _nsr(np.concatenate([a.ravel() for a in f_vals]), np.concatenate([a.ravel() for a in q_vals]))
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for i in node.input:
+            consumers.setdefault(i, []).append(node)
+    rows = []
+    for node in graph.node:
+        out = node.output[0] if node.output else ""
+        after = consumers.get(out, [])
+        if out not in nsr and len(after) == 1 and after[0].op_type in ("Relu", "Clip"):
+            out = after[0].output[0]  # a QDQ quantizer folds an activation into the node before it
+        if out not in nsr:
+            continue
+        before = max([nsr[i] for i in node.input if i in nsr] or [0.0])
+        acts = [i for i in node.input if i in f_act and i not in weights]
+        rounding = max([_rounding_nsr(np.concatenate([a.ravel() for a in f_act[i]])) for i in acts] or [0.0])
+        rows.append(NodeError(node.name, node.op_type, out, _db(nsr[out]), _db(max(nsr[out] - before, 0.0)),
+                              _db(rounding), any(i in weights for i in node.input) and (
+                                  node.name not in q_inputs  # dynamic: replaced by MatMulInteger & co.
+                                  or any(i.endswith("_DequantizeLinear_Output") for i in q_inputs[node.name]))))
+    rows.sort(key=lambda r: (r.added_db, r.sqnr_db))
+    return rows
+
+
+def worst_nodes(float_model, quant_model, calibration, *, top: int = 3, by: str = "input",
+                op_types: Sequence[str] | None = None) -> list[str]:
+    """Names of the ``top`` quantized nodes that hurt most: :func:`rank_nodes` of :func:`node_errors`.
+    Pass them to ``quantize_static``/``quantize_dynamic(nodes_to_exclude=...)`` and measure again:
+    a node kept in float costs speed and size, so exclude few.
+
+    Taught in 06_onnx_and_onnx_runtime.
+    """
+    return rank_nodes(node_errors(float_model, quant_model, calibration), top=top, by=by, op_types=op_types)
+
+
+def rank_nodes(rows: Sequence[NodeError], *, top: int | None = None, by: str = "input",
+               op_types: Sequence[str] | None = None) -> list[str]:
+    """Names of the quantized nodes among ``rows`` (:func:`node_errors`), worst first, at most
+    ``top`` (None: all), among ``op_types`` (e.g. ``["MatMul"]``; None: any), ranked by
+    ``by="input"`` (lowest ``input_db``: the activations 8 bits represent worst, the usual culprits)
+    or ``by="added"`` (lowest ``added_db``).
+
+    Taught in 06_onnx_and_onnx_runtime.
+    """
+    from optkit.core.errors import check_int
+
+    check_int("top", top, low=1, allow_none=True)
+    check_choice("by", by, ("input", "added"))
+    chosen = [r for r in rows if r.quantized and (op_types is None or r.op_type in set(op_types))]
+    chosen.sort(key=lambda r: (r.input_db, r.added_db) if by == "input" else (r.added_db, r.sqnr_db))
+    return [r.name for r in chosen[:top]]
 
 
 def convert_fp16(src, dst, *, keep_io_types: bool = True, overwrite: bool = False) -> Path:

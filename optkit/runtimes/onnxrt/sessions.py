@@ -3,7 +3,8 @@
 :func:`session` builds an ``onnxruntime.InferenceSession`` (threads, execution mode, graph
 optimization level, memory pattern and arena, providers with a CUDA-then-CPU fallback chain from
 :func:`default_providers`); :func:`session_options_of` reads the options back; :class:`Runner`
-checks each input's rank, dtype and fixed dimensions before running. Taught in
+checks each input's rank, dtype and fixed dimensions before running; :func:`resolved_threads` says what
+a thread setting became (threads started, cores they are pinned to). Taught in
 06_onnx_and_onnx_runtime.
 """
 from __future__ import annotations
@@ -52,7 +53,8 @@ def session(path, *, threads: int | None = None, inter_op_threads: int | None = 
     """An ``onnxruntime.InferenceSession`` with its options spelled out.
 
     - ``threads``: intra-op threads (one operator split across cores); ``None`` = ORT's default
-      (one per physical core). ``inter_op_threads``: threads running independent nodes at once,
+      (one per physical core it finds, each worker pinned to a core; :func:`resolved_threads`
+      shows what it became). Set it on a shared machine: pinned workers cannot avoid busy cores. ``inter_op_threads``: threads running independent nodes at once,
       used only with ``execution_mode="parallel"``.
     - ``optimization``: ``"disable" | "basic" | "extended" | "all"`` (graph rewrites: constant
       folding, node fusions, layout changes; see :func:`optimize`).
@@ -238,3 +240,55 @@ class Runner:
         return (f"Runner({where}: inputs {self.inputs}, outputs {self.outputs}, "
                 f"providers {[p.replace('ExecutionProvider', '') for p in opts['providers']]}, "
                 f"threads {opts['threads'] or 'default'}, optimization {opts['optimization']})")
+
+
+# --------------------------------------------------------------------------- threads, as resolved
+
+def _tasks() -> set[int]:
+    try:
+        return {int(t) for t in os.listdir("/proc/self/task")}
+    except OSError:  # not Linux: threads cannot be listed
+        return set()
+
+
+def resolved_threads(path, **session_kwargs: Any) -> dict[str, Any]:
+    """What a session's intra-op thread setting resolved to, read from the threads it started.
+
+    ``intra_op_num_threads=0`` (``threads=None``) lets ONNX Runtime choose; the session options
+    keep reading 0, so the only way to see the choice is to count the threads the session started
+    (Linux ``/proc/self/task``): an intra-op pool of N threads starts N - 1 workers (the calling
+    thread is the N-th; a throwaway one-thread session is created first, so that the threads ORT
+    starts once per process are not counted). Also returned: the CPUs each new worker is pinned to (ORT pins its
+    workers to cores when it picks the count itself, and leaves them free when you set it), the
+    cores this process may use (CPU affinity) and the cgroup CPU quota. Keys: ``requested``,
+    ``threads`` (None where threads cannot be listed), ``pinned`` (one sorted CPU list per
+    worker), ``available_cores``, ``logical_cores``, ``cpu_quota`` and ``session`` (the session itself).
+
+    Taught in 06_onnx_and_onnx_runtime.
+    """
+    session(path, threads=1, optimization="disable")  # the first session also starts ORT's own threads
+    before = _tasks()
+    sess = session(path, **session_kwargs)
+    new = sorted(_tasks() - before)
+    pinned = []
+    for tid in new:
+        try:
+            pinned.append(sorted(os.sched_getaffinity(tid)))
+        except (OSError, AttributeError):
+            pinned.append([])
+    try:
+        available = len(os.sched_getaffinity(0))
+    except (OSError, AttributeError):
+        available = os.cpu_count()
+    quota = None
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            q, period = f.read().split()[:2]
+            quota = None if q == "max" else round(int(q) / int(period), 2)
+    except (OSError, ValueError):
+        pass
+    listed = bool(before)
+    return {"requested": sess.get_session_options().intra_op_num_threads,
+            "threads": len(new) + 1 if listed else None, "pinned": pinned,
+            "available_cores": available, "logical_cores": os.cpu_count(), "cpu_quota": quota,
+            "session": sess}
