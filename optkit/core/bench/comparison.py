@@ -64,7 +64,7 @@ class Comparison:
         return self.ratio(baseline, other)
 
     def table(self) -> "pd.DataFrame":
-        """DataFrame indexed by variant: median, CI, p90, p99, runs, throughput, speedup vs the first."""
+        """DataFrame indexed by variant: median, CI, p90, p95, p99, runs, throughput, speedup vs the first."""
         import pandas as pd
 
         base = self._get(self.baseline)
@@ -73,7 +73,7 @@ class Comparison:
             lo, hi = m.ci_median_ms
             rows.append({
                 "name": name, "batch_size": m.batch_size, "median_ms": m.median_ms,
-                "ci_lo_ms": lo, "ci_hi_ms": hi, "p90_ms": m.p90_ms, "p99_ms": m.p99_ms,
+                "ci_lo_ms": lo, "ci_hi_ms": hi, "p90_ms": m.p90_ms, "p95_ms": m.p95_ms, "p99_ms": m.p99_ms,
                 "runs": m.n, "throughput": m.throughput,
                 "speedup": base.median_ms / m.median_ms,
             })
