@@ -18,10 +18,11 @@ Taught in 02_quantization.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import warnings
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -29,11 +30,11 @@ from torch import nn
 
 from optkit.core.deprecation import renamed_keyword
 from optkit.core.sizes import state_dict_of
-from optkit.core.errors import OptkitError, check_choice, check_range
+from optkit.core.errors import OptkitError, check_choice, check_int, check_range
 from optkit.techniques.quantize.result import Quantized
 
 __all__ = ["dynamic_int8", "static_int8", "legacy_static_int8", "qat_int8", "reduced_float", "compile_frozen",
-           "int8_reduce_range", "quiet_torchao"]
+           "FrozenCompiled", "int8_reduce_range", "quiet_torchao"]
 
 
 # =============================================================================== helpers
@@ -195,20 +196,70 @@ def int8_reduce_range() -> bool:
 
 # =============================================================================== static (PT2E)
 
-def compile_frozen(module: nn.Module) -> Callable:
-    """``torch.compile`` with ``torch._inductor.config.freezing = True``: weights become constants,
-    so inductor can pre-pack int8 weights and fuse quantize/dequantize into oneDNN int8 kernels.
-    Without freezing, a PT2E int8 model is *slower* than fp32 on CPU.
+def _call_key(args: tuple, kwargs: dict) -> tuple:
+    """What decides whether dynamo recompiles a static-shape graph: input shapes and dtypes, inference mode."""
+    def sig(v: Any) -> Any:
+        if isinstance(v, torch.Tensor):
+            return tuple(v.shape), v.dtype
+        if isinstance(v, dict):
+            return tuple((k, sig(x)) for k, x in sorted(v.items()))
+        if isinstance(v, (tuple, list)):
+            return tuple(sig(x) for x in v)
+        return type(v).__name__
+    return sig(args), sig(kwargs), torch.is_inference_mode_enabled()
 
-    Shapes are static (``dynamic=False``): each new batch size compiles once (seconds). The
-    dynamic-shape path of the int8 conv lowering fails a stride check in torch 2.13.
+
+class FrozenCompiled:
+    """A module compiled by :func:`compile_frozen`: call it like the module.
+
+    Every call runs without autograd (inductor freezes weights only when gradients are off, so a
+    call with autograd on would silently compile a slow unfrozen graph), and the first call for
+    each new input shape runs with ``torch._inductor.config.freezing`` switched on *for that call
+    only*, the moment dynamo compiles: the global setting is the same before and after. Later calls
+    with a shape already seen go straight to the compiled graph (no config change per call).
+    ``_orig_mod`` is the module, as on ``torch.compile``'s result.
 
     Taught in 02_quantization.
     """
-    import torch._inductor.config as inductor_config
 
-    inductor_config.freezing = True
-    return torch.compile(module, dynamic=False)
+    def __init__(self, module: nn.Module):
+        self._orig_mod = module
+        self._compiled = torch.compile(module, dynamic=False)
+        self._seen: set = set()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        key = _call_key(args, kwargs)
+        with torch.no_grad() if torch.is_grad_enabled() else contextlib.nullcontext():
+            if key in self._seen:
+                return self._compiled(*args, **kwargs)
+            import torch._inductor.config as inductor_config
+
+            with inductor_config.patch(freezing=True):
+                out = self._compiled(*args, **kwargs)
+            self._seen.add(key)
+            return out
+
+    def __repr__(self) -> str:
+        return f"FrozenCompiled({type(self._orig_mod).__name__}, shapes compiled: {len(self._seen)})"
+
+
+def compile_frozen(module: nn.Module) -> FrozenCompiled:
+    """``torch.compile`` with inductor **freezing**: weights become constants, so inductor can
+    pre-pack int8 weights and fuse quantize/dequantize into oneDNN int8 kernels. Without
+    freezing, a PT2E int8 model is *slower* than fp32 on CPU.
+
+    Freezing is switched on only while this model compiles (``torch._inductor.config.patch``
+    around the call that compiles a new shape), never for the rest of the process, and every call
+    runs without autograd, which freezing needs (see :class:`FrozenCompiled`). Shapes are static
+    (``dynamic=False``): each new batch size compiles once (seconds). The dynamic-shape path of
+    the int8 conv lowering fails a stride check in torch 2.13.
+
+    Taught in 02_quantization.
+    """
+    if not isinstance(module, nn.Module):
+        raise OptkitError("module", type(module).__name__, "is not a torch.nn.Module",
+                          "pass the model (or a converted PT2E graph module) to compile")
+    return FrozenCompiled(module)
 
 
 def _export(model: nn.Module, example: torch.Tensor, dynamic_batch: bool = True):
@@ -219,29 +270,47 @@ def _export(model: nn.Module, example: torch.Tensor, dynamic_batch: bool = True)
     return torch.export.export(model, (example,), dynamic_shapes=shapes)
 
 
+def _weight_spec(per_channel: bool, bits: int, is_qat: bool):
+    """The weights' QuantizationSpec: symmetric int8 storage holding ``bits``-bit values, one scale
+    per output channel or per tensor, observed (PTQ) or fake-quantized with a moving average (QAT)."""
+    with quiet_torchao():
+        from torchao.quantization.pt2e import (FusedMovingAvgObsFakeQuantize, MinMaxObserver,
+                                               MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver,
+                                               PerChannelMinMaxObserver)
+        from torchao.quantization.pt2e.quantizer import QuantizationSpec
+    from optkit.techniques.quantize.primitives import qrange
+
+    qmin, qmax = qrange(bits)
+    if is_qat:
+        observer = MovingAveragePerChannelMinMaxObserver if per_channel else MovingAverageMinMaxObserver
+        ctr = FusedMovingAvgObsFakeQuantize.with_args(eps=2 ** -12, observer=observer)
+    else:
+        ctr = (PerChannelMinMaxObserver if per_channel else MinMaxObserver).with_args(eps=2 ** -12)
+    return QuantizationSpec(dtype=torch.int8, quant_min=qmin, quant_max=qmax,
+                            qscheme=torch.per_channel_symmetric if per_channel else torch.per_tensor_symmetric,
+                            ch_axis=0 if per_channel else None, is_dynamic=False, observer_or_fake_quant_ctr=ctr)
+
+
 def _x86_quantizer(per_channel: bool = True, observer: str = "histogram", is_qat: bool = False,
-                   skip: Sequence[str] = (), is_dynamic: bool = False):
-    """An ``X86InductorQuantizer`` with the chosen weight granularity and activation observer
-    (``is_dynamic``: activations quantized per batch at run time, linear layers only)."""
+                   skip: Sequence[str] = (), is_dynamic: bool = False, weight_bits: int = 8):
+    """An ``X86InductorQuantizer`` with the chosen weight granularity and bit width and activation
+    observer (``is_dynamic``: activations quantized per batch at run time, linear layers only)."""
     with quiet_torchao():
         import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
-        from torchao.quantization.pt2e import HistogramObserver, MinMaxObserver, MovingAverageMinMaxObserver
+        from torchao.quantization.pt2e import MinMaxObserver, MovingAverageMinMaxObserver
         from torchao.quantization.pt2e.quantizer import QuantizationConfig, QuantizationSpec
     reduce = int8_reduce_range()
     config = xiq.get_default_x86_inductor_quantization_config(is_qat=is_qat, is_dynamic=is_dynamic,
                                                               reduce_range=reduce)
-    if not is_qat and not is_dynamic and (observer != "histogram" or not per_channel):
-        act_obs = {"histogram": HistogramObserver, "minmax": MinMaxObserver,
-                   "moving_average": MovingAverageMinMaxObserver}[observer]
+    act = config.input_activation
+    if not is_qat and not is_dynamic and observer != "histogram":
+        act_obs = {"minmax": MinMaxObserver, "moving_average": MovingAverageMinMaxObserver}[observer]
         act = QuantizationSpec(dtype=torch.uint8, quant_min=0, quant_max=127 if reduce else 255,
                                qscheme=torch.per_tensor_affine,
                                is_dynamic=False, observer_or_fake_quant_ctr=act_obs.with_args(eps=2 ** -12))
-        weight = config.weight
-        if not per_channel:
-            weight = QuantizationSpec(dtype=torch.int8, quant_min=-128, quant_max=127,
-                                      qscheme=torch.per_tensor_symmetric, is_dynamic=False,
-                                      observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2 ** -12))
-        config = QuantizationConfig(act, act, weight, None, False)
+    if act is not config.input_activation or not per_channel or weight_bits != 8:
+        weight = _weight_spec(per_channel, weight_bits, is_qat)
+        config = QuantizationConfig(act, act, weight, None, is_qat)
     quantizer = xiq.X86InductorQuantizer().set_global(config)
     for name in skip:
         quantizer.set_module_name_qconfig(name, None)
@@ -249,7 +318,8 @@ def _x86_quantizer(per_channel: bool = True, observer: str = "histogram", is_qat
 
 
 def pt2e_int8(module: nn.Module, calibration_args: Iterable[tuple], *, dynamic: bool = False,
-              per_channel: bool = True, observer: str = "histogram", skip: Sequence[str] = ()) -> tuple[nn.Module, int]:
+              per_channel: bool = True, observer: str = "histogram", skip: Sequence[str] = (),
+              weight_bits: int = 8) -> tuple[nn.Module, int]:
     """The PT2E steps themselves, on an exported module: ``prepare_pt2e`` with the x86 inductor
     quantizer, the calibration batches run through the prepared graph, ``convert_pt2e``.
 
@@ -257,7 +327,8 @@ def pt2e_int8(module: nn.Module, calibration_args: Iterable[tuple], *, dynamic: 
     ``.module()``); ``calibration_args`` yields the positional inputs of one forward call per
     batch, as tuples (one tensor per model input). ``dynamic=True`` quantizes activations per
     batch at run time (linear layers only; calibration then only traces). Weights are int8
-    per-channel unless ``per_channel=False``; activations uint8 (7-bit where
+    per-channel unless ``per_channel=False`` (``weight_bits`` below 8 keeps fewer levels in the
+    int8 storage, to study lower bit widths); activations uint8 (7-bit where
     :func:`int8_reduce_range` says the CPU needs it). Returns ``(converted module, examples seen)``.
 
     :func:`static_int8` is this with the export, checks and compilation around it; the capstone's
@@ -268,7 +339,7 @@ def pt2e_int8(module: nn.Module, calibration_args: Iterable[tuple], *, dynamic: 
     check_choice("observer", observer, ["histogram", "minmax", "moving_average"])
     with quiet_torchao():
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-    quantizer = _x86_quantizer(per_channel, observer, skip=skip, is_dynamic=dynamic)
+    quantizer = _x86_quantizer(per_channel, observer, skip=skip, is_dynamic=dynamic, weight_bits=weight_bits)
     seen = 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -305,7 +376,7 @@ def drop_dead_weights_(module: nn.Module) -> nn.Module:
 
 def static_int8(model: nn.Module, calibration: Any, example: torch.Tensor, *, per_channel: bool = True,
                 observer: str = "histogram", max_batches: int | None = None, compile: bool = True,
-                skip: Sequence[str] = ()) -> Quantized:
+                skip: Sequence[str] = (), weight_bits: int = 8) -> Quantized:
     """Static post-training int8 quantization with PT2E and the x86 inductor quantizer.
 
     Steps: ``torch.export`` (batch dimension dynamic) -> ``prepare_pt2e`` (folds BatchNorm into
@@ -318,6 +389,9 @@ def static_int8(model: nn.Module, calibration: Any, example: torch.Tensor, *, pe
     expects) or one per tensor; ``observer`` how activation ranges are estimated: ``"histogram"``
     (default: minimizes the quantization error, ignores outliers), ``"minmax"`` (the extremes
     seen) or ``"moving_average"``. ``skip`` names modules to keep in float (mixed precision).
+    ``weight_bits`` (2 to 8) rounds weights to fewer levels, still stored as int8: a way to see
+    what 4-bit weights cost in accuracy (compile such a model with ``compile=False``; the int8
+    kernels' speed does not change with the levels used).
     ``compile=False`` returns the converted module uncompiled (correct, but slow: for tests
     and inspection).
 
@@ -328,6 +402,7 @@ def static_int8(model: nn.Module, calibration: Any, example: torch.Tensor, *, pe
     """
     model = _check_model(model)
     check_choice("observer", observer, ["histogram", "minmax", "moving_average"])
+    weight_bits = check_int("weight_bits", weight_bits, 2, 8)
     _require_layers(model, (nn.Conv2d, nn.Linear), "model", type(model).__name__)
     if not isinstance(example, torch.Tensor):
         raise OptkitError("example", type(example).__name__, "must be an input tensor",
@@ -340,13 +415,16 @@ def static_int8(model: nn.Module, calibration: Any, example: torch.Tensor, *, pe
     float_model = copy.deepcopy(model).eval()
     exported = _export(float_model, example).module()
     converted, n_seen = pt2e_int8(exported, [(xb,) for xb in batches], per_channel=per_channel,
-                                  observer=observer, skip=skip)
+                                  observer=observer, skip=skip, weight_bits=weight_bits)
     technique = f"int8 static PTQ ({'per-channel' if per_channel else 'per-tensor'}, {observer})"
+    if weight_bits != 8:
+        technique += f", {weight_bits}-bit weights"
     if skip:
         technique = f"int8 mixed ({len(skip)} layers float)"
     return Quantized(model=compile_frozen(converted) if compile else converted, module=converted,
                      eager=converted, technique=technique, runtime="pt2e + inductor" if compile else "pt2e eager",
-                     info={"per_channel": per_channel, "observer": observer, "calibration_examples": n_seen,
+                     info={"per_channel": per_channel, "observer": observer, "weight_bits": weight_bits,
+                           "calibration_examples": n_seen,
                            "calibration_batches": len(batches), "skip": list(skip), "compiled": compile})
 
 
@@ -397,7 +475,7 @@ def _batches_xy(loader: Any) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
 
 
 def qat_int8(model: nn.Module, train_loader: Any, example: torch.Tensor, *, steps: int = 100, lr: float = 1e-4,
-             seed: int = 0, compile: bool = True) -> Quantized:
+             seed: int = 0, compile: bool = True, per_channel: bool = True, weight_bits: int = 8) -> Quantized:
     """Quantization-aware training with PT2E: fake-quantize weights and activations during a
     short fine-tune so the weights learn to sit well on the int8 grid, then convert.
 
@@ -405,12 +483,15 @@ def qat_int8(model: nn.Module, train_loader: Any, example: torch.Tensor, *, step
     trainable) -> ``steps`` optimizer steps of Adam at ``lr`` over ``train_loader`` (cycled)
     -> ``move_exported_model_to_eval`` -> ``convert_pt2e`` -> :func:`compile_frozen`.
     The training batches also calibrate the activation ranges. The input model is not modified.
+    ``per_channel`` and ``weight_bits`` choose the weights' grid as in :func:`static_int8`: QAT pays
+    where post-training rounding loses accuracy (per-tensor or 4-bit weights, deeper models).
 
     Taught in 02_quantization.
     """
     model = _check_model(model)
     check_range("steps", steps, 1)
     check_range("lr", lr, 0, low_open=True)
+    weight_bits = check_int("weight_bits", weight_bits, 2, 8)
     _require_layers(model, (nn.Conv2d, nn.Linear), "model", type(model).__name__)
     first = next(iter(train_loader), None)
     if first is None:
@@ -426,7 +507,7 @@ def qat_int8(model: nn.Module, train_loader: Any, example: torch.Tensor, *, step
     exported = _export(float_model, first[0][:2] if len(first[0]) > 1 else example).module()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        prepared = prepare_qat_pt2e(exported, _x86_quantizer(is_qat=True))
+        prepared = prepare_qat_pt2e(exported, _x86_quantizer(per_channel, is_qat=True, weight_bits=weight_bits))
     move_exported_model_to_train(prepared)
     opt = torch.optim.Adam(prepared.parameters(), lr=lr)
     done, losses = 0, []
@@ -448,25 +529,26 @@ def qat_int8(model: nn.Module, train_loader: Any, example: torch.Tensor, *, step
         warnings.simplefilter("ignore")
         converted = convert_pt2e(prepared)
     return Quantized(model=compile_frozen(converted) if compile else converted, module=converted,
-                     eager=converted, technique="int8 QAT (PT2E)", runtime="pt2e + inductor" if compile else "pt2e eager",
+                     eager=converted, technique="int8 QAT (PT2E)" + (f", {weight_bits}-bit weights" if weight_bits != 8 else ""),
+                     runtime="pt2e + inductor" if compile else "pt2e eager",
                      info={"steps": done, "lr": lr, "first_loss": losses[0], "last_loss": losses[-1],
-                           "compiled": compile})
+                           "compiled": compile, "per_channel": per_channel, "weight_bits": weight_bits})
 
 
 # =============================================================================== reduced float
 
 class _CastInputs(nn.Module):
-    """Run ``model`` in ``dtype``: cast floating inputs in, logits back to float32."""
+    """Run ``model`` in ``dtype``: cast floating inputs in (any number of them), outputs back to float32."""
 
     def __init__(self, model: nn.Module, dtype: torch.dtype):
         super().__init__()
         self.model = model
         self.dtype = dtype
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.is_floating_point():
-            x = x.to(self.dtype)
-        return self.model(x).float()
+    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+        # floating inputs (images) are cast; integer ones (token ids, masks) pass unchanged
+        args = tuple(a.to(self.dtype) if a.is_floating_point() else a for a in args)
+        return self.model(*args).float()
 
 
 def reduced_float(model: nn.Module, dtype: str = "bfloat16", *, device: str | None = None,
@@ -474,11 +556,15 @@ def reduced_float(model: nn.Module, dtype: str = "bfloat16", *, device: str | No
     """The model with weights stored in bf16 or fp16 (half the bytes of fp32).
 
     - ``"bfloat16"``: fp32's 8 exponent bits with 7 mantissa bits: the same range, so no
-      overflow and no scaling, just coarser values. This CPU has AVX-512 BF16 for fast dot products.
+      overflow and no scaling, just coarser values. Fast where the CPU has AVX-512 BF16 or AMX
+      (:func:`optkit.course.claims.machine_facts` says which), emulated and slow elsewhere.
     - ``"float16"``: 5 exponent bits, 10 mantissa bits; fast on GPUs (tensor cores), but on a CPU
       without native fp16 arithmetic it is emulated and slow, so it raises here unless a CUDA
       device is present (``device="cuda"``). On a GPU, ``torch.autocast("cuda", torch.float16)``
       is the usual way to run it with fp32 master weights.
+
+    ``compile=True`` compiles with :func:`compile_frozen` (freezing, static shapes), as the fp32
+    and int8 models it is compared with are; ``channels_last`` stores conv weights channels-last.
 
     Taught in 02_quantization.
     """
@@ -499,7 +585,7 @@ def reduced_float(model: nn.Module, dtype: str = "bfloat16", *, device: str | No
     if channels_last:
         inner = inner.to(memory_format=torch.channels_last)
     wrapped = _CastInputs(inner, torch_dtype).eval()
-    runner = torch.compile(wrapped, dynamic=False) if compile else wrapped
+    runner = compile_frozen(wrapped) if compile else wrapped
     return Quantized(model=runner, module=inner, eager=wrapped, technique=f"{'bf16' if dtype == 'bfloat16' else 'fp16'}"
                      + (" compiled" if compile else ""), runtime=f"pytorch {device}",
                      info={"dtype": dtype, "device": device, "compiled": compile})

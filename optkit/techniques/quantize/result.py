@@ -184,10 +184,10 @@ class Quantized:
     def precision(self) -> str:
         """What the model computes in, as :class:`optkit.core.variant.Variant` names it: ``"int8"``
         (static, QAT, mixed: some layers stay float, the int8 ones decide the speed),
-        ``"int8-dynamic"``, ``"int8-weight-only"``, ``"bf16"``, ``"fp16"`` or ``"fp32"``."""
+        ``"int8-dynamic"``, ``"int8-weight-only"``, ``"int4"`` (int4 weight-only), ``"bf16"``, ``"fp16"`` or ``"fp32"``."""
         technique = self.technique.lower()
         for prefix, precision in (("int8 dynamic", "int8-dynamic"), ("int8 weight-only", "int8-weight-only"),
-                                  ("int8", "int8"), ("bf16", "bf16"), ("fp16", "fp16")):
+                                  ("int4", "int4"), ("int8", "int8"), ("bf16", "bf16"), ("fp16", "fp16")):
             if technique.startswith(prefix):
                 return precision
         return {"bfloat16": "bf16", "float16": "fp16"}.get(self.info.get("dtype"), "fp32")
