@@ -33,15 +33,15 @@ Which submodule owns what (import everything from here, ``from optkit.techniques
 temperature and alpha checks), :mod:`.features` (``FeatureHooks``, ``projection``,
 ``feature_loss``), :mod:`.teachers` (``ema_update``, ``EMATeacher``, ``cache_teacher`` and its
 ``TeacherOutputs``), :mod:`.trainer` (``train_student``, ``Distilled``), :mod:`.experiments`
-(``train_seeds``, ``SeedRuns``, ``summarize``, ``paired_difference``, ``Difference``, ``plot_runs``),
+(``train_seeds``, ``SeedRuns``, ``label_subset``, ``summarize``, ``paired_difference``, ``Difference``, ``plot_runs``),
 :mod:`.sweeps` (``train_sweep``, ``Sweep``, ``plot_sweep``).
 
 Taught in 04_knowledge_distillation.
 """
 from __future__ import annotations
 
-from optkit.techniques.distill.experiments import (Difference, SeedRuns, paired_difference, plot_runs,
-                                                   summarize, train_seeds)
+from optkit.techniques.distill.experiments import (Difference, SeedRuns, label_subset, paired_difference,
+                                                   plot_runs, summarize, train_seeds)
 from optkit.techniques.distill.features import FeatureHooks, feature_loss, projection
 from optkit.techniques.distill.losses import check_alpha, check_temperature, kd_loss, soft_target_loss
 from optkit.techniques.distill.student import StudentCNN
@@ -66,6 +66,7 @@ __all__ = [
     "train_student",
     "SeedRuns",
     "train_seeds",
+    "label_subset",
     "summarize",
     "Difference",
     "paired_difference",

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 import numpy as np
 from torch import nn
 
+from optkit.core import progress as _progress
 from optkit.core.errors import OptkitError, check_int, check_range
 from optkit.techniques.distill.trainer import Distilled, train_student
 
@@ -64,14 +65,15 @@ class SeedRuns:
 
 
 def train_seeds(make_student, data: Any, *, seeds: int | Sequence[int] = 3,
-                eval_data: Mapping[str, Any] | Any = None, **train_kw: Any) -> SeedRuns:
+                eval_data: Mapping[str, Any] | Any = None, desc: str | None = None, **train_kw: Any) -> SeedRuns:
     """Train one method once per seed and score every student; return a :class:`SeedRuns`.
 
     For each seed: :func:`optkit.data.models.set_seed`, then ``make_student()`` (so every method gets the
     *same* initial weights for the same seed), then :func:`train_student` with ``seed=seed`` (the
     same batch order) and ``train_kw``. ``eval_data`` is one data set or ``{name: data}`` (a
     Split, an ``(x, y)`` pair, or a Dataset whose test split is used), scored with
-    :func:`optkit.data.models.evaluate`. ``seeds`` is a count (0, 1, ...) or a list.
+    :func:`optkit.data.models.evaluate`. ``seeds`` is a count (0, 1, ...) or a list. A progress
+    bar (``desc``, silent in static runs) counts the trainings.
 
     Taught in 04_knowledge_distillation.
     """
@@ -86,7 +88,7 @@ def train_seeds(make_student, data: Any, *, seeds: int | Sequence[int] = 3,
                           "pass e.g. eval_data={'test': dataset.test}")
     sets = dict(eval_data) if isinstance(eval_data, Mapping) else {"accuracy": eval_data}
     students, results, scores = [], [], {name: [] for name in sets}
-    for seed in seed_list:
+    for seed in _progress.bar(seed_list, desc=desc or "training students", unit="student", leave=False):
         set_seed(seed)
         student = make_student()
         results.append(train_student(student, data, seed=seed, **train_kw))
@@ -94,6 +96,23 @@ def train_seeds(make_student, data: Any, *, seeds: int | Sequence[int] = 3,
         for name, d in sets.items():
             scores[name].append(evaluate(student, d).accuracy)
     return SeedRuns(results[0].method, seed_list, students, results, scores)
+
+
+def label_subset(n: int, n_labelled: int, seed: int = 0) -> np.ndarray:
+    """A boolean mask over ``n`` training examples with ``n_labelled`` of them True, drawn by ``seed``.
+
+    The few-labels regime of distillation: a student may use the labels of the masked examples
+    only (``train_student(..., labelled=mask)``), while the teacher's soft targets cover all ``n``.
+    ``n_labelled == n`` marks every example. Taught in 04_knowledge_distillation.
+    """
+    n = check_int("n", n, 1)
+    k = check_int("n_labelled", n_labelled, 1)
+    if k > n:
+        raise OptkitError("n_labelled", k, f"is more than the {n:,} training examples",
+                          f"pass at most {n:,} (every example labelled)")
+    mask = np.zeros(n, dtype=bool)
+    mask[np.random.default_rng(int(seed)).choice(n, size=k, replace=False)] = True
+    return mask
 
 
 # =========================================================================== statistics over seeds

@@ -62,7 +62,8 @@ def train_sweep(run: Callable[[float, float], SeedRuns], temperatures: Iterable[
     ``run(T, alpha)`` trains one setting over the seeds (e.g. a ``train_seeds(...)`` call) and
     returns its :class:`SeedRuns`. ``known`` maps settings already trained, ``{(T, alpha): runs}``,
     to reuse (the main runs). ``alpha = 0`` ignores the teacher, so its runs *are* ``reference``
-    (the scratch runs with the same seeds, weight for weight) and are never trained again; a
+    (the labels-only runs with the same seeds: weight for weight when they train on the same
+    images, the labelled subset's own run in the few-labels regime) and are never trained again; a
     setting that appears in both sweeps is trained once and shared.
 
     Taught in 04_knowledge_distillation.

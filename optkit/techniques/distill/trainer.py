@@ -20,9 +20,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from optkit.core import progress as _progress
 from optkit.core.errors import OptkitError, check_range
 from optkit.techniques.distill.features import FeatureHooks, feature_loss, projection
-from optkit.techniques.distill.losses import check_alpha, check_temperature, kd_loss
+from optkit.techniques.distill.losses import check_alpha, check_temperature, kd_loss, soft_target_loss
 from optkit.techniques.distill.teachers import EMATeacher, TeacherOutputs, _as_xy, _check_decay
 
 
@@ -58,6 +59,24 @@ def _method(teacher, ema_decay, alpha, feature_layers) -> str:
     if feature_layers:
         return "soft targets + features" if alpha > 0 else "cross-entropy + features"
     return "soft targets"
+
+
+def _checked_labelled(labelled: Any, n: int) -> torch.Tensor | None:
+    """``labelled`` as a bool tensor of length ``n`` (None stays None: every label is used)."""
+    if labelled is None:
+        return None
+    try:
+        mask = torch.as_tensor(labelled)
+    except (TypeError, ValueError, RuntimeError):
+        mask = None
+    if mask is None or mask.dtype != torch.bool or mask.shape != (n,):
+        raise OptkitError("labelled", getattr(labelled, "shape", type(labelled).__name__),
+                          f"must be a boolean mask with one entry per training example ({n:,})",
+                          "pass e.g. numpy.arange(n) < n_labelled, or None to use every label")
+    if not bool(mask.any()):
+        raise OptkitError("labelled", "no True entry", "leaves no label to train on",
+                          "mark at least one example as labelled, or pass None")
+    return mask
 
 
 def _checked_setup(data: Any, teacher: Any, temperature: Any, alpha: Any, feature_layers: Any,
@@ -150,22 +169,27 @@ class _Run:
     batch_size: int
     epochs: Any  # as given (the progress bar prints it)
     progress: bool
+    labelled: torch.Tensor | None = None  # rows whose labels the hard term may use (None: all)
+    label_smoothing: float = 0.0
 
 
 def _batch_loss(run: _Run, logits: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor,
                 idx: torch.Tensor) -> torch.Tensor:
-    """One batch's loss: cross-entropy or :func:`kd_loss`, plus ``feature_weight *`` :func:`feature_loss` per pair."""
+    """One batch's loss: cross-entropy or :func:`kd_loss`, plus ``feature_weight *`` :func:`feature_loss` per pair.
+
+    With a ``labelled`` mask the hard term is the cross-entropy over the batch's labelled rows only
+    (zero when it has none), while the soft term covers every row.
+    """
+    plain = run.labelled is None and run.label_smoothing == 0.0
     if not run.use_soft:
-        loss = F.cross_entropy(logits, yb)
+        loss = _hard_loss(run, logits, yb, idx)
+    elif not plain:
+        t_logits = _teacher_logits(run, xb, idx)
+        loss = run.alpha * soft_target_loss(logits, t_logits, run.temperature)
+        if run.alpha < 1.0:
+            loss = loss + (1.0 - run.alpha) * _hard_loss(run, logits, yb, idx)
     else:
-        if run.ema is not None:
-            t_logits = run.ema(xb)
-        elif run.cached is not None:
-            t_logits = run.cached.logits[idx]
-        else:
-            with torch.no_grad():
-                t_logits = run.teacher(xb)
-        loss = kd_loss(logits, t_logits, yb, run.temperature, run.alpha)
+        loss = kd_loss(logits, _teacher_logits(run, xb, idx), yb, run.temperature, run.alpha)
     if run.feature_layers:
         if run.cached is None and not run.use_soft:
             with torch.no_grad():
@@ -177,6 +201,25 @@ def _batch_loss(run: _Run, logits: torch.Tensor, xb: torch.Tensor, yb: torch.Ten
     return loss
 
 
+def _hard_loss(run: _Run, logits: torch.Tensor, yb: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy with the labels (smoothed by ``label_smoothing``), over the labelled rows only."""
+    if run.labelled is not None:
+        keep = run.labelled[idx]
+        if not bool(keep.any()):
+            return logits.sum() * 0.0
+        logits, yb = logits[keep], yb[keep]
+    return F.cross_entropy(logits, yb, label_smoothing=run.label_smoothing)
+
+
+def _teacher_logits(run: _Run, xb: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    if run.ema is not None:
+        return run.ema(xb)
+    if run.cached is not None:
+        return run.cached.logits[idx]
+    with torch.no_grad():
+        return run.teacher(xb)
+
+
 def _train_epoch(run: _Run, epoch: int) -> dict:
     """One pass over the data in a freshly seeded order; returns the epoch's row of the history."""
     run.student.train()
@@ -184,10 +227,7 @@ def _train_epoch(run: _Run, epoch: int) -> dict:
     n = len(run.x)
     perm = torch.randperm(n, generator=run.generator)
     batches = [perm[i:i + run.batch_size] for i in range(0, n, run.batch_size)]
-    if run.progress:
-        from tqdm.auto import tqdm
-
-        batches = tqdm(batches, desc=f"epoch {epoch}/{run.epochs}", leave=False)
+    batches = _progress.bar(batches, enabled=run.progress, desc=f"epoch {epoch}/{run.epochs}", leave=False)
     loss_sum, correct, seen, t0 = 0.0, 0, 0, time.perf_counter()
     for idx in batches:
         xb, yb = run.x[idx], run.y[idx]
@@ -210,7 +250,8 @@ def train_student(student: nn.Module, data: Any, *, teacher: nn.Module | Teacher
                   temperature: float = 4.0, alpha: float = 0.9,
                   feature_layers: Mapping[str, str] | None = None, feature_weight: float = 1.0,
                   ema_decay: float | None = None, epochs: int = 2, batch_size: int = 128, lr: float = 2e-3,
-                  weight_decay: float = 0.01, seed: int = 0, progress: bool = False) -> Distilled:
+                  weight_decay: float = 0.01, seed: int = 0, progress: bool = False,
+                  labelled: Any = None, label_smoothing: float = 0.0) -> Distilled:
     """Train ``student`` in place, from labels alone or distilled from a teacher; return a :class:`Distilled`.
 
     - ``teacher=None, ema_decay=None`` (or ``alpha=0`` without features): plain cross-entropy, the
@@ -225,6 +266,11 @@ def train_student(student: nn.Module, data: Any, *, teacher: nn.Module | Teacher
       itself (``copy.deepcopy`` before the first step, updated after every step); ``teacher``
       must then be None.
 
+    - ``labelled``: a boolean mask over ``data``'s examples; the hard (label) term uses only the
+      masked rows, the soft term every row (fewer labels than images, the teacher covering the
+      rest). ``label_smoothing`` (in [0, 1)) smooths the hard term's targets, as
+      ``nn.CrossEntropyLoss(label_smoothing=...)``: the control for self-distillation.
+
     ``data`` is an optkit Dataset (its train split), a Split or an ``(x, y)`` pair. Batches are
     drawn by a permutation seeded with ``seed`` each epoch, so two runs with the same ``seed`` and
     the same initial weights see the same batches in the same order whatever the method. AdamW
@@ -234,8 +280,12 @@ def train_student(student: nn.Module, data: Any, *, teacher: nn.Module | Teacher
     """
     a, t, feature_layers, x, y, cached = _checked_setup(data, teacher, temperature, alpha, feature_layers,
                                                         feature_weight, ema_decay, epochs, batch_size, lr)
+    mask = _checked_labelled(labelled, len(x))
+    check_range("label_smoothing", label_smoothing, 0, 1, high_open=True)
     use_soft = (teacher is not None and a > 0) or ema_decay is not None
     method = _method(teacher, ema_decay, a, feature_layers)
+    if label_smoothing > 0 and not use_soft:
+        method = f"cross-entropy, label smoothing {float(label_smoothing):g}"
 
     # --- hooks and projections (shapes from one example)
     s_hooks = FeatureHooks(student, list(feature_layers)) if feature_layers else None
@@ -259,7 +309,7 @@ def train_student(student: nn.Module, data: Any, *, teacher: nn.Module | Teacher
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
         run = _Run(student, teacher, cached, ema, projections, s_hooks, t_hooks, feature_layers, feature_weight,
                    t, a, use_soft, optimizer, scheduler, torch.Generator().manual_seed(int(seed)), x, y,
-                   int(batch_size), epochs, progress)
+                   int(batch_size), epochs, progress, mask, float(label_smoothing))
         start = time.perf_counter()
         history = [_train_epoch(run, epoch) for epoch in range(1, int(epochs) + 1)]
     finally:
