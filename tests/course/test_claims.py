@@ -52,3 +52,8 @@ def test_check_tags_its_output_for_the_run_summary(monkeypatch):
     monkeypatch.setattr(IPython.display, "display", lambda obj, raw=False, metadata=None: shown.append(metadata))
     claims.check("x", True, "e", env=ENV)
     assert shown[0][claims.CLAIM_KEY]["holds"] is True and shown[0][claims.CLAIM_KEY]["statement"] == "x"
+
+
+def test_a_difference_of_percentages_is_in_points():
+    c = claims.better("KD", 83.28, 81.24, interval=(0.84, 3.24), unit=" %", show=False)
+    assert "83.28 % vs 81.24 %: difference +2.04 points, 95 % interval [+0.84, +3.24] points" in c.evidence
