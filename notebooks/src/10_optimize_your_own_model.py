@@ -173,11 +173,7 @@ print("Measured on:", bench.environment_line(), f"| {opt.threads} threads for ev
 # %%
 # NBVAL_IGNORE_OUTPUT
 print("Measured on:", bench.environment_line())
-closing = opt.table()
-at_max = {r.name: r for r in opt.records if r.batch_size == max(opt.batch_sizes)}
-closing.insert(closing.columns.get_loc("latency_ms") + 1, "p95_ms", [at_max[n].p95_ms for n in closing.index])
-closing.insert(closing.columns.get_loc("p95_ms") + 1, "peak_mem_mb",
-               [None if at_max[n].peak_mem_bytes is None else at_max[n].peak_mem_bytes / 1e6 for n in closing.index])
+closing = opt.table()  # p95_ms and peak_mem_mb included
 closing.round(3)
 
 # %% [markdown]
