@@ -94,7 +94,9 @@ def test_compile_frozen_leaves_the_global_freezing_flag_alone():
         Q.compile_frozen(lambda t: t)
 
 
-def test_compile_frozen_turns_freezing_on_while_it_compiles(monkeypatch):
+def test_compile_frozen_runs_every_call_under_freezing(monkeypatch):
+    """Any call may recompile (a new shape, or a guard that failed: no_grad then inference_mode),
+    so every call runs with freezing on: a recompile outside it ran int8 ResNetCNN 4x slower."""
     import torch._inductor.config as inductor_config
 
     seen = []
@@ -108,7 +110,10 @@ def test_compile_frozen_turns_freezing_on_while_it_compiles(monkeypatch):
     monkeypatch.setattr(torch, "compile", fake_compile)
     net = nn.Linear(3, 2).eval()
     compiled = Q.compile_frozen(net)
-    compiled(torch.randn(2, 3))  # a new shape: compiled under freezing
-    compiled(torch.randn(2, 3))  # seen: straight through
+    before = inductor_config.freezing
+    compiled(torch.randn(2, 3))  # a new shape
+    with torch.inference_mode():
+        compiled(torch.randn(2, 3))  # the same shape in another grad mode: dynamo may recompile
     compiled(torch.randn(5, 3))  # a new shape again
-    assert seen == [(True, False), (inductor_config.freezing, False), (True, False)]
+    assert seen == [(True, False)] * 3
+    assert inductor_config.freezing == before

@@ -213,10 +213,12 @@ class FrozenCompiled:
     """A module compiled by :func:`compile_frozen`: call it like the module.
 
     Every call runs without autograd (inductor freezes weights only when gradients are off, so a
-    call with autograd on would silently compile a slow unfrozen graph), and the first call for
-    each new input shape runs with ``torch._inductor.config.freezing`` switched on *for that call
-    only*, the moment dynamo compiles: the global setting is the same before and after. Later calls
-    with a shape already seen go straight to the compiled graph (no config change per call).
+    call with autograd on would silently compile a slow unfrozen graph) and with
+    ``torch._inductor.config.freezing`` switched on *for that call only*: whenever dynamo compiles
+    (a new shape, or a recompile because a guard failed, e.g. ``no_grad`` then ``inference_mode``)
+    it compiles a frozen graph, and the global setting is the same before and after. Switching is
+    an attribute write (well under a microsecond), so every call does it rather than guessing
+    which call compiles: guessing by shape let a recompile run unfrozen (int8 4x slower).
     ``_orig_mod`` is the module, as on ``torch.compile``'s result.
 
     Taught in 02_quantization.
@@ -228,16 +230,16 @@ class FrozenCompiled:
         self._seen: set = set()
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        key = _call_key(args, kwargs)
-        with torch.no_grad() if torch.is_grad_enabled() else contextlib.nullcontext():
-            if key in self._seen:
-                return self._compiled(*args, **kwargs)
-            import torch._inductor.config as inductor_config
+        import torch._inductor.config as inductor_config
 
-            with inductor_config.patch(freezing=True):
-                out = self._compiled(*args, **kwargs)
-            self._seen.add(key)
-            return out
+        self._seen.add(_call_key(args, kwargs))
+        with torch.no_grad() if torch.is_grad_enabled() else contextlib.nullcontext():
+            before = inductor_config.freezing
+            inductor_config.freezing = True
+            try:
+                return self._compiled(*args, **kwargs)
+            finally:
+                inductor_config.freezing = before
 
     def __repr__(self) -> str:
         return f"FrozenCompiled({type(self._orig_mod).__name__}, shapes compiled: {len(self._seen)})"
