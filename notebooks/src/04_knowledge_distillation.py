@@ -342,6 +342,7 @@ chosen_claim = claims.better(f"the setting chosen on validation ({chosen_label})
 # alpha and alpha at the main `T`; `-p sweep_grid True` trains every combination.
 
 # %%
+# NBCHECK_APPROX accuracy interval verdict
 cached_runs = {(t_, sweep.alpha): r for t_, r in sweep.by_temperature.items()}
 cached_runs.update({(sweep.temperature, a_): r for a_, r in sweep.by_alpha.items()})
 cached_runs.update({(t_, 0.0): scratch for t_ in sweep.by_temperature})  # alpha = 0: labels only

@@ -584,7 +584,7 @@ exercises.check_polynomial_sparsity(polynomial_sparsity);
 # </details>
 
 # %%
-# NBCHECK_APPROX sparsity accuracy agreement size
+# NBCHECK_APPROX sparsity accuracy agreement size sqnr error
 plan = tflow.plan_pruning(dense_k2, target_sparsity, min_weights=prune_min_weights)  # so the total hits the target
 print(plan)
 pruned = tflow.prune_model(fresh(), x_ft, y_ft, sparsity=plan.layer_sparsity, min_weights=prune_min_weights,

@@ -163,7 +163,7 @@ VERDICT = "verdict"
 VERDICT_GROUPS: tuple[tuple[str, ...], ...] = (
     # optkit.course.claims verdicts first (they contain the shorter phrases below)
     ("✘ does not hold here", "✔ holds here", "≈ inside the noise here"),
-    ("inside the noise", "outside the noise"),
+    ("inside the noise", "outside the noise", "a real gain"),
     ("MISSED", "met"),
     ("does not hold here", "holds here"),
     ("not clearly", "clearly"),
