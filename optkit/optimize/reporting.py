@@ -11,8 +11,9 @@ size, build time, notes, ``config``: the recipe's settings), ``checks`` (the ver
 ``records`` (:meth:`optkit.core.record.Record.to_dict`, one per variant and batch size, from
 :func:`optkit.core.variant.evaluate`; ``extra`` holds the timing details, ``precision``, ``config``,
 ``reference`` and the capstone's ``recipe``, ``eligible``, ``why_not``, ``quality``,
-``quality_kind``, ``drop_points``, ``artifact``, ``build_s``), ``recommendation``, ``timings_s`` and
-``notes``. Since the capstone measures through :func:`optkit.core.variant.evaluate` the format only
+``quality_kind``, ``drop_points``, ``artifact``, ``build_s``), ``recommendation``, ``best_fp32``
+(:func:`best_fp32_summary`: the fastest eligible fp32 candidate, its ratio to the model as given
+and the recommendation's ratio to it), ``timings_s`` and ``notes``. Since the capstone measures through :func:`optkit.core.variant.evaluate` the format only
 gained keys (``workload``, ``precision``, ``config``, ``reference``); ``info``, the 0.1 name of
 ``config``, is still written (the same dict) for format-1 readers and goes in optkit 0.3.
 
@@ -39,7 +40,7 @@ from optkit.core.errors import OptkitError
 from optkit.core.record import jsonable
 
 __all__ = ["RESULTS_FORMAT", "new_run_dir", "pareto_figure", "write_report", "results", "markdown_report",
-           "html_report"]
+           "html_report", "best_fp32_summary"]
 
 RESULTS_FORMAT = "optkit.optimize/1"
 
@@ -215,6 +216,7 @@ def results(opt) -> dict:
         "baseline_timing": {str(bs): m.to_dict() for bs, m in opt.baseline_timing.items()},
         "records": [r.to_dict() for r in opt.records],
         "recommendation": opt.recommendation.to_dict() if opt.recommendation else None,
+        "best_fp32": best_fp32_summary(opt),
         "timings_s": opt.timings,
         "notes": opt.notes,
     }, strict=False)
@@ -258,7 +260,9 @@ def markdown_report(opt, plotted: bool = True) -> str:
              f"Run `{opt.run_dir.name}`, {opt.started_at}, on {_env_line(opt.env)}, "
              f"{opt.threads} thread(s); wall time {opt.elapsed_s:.0f} s.", "",
              "## Recommendation", "", f"**{rec.name or 'none'}**" + (
-                 f" - `{rec.artifact}`" if rec.artifact else ""), "", rec.reason, "",
+                 f" - `{rec.artifact}`" if rec.artifact else ""), "", rec.reason, ""]
+    fp32 = _fp32_sentence(opt)
+    lines += ([fp32, ""] if fp32 else []) + [
              f"## Candidates at batch {bs}", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -298,9 +302,75 @@ def _search_rows(opt) -> list[str]:
     return rows
 
 
+def _op_tables(opt) -> list[tuple[str, dict]]:
+    """(candidate name, its ``config["op_times"]``) for each search that profiled int8 against float."""
+    return [(c.name, c.config["op_times"]) for c in opt.candidates if (c.config or {}).get("op_times")]
+
+
+def _op_table_md(name: str, table: dict) -> list[str]:
+    lines = [f"Per-operator time that decided which operator types {name} kept in float (ONNX Runtime's "
+             f"profiler, ms per call at batch {table['batch']}, {table['threads']} thread(s); a Q/DQ pair counts "
+             "for the operator it feeds; `total` is the operators' sum, `wall` the whole call):", "",
+             "| operator | fp32 ms | int8 ms | int8 / fp32 | decision |", "|---|---|---|---|---|"]
+    for r in table["rows"]:
+        ratio = f"{r['int8_ms'] / r['fp32_ms']:.2f}x" if r["fp32_ms"] > 0 else "-"
+        lines.append(f"| {r['op']} | {r['fp32_ms']:.3g} | {r['int8_ms']:.3g} | {ratio} | {r.get('decision', '-')} |")
+    return lines + [""]
+
+
 def _search_lines(opt) -> list[str]:
     rows = _search_rows(opt)
-    return (["## Configurations the search tried", ""] + [f"- {r}" for r in rows] + [""]) if rows else []
+    lines = (["## Configurations the search tried", ""] + [f"- {r}" for r in rows] + [""]) if rows else []
+    for name, table in _op_tables(opt):
+        lines += _op_table_md(name, table)
+    return lines
+
+
+def _op_tables_html(opt) -> str:
+    e = html.escape
+    out = []
+    for name, table in _op_tables(opt):
+        trs = "".join(f"<tr><td>{e(r['op'])}</td><td>{r['fp32_ms']:.3g}</td><td>{r['int8_ms']:.3g}</td>"
+                      f"<td>{e(r.get('decision', '-'))}</td></tr>" for r in table["rows"])
+        out.append(f"<p>Per-operator time (ONNX Runtime's profiler, ms per call at batch {table['batch']}) that "
+                   f"decided which operator types {e(name)} kept in float:</p><table><tr><th>operator</th>"
+                   f"<th>fp32 ms</th><th>int8 ms</th><th>decision</th></tr>{trs}</table>")
+    return "".join(out)
+
+
+def best_fp32_summary(opt) -> dict | None:
+    """The fastest eligible fp32 record at the largest batch size (the model as given included), its
+    ratio to the model as given, and the recommendation's ratio to it; None before timing."""
+    from optkit.optimize.recommendation import best_fp32
+
+    if not opt.records:
+        return None
+    bs = max(opt.batch_sizes)
+    rows = {r.name: r for r in opt.records if r.batch_size == bs}
+    best, base = best_fp32(list(rows.values())), rows.get("baseline")
+    if best is None or base is None:
+        return None
+    rec = rows.get(opt.recommendation.name) if opt.recommendation and opt.recommendation.name else None
+    return {"name": best.name, "batch_size": bs, "latency_ms": best.latency_ms, "technique": best.technique,
+            "speedup_vs_baseline": base.latency_ms / best.latency_ms,
+            "recommended_vs_best_fp32": None if rec is None else best.latency_ms / rec.latency_ms}
+
+
+def _fp32_sentence(opt) -> str:
+    """One sentence naming the fastest fp32 candidate and the ratios against it."""
+    b = best_fp32_summary(opt)
+    if b is None:
+        return ""
+    if b["name"] == "baseline":
+        text = (f"Fastest fp32 candidate: the model as given ({b['latency_ms']:.3g} ms at batch {b['batch_size']}); "
+                "no float runtime or compilation beat it")
+    else:
+        text = (f"Fastest fp32 candidate: {b['name']} ({b['technique']}, {b['latency_ms']:.3g} ms at batch "
+                f"{b['batch_size']}, {b['speedup_vs_baseline']:.2f}x the model as given)")
+    ratio = b["recommended_vs_best_fp32"]
+    if ratio is not None and opt.recommendation.name != b["name"]:
+        text += f"; the recommendation {opt.recommendation.name} runs at {ratio:.2f}x against it"
+    return text + "."
 
 
 def html_report(opt, png: bytes | None) -> str:
@@ -325,13 +395,14 @@ def html_report(opt, png: bytes | None) -> str:
 td:first-child,th:first-child{{text-align:left}}table{{border-collapse:collapse}}pre{{background:#f6f6f6;padding:.6em}}</style></head><body>
 <h1>optkit optimize: {e(Path(opt.summary.path).name)}</h1>
 <p>Run <code>{e(opt.run_dir.name)}</code>, {e(opt.started_at)}, on {e(_env_line(opt.env))}, {opt.threads} thread(s).</p>
-<h2>Recommendation: {e(rec.name or 'none')}</h2><p>{e(rec.reason)}</p>
+<h2>Recommendation: {e(rec.name or 'none')}</h2><p>{e(rec.reason)}</p>{'<p>' + e(_fp32_sentence(opt)) + '</p>' if _fp32_sentence(opt) else ''}
 <h2>Candidates at batch {max(opt.batch_sizes)}</h2>
 <table><tr>{''.join(f'<th>{e(h)}</th>' for h in head)}</tr>{''.join(trs)}</table>
 <p>Green: recommended; grey: not eligible. <code>speedup</code> and <code>size_ratio</code> against the baseline; every number is in <code>results.json</code>.</p>
 {img}
 {'<h2>Recipes without a candidate</h2><ul>' + out + '</ul>' if out else ''}
 {'<h2>Configurations the search tried</h2><ul>' + ''.join(f'<li>{e(r)}</li>' for r in _search_rows(opt)) + '</ul>' if _search_rows(opt) else ''}
+{_op_tables_html(opt)}
 <h2>What each candidate is</h2><ul>{cands}</ul>
 {'<h2>Notes</h2><ul>' + ''.join(f'<li>{e(n)}</li>' for n in opt.notes) + '</ul>' if opt.notes else ''}
 <h2>Model</h2><pre>{e(opt.summary.describe())}</pre><h2>Data</h2><pre>{e(opt.data.describe())}</pre>

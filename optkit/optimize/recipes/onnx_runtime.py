@@ -93,14 +93,26 @@ def ort_candidate(ctx: Context, name: str, recipe: str, technique: str, path: Pa
 
 
 def _onnx_source(ctx: Context) -> Path:
-    """The ONNX file the ORT recipes work on: the model itself, or the export of a torch program."""
-    if ctx.summary.format == "onnx":
+    """The ONNX file the ORT recipes work on: the model itself, the export of a torch program, or
+    the tf2onnx conversion of a Keras model or a float ``.tflite`` file (made once per run)."""
+    fmt = ctx.summary.format
+    if fmt == "onnx":
         return Path(ctx.summary.path)
     if "onnx_export" not in ctx.cache:
-        ctx.cache["onnx_export"] = _export_program_to_onnx(ctx)
+        if fmt in ("keras", "tflite"):
+            from optkit.optimize.recipes.keras_onnx import _converted_source
+
+            ctx.cache["onnx_export"] = _converted_source(ctx)
+        else:
+            ctx.cache["onnx_export"] = _export_program_to_onnx(ctx)
     result = ctx.cache["onnx_export"]
+    if isinstance(result, RecipeSkipped):
+        raise RecipeSkipped(str(result))
     if isinstance(result, Exception):
-        raise RecipeSkipped(f"the torch program could not be exported to ONNX: {_first_line(result)}")
+        what = {"keras": "the Keras model could not be converted to ONNX by tf2onnx",
+                "tflite": "the .tflite file could not be converted to ONNX by tf2onnx"}.get(
+                    fmt, "the torch program could not be exported to ONNX")
+        raise RecipeSkipped(f"{what}: {_first_line(result)}")
     return result
 
 

@@ -5,10 +5,18 @@ while that fails the quality budget or is not faster than the model as given bey
 tries, in order and within the run's time budget:
 
 1. other calibration methods: percentile (clips outliers) and entropy;
-2. the nodes whose outputs lose most (per-tensor SQNR from ONNX Runtime's QDQ debugging tools,
+2. reduce-range (7-bit weights), only on a CPU without VNNI: there U8S8 products are added in
+   pairs into int16 and can saturate; with VNNI they are accumulated in int32, so the search says
+   so and skips it;
+3. the operator types that run slower in int8 than in float kept in float: the plain int8 file and
+   the float one are profiled by ONNX Runtime (:func:`optkit.runtimes.onnxrt.profile`), their
+   per-operator times compared (a QDQ pair around a cheap operator, or an operator without an int8
+   kernel that gains Q/DQ pairs); the table is in the report. When the plain setting already meets
+   the quality budget but is not faster, this step comes first;
+4. the nodes whose outputs lose most (per-tensor SQNR from ONNX Runtime's QDQ debugging tools,
    :func:`optkit.runtimes.onnxrt.layer_errors`) kept in float, 1, 2 then 4 of them;
-3. per-tensor weights; S8S8 (int8 activations, symmetric);
-4. only the weighted operators (Conv, MatMul, Gemm) quantized, the rest left in float.
+5. per-tensor weights; S8S8 (int8 activations, symmetric);
+6. only the weighted operators (Conv, MatMul, Gemm) quantized, the rest left in float.
 
 Every configuration tried is judged like any candidate (quality against the original on your
 evaluation rows, speed-up timed interleaved with the original) and listed in the candidate's
@@ -28,10 +36,31 @@ from optkit.optimize.recipes.onnx_runtime import (_WEIGHTED_OPS, _onnx_source, _
                                                   _require_weights, ort_candidate)
 from optkit.optimize.recipes.registry import Candidate, Context, RecipeSkipped, _first_line
 
-__all__ = ["ort_int8_search", "SPEEDUP_NEEDED"]
+__all__ = ["ort_int8_search", "SPEEDUP_NEEDED", "op_time_table"]
 
 #: A configuration "pays" when it meets the quality budget and runs this much faster than the original.
 SPEEDUP_NEEDED = 1.05
+#: An operator type counts as slower in int8 when its int8 time exceeds its float time by this fraction ...
+SLOWER_BY = 0.10
+#: ... and by this many milliseconds per call (timer noise on tiny operators).
+SLOWER_MS = 0.005
+
+#: ONNX Runtime's fused kernels -> the ONNX operator they run (int8 QDQ fusions, float fusions, NHWC forms).
+_KERNEL_OF = {"QLinearConv": "Conv", "QLinearMatMul": "MatMul", "MatMulIntegerToFloat": "MatMul", "QGemm": "Gemm",
+              "QLinearAdd": "Add", "QLinearMul": "Mul", "QLinearSigmoid": "Sigmoid", "QLinearLeakyRelu": "LeakyRelu",
+              "QLinearAveragePool": "AveragePool", "QLinearGlobalAveragePool": "GlobalAveragePool",
+              "QLinearConcat": "Concat", "QLinearSoftmax": "Softmax", "QLinearReduceMean": "ReduceMean",
+              "QLinearConvTranspose": "ConvTranspose", "QLinearWhere": "Where", "QLinearAveragePoolNhwc": "AveragePool",
+              "FusedConv": "Conv", "FusedGemm": "Gemm", "FusedMatMul": "MatMul", "NhwcMaxPool": "MaxPool",
+              "NhwcConv": "Conv", "QuickGelu": "Sigmoid"}
+
+
+def _cpu_has_vnni() -> bool:
+    """Whether this CPU has int8 dot-product instructions (AVX-512 VNNI or AVX-VNNI); tests patch it."""
+    from optkit.core import bench
+
+    flags = bench.environment().get("cpu_flags") or {}
+    return bool(flags.get("avx512_vnni") or flags.get("avx_vnni"))
 
 
 def _named_copy(ctx: Context, src: Path) -> Path:
@@ -65,6 +94,85 @@ def _worst_nodes(src: Path, qdq: Path, calib: list, k: int) -> list[str]:
     return names
 
 
+def _graph_roles(src: Path) -> tuple[dict, dict, dict]:
+    """Node name -> operator type, tensor -> its consumers' types, tensor -> its producer's type."""
+    import onnx
+
+    graph = onnx.load(str(src), load_external_data=False).graph
+    names, consumers, producer = {}, {}, {}
+    for n in graph.node:
+        names[n.name] = n.op_type
+        for t in n.input:
+            consumers.setdefault(t, []).append(n.op_type)
+        for t in n.output:
+            producer[t] = n.op_type
+    return names, consumers, producer
+
+
+def _source_op(name: str, kernel: str, roles: tuple[dict, dict, dict]) -> str:
+    """The operator type of the original graph a profiled kernel's time belongs to: its own node's,
+    the operator a fused kernel runs, or, for a Q/DQ node, the operator its tensor feeds (or comes from)."""
+    names, consumers, producer = roles
+    if name in names and kernel not in ("QuantizeLinear", "DequantizeLinear"):
+        return names[name]
+    if kernel in _KERNEL_OF:
+        return _KERNEL_OF[kernel]
+    if kernel in ("QuantizeLinear", "DequantizeLinear"):
+        tensor = name.split(f"_{kernel}")[0]
+        if consumers.get(tensor):
+            return consumers[tensor][0]
+        if tensor in producer:
+            return producer[tensor]
+        return kernel
+    if kernel in ("ReorderInput", "ReorderOutput") or (kernel == "Transpose" and name not in names):
+        return "layout changes"
+    return kernel
+
+
+def op_time_table(src: Path, qdq: Path, feed: dict, *, threads: int = 1, runs: int = 5) -> list[dict]:
+    """The float model ``src`` and its int8 QDQ file ``qdq`` profiled by ONNX Runtime on ``feed``
+    (:func:`optkit.runtimes.onnxrt.profile`), time per call grouped by the operator type of ``src``
+    each kernel serves (a QDQ ``Conv`` runs as ``QLinearConv``; a Q/DQ pair counts for the operator
+    it feeds): one row per type, ``{"op", "fp32_ms", "int8_ms", "slower"}``, slowest int8 first.
+    ``slower`` is true where int8 takes more than :data:`SLOWER_BY` longer (and
+    :data:`SLOWER_MS`) and the type ran on its own in float (not fused into a neighbour). Rows ``"total"`` and ``"wall"`` close the table.
+
+    Taught in 10_optimize_your_own_model.
+    """
+    from optkit.runtimes import onnxrt as ox
+
+    roles = _graph_roles(src)
+    times = {}
+    for kind, path in (("fp32_ms", src), ("int8_ms", qdq)):
+        prof = ox.profile(path, feed, runs=runs, threads=threads)
+        grouped: dict[str, float] = {}
+        for name, (kernel, ms) in prof.nodes.items():
+            op = _source_op(name, kernel, roles)
+            grouped[op] = grouped.get(op, 0.0) + ms
+        times[kind] = (grouped, prof.wall_ms)
+    ops = set(times["fp32_ms"][0]) | set(times["int8_ms"][0])
+    rows = []
+    for op in ops:
+        f, q = times["fp32_ms"][0].get(op, 0.0), times["int8_ms"][0].get(op, 0.0)
+        # an operator absent from the float profile was fused into its neighbour there (a residual Add into
+        # the Conv): keeping it in float would not bring that fusion back, so it is not compared
+        rows.append({"op": op, "fp32_ms": f, "int8_ms": q, "slower": f > 0 and q > f * (1 + SLOWER_BY) + SLOWER_MS})
+    rows.sort(key=lambda r: -r["int8_ms"])
+    rows.append({"op": "total", "fp32_ms": sum(r["fp32_ms"] for r in rows),
+                 "int8_ms": sum(r["int8_ms"] for r in rows), "slower": False})
+    rows.append({"op": "wall", "fp32_ms": times["fp32_ms"][1], "int8_ms": times["int8_ms"][1], "slower": False})
+    return rows
+
+
+def _quantizable(src: Path) -> set[str]:
+    """The model's operator types ONNX Runtime's static quantizer would quantize (its QDQ and QLinear registries)."""
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    from optkit.runtimes import onnxrt as ox
+
+    return set(ox.op_counts(src)) & (set(QDQRegistry) | set(QLinearOpsRegistry))
+
+
 class _Search:
     """The list of configurations tried, and the best one so far."""
 
@@ -73,6 +181,8 @@ class _Search:
         self.tried: list[dict] = []
         self.best: tuple | None = None  # (speed-up, candidate, config)
         self.first: Path | None = None
+        self.op_times: dict | None = None  # the per-operator time table that decided the exclusions
+        self.profiled = False
 
     def out_of_time(self) -> bool:
         return self.ctx.deadline is not None and time.perf_counter() > self.ctx.deadline and bool(self.tried)
@@ -112,6 +222,51 @@ class _Search:
         self.tried.append(row)
 
 
+_REDUCE_RANGE_WHY = ("not tried: this CPU has VNNI, which adds u8*s8 products in int32, so 8-bit weights cannot "
+                     "saturate; reduce-range (7-bit weights) pays only without VNNI, where pairs of products "
+                     "are added in int16")
+
+
+def _reduce_range_step(s: _Search) -> None:
+    label = "reduce-range (7-bit weights)"
+    if _cpu_has_vnni():
+        s.tried.append({"setting": label, "kept": False, "why": _REDUCE_RANGE_WHY})
+    elif not s.paid():
+        s.attempt(label, reduce_range=True)
+
+
+def _profile_step(s: _Search) -> None:
+    """Profile the plain int8 file against the float one; keep in float the operator types int8 slows."""
+    label = "operator types slower in int8 kept in float"
+    if s.first is None or s.profiled or s.paid():
+        return
+    s.profiled = True
+    if s.out_of_time():
+        s.tried.append({"setting": label, "kept": False, "why": "not tried: the time budget was spent"})
+        return
+    feed = s.calib[0]
+    try:
+        rows = op_time_table(s.src, s.first, feed, threads=s.ctx.threads)
+        quantizable = _quantizable(s.src)
+    except Exception as exc:  # the profiler must not end the search
+        s.tried.append({"setting": label, "kept": False, "why": f"failed: profiling: {_first_line(exc)}"})
+        return
+    slower = sorted(r["op"] for r in rows if r["slower"] and r["op"] in quantizable)
+    for r in rows:
+        r["decision"] = "kept in float" if r["op"] in slower else "int8" if r["op"] in quantizable else "-"
+    batch = len(next(iter(feed.values())))
+    s.op_times = {"batch": batch, "threads": s.ctx.threads, "rows": rows}
+    keep = sorted(quantizable - set(slower))
+    if not slower:
+        s.tried.append({"setting": label, "kept": False, "why": "not tried: ONNX Runtime's profile shows no "
+                        "operator type slower in int8 than in float (table below)"})
+    elif not keep:
+        s.tried.append({"setting": label, "kept": False, "why": "not tried: every quantized operator type ran "
+                        f"slower in int8 ({', '.join(slower)}): int8 does not pay on this CPU (table below)"})
+    else:
+        s.attempt(f"{', '.join(slower)} kept in float (slower in int8 per ONNX Runtime's profile)", op_types=keep)
+
+
 def ort_int8_search(ctx: Context) -> Candidate:
     """Build the ``ort-int8-search`` candidate (see the module docstring)."""
     if ctx.judge is None:
@@ -121,10 +276,14 @@ def ort_int8_search(ctx: Context) -> Candidate:
     src, per_channel, opset_note = _per_channel_source(ctx, src)
     s = _Search(ctx, _named_copy(ctx, src), ctx.calibration(batch_size=16), per_channel)
     s.attempt("U8S8, per-channel, min-max" if per_channel else "U8S8, per-tensor, min-max")
+    if s.tried[-1].get("eligible"):  # quality is fine, speed is not: where does int8 lose time?
+        _profile_step(s)
     for label, settings in (("percentile calibration", {"method": "percentile"}),
                             ("entropy calibration", {"method": "entropy"})):
         if not s.paid():
             s.attempt(label, **settings)
+    _reduce_range_step(s)
+    _profile_step(s)
     if not s.paid() and s.first is not None:
         try:
             worst = _worst_nodes(s.src, s.first, s.calib, 4)
@@ -140,10 +299,15 @@ def ort_int8_search(ctx: Context) -> Candidate:
         if not s.paid():
             s.attempt(label, **settings)
     if s.best is None:
+        profiled = "" if s.op_times is None else ("; ONNX Runtime's profile, ms per call fp32 -> int8 at batch "
+                                                  f"{s.op_times['batch']}: " + ", ".join(
+            f"{r['op']} {r['fp32_ms']:.3g} -> {r['int8_ms']:.3g}" for r in s.op_times["rows"][:6]))
         raise RecipeSkipped("no int8 configuration met the quality budget; tried: " + "; ".join(
-            f"{r['setting']} ({r['why']})" for r in s.tried))
+            f"{r['setting']} ({r['why']})" for r in s.tried) + profiled)
     speed, cand, row = s.best
     cand.config = {**cand.config, "chosen": row["setting"], "search": s.tried}
+    if s.op_times is not None:
+        cand.config["op_times"] = s.op_times
     cand.notes = [f"The fastest eligible of {len(s.tried)} int8 configurations tried ({row['setting']}, "
                   f"{speed:.2f}x the original in the search's quick timing); every configuration and why it was "
                   "kept or dropped is listed in the report."] + ([opset_note] if opset_note else [])

@@ -66,6 +66,7 @@ from optkit.runtimes.onnxrt.files import TensorSpec
 from optkit.runtimes.onnxrt.inspection import ModelInfo, check, inspect, op_counts
 from optkit.runtimes.onnxrt.optimization import FUSED_OPS, optimize, optimize_transformer, simplify
 from optkit.runtimes.onnxrt.parity import verify
+from optkit.runtimes.onnxrt.profiling import Profile, node_times, op_times, profile
 from optkit.runtimes.onnxrt.quantization import (CALIBRATION_METHODS, QUANT_FORMATS, NodeError, calibration_reader,
                                                  convert_fp16, layer_errors, node_errors, preprocess,
                                                  quantize_dynamic, quantize_static, rank_nodes, u8s8_matmul,
@@ -74,6 +75,10 @@ from optkit.runtimes.onnxrt.sessions import (EXECUTION_MODES, OPTIMIZATION_LEVEL
                                              resolved_threads, session, session_options_of)
 
 __all__ = [
+    "Profile",
+    "profile",
+    "op_times",
+    "node_times",
     "ExportResult",
     "TensorSpec",
     "ModelInfo",

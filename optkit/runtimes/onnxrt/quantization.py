@@ -56,7 +56,10 @@ def preprocess(src, dst, *, overwrite: bool = False) -> Path:
             with _quiet(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 try:
-                    quant_pre_process(str(src_p), str(tmp_onnx))
+                    # When symbolic shape inference gives up, ONNX Runtime saves its partial graph as
+                    # sym_shape_infer_temp.onnx in the working directory: keep that out of the user's.
+                    with tempfile.TemporaryDirectory(prefix="optkit-shapes-") as scratch, contextlib.chdir(scratch):
+                        quant_pre_process(str(src_p.resolve()), str(tmp_onnx.resolve()))
                 except Exception:
                     quant_pre_process(str(src_p), str(tmp_onnx), skip_symbolic_shape=True)
             os.replace(tmp_onnx, tmp)
@@ -173,7 +176,7 @@ def quantize_static(src, dst, calibration, *, per_channel: bool = True, activati
                     weight_type: str = "int8", method: str = "minmax", quant_format: str = "qdq",
                     preprocess: bool = True, op_types: Sequence[str] | None = None,
                     nodes_to_exclude: Sequence[str] | None = None, symmetric: bool = False,
-                    entropy_bins: int = 512, percentile: float = 99.999,
+                    entropy_bins: int = 512, percentile: float = 99.999, reduce_range: bool = False,
                     overwrite: bool = False) -> Path:
     """ORT static quantization: activation scales fixed ahead of time from ``calibration`` data.
 
@@ -187,6 +190,9 @@ def quantize_static(src, dst, calibration, *, per_channel: bool = True, activati
     CPUs; S8S8 can be far slower (notebook 06). ``nodes_to_exclude`` keeps sensitive nodes in
     float (see :func:`layer_errors`). ``symmetric=True`` makes activation ranges symmetric (zero
     point 0); with ``activation_type="int8"`` that is the Q/DQ form TensorRT requires.
+    ``reduce_range=True`` quantizes weights to 7 bits: on an x86 CPU without VNNI, the U8S8 kernels
+    add pairs of u8*s8 products into int16 (``vpmaddubsw``), which can saturate with 8-bit weights;
+    with VNNI (``vpdpbusd`` accumulates in int32) there is nothing to avoid and it only costs precision.
 
     ``entropy_bins``: histogram bins of the entropy method. ORT's ``quantize_static`` builds its
     entropy calibrator with 128 bins for 128 quantized bins, which leaves a single candidate
@@ -218,7 +224,8 @@ def quantize_static(src, dst, calibration, *, per_channel: bool = True, activati
             per_channel=per_channel, activation_type=getattr(QuantType, _QUANT_TYPES[activation_type]),
             weight_type=getattr(QuantType, _QUANT_TYPES[weight_type]),
             calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHODS[method]),
-            op_types_to_quantize=op_types, nodes_to_exclude=list(nodes_to_exclude or []), extra_options=extra)
+            op_types_to_quantize=op_types, nodes_to_exclude=list(nodes_to_exclude or []), extra_options=extra,
+            reduce_range=bool(reduce_range))
 
     return _quantize(src_p, dst_p, overwrite, preprocess, run)
 
