@@ -48,12 +48,15 @@ from optkit.runtimes.formats import numpy_fn
 from optkit.serve.batching import BatcherClosed, BatcherStats, DynamicBatcher, QueueFull, RequestTimeout, ServeError
 from optkit.serve.cache import CacheStats, PredictionCache, cache_key, cached
 from optkit.serve.experiments import RAY_PROCESS_GROUPS, HeadToHead, compare_cache, head_to_head, serving_table
-from optkit.serve.frames import StreamResult, plot_streams, run_stream, run_streams
+from optkit.serve.batching_http import SERVER_TIME_HEADER, BatchingService, HttpModel
+from optkit.serve.frames import (STAGES, StreamResult, VideoStream, plot_stages, plot_streams, run_stream, run_streams,
+                                 stream_video)
 from optkit.serve.http_edge import BadRequest, HttpClient, HttpError, decode_array, encode_array, parse_request
 from optkit.serve.load import (OUTCOMES, LoadResult, cpu_by_process, cpu_used, plot_latency_throughput, run_load,
                                sweep_load)
 from optkit.serve.naive import NaiveService, NaiveStats
 from optkit.serve.ray_deploy import LocalServe, load_artifact, ray_deployment
+from optkit.serve import video
 
 __all__ = [
     "ServeError",
@@ -78,6 +81,14 @@ __all__ = [
     "run_stream",
     "run_streams",
     "plot_streams",
+    "STAGES",
+    "VideoStream",
+    "stream_video",
+    "plot_stages",
+    "video",
+    "BatchingService",
+    "HttpModel",
+    "SERVER_TIME_HEADER",
     "HeadToHead",
     "head_to_head",
     "RAY_PROCESS_GROUPS",
