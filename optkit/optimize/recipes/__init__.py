@@ -17,16 +17,25 @@ Built-in recipes, by format:
   weights), ORT static QDQ int8 (per-channel, uint8 activations, calibrated on your data), the
   searched int8 (:mod:`~optkit.optimize.recipes.search`: repairs static int8 when it loses), fp16
   and TensorRT (skipped with a reason unless a GPU and the provider are present);
-- torch.export programs (``.pt2``): ``torch.compile``, PT2E static int8 and PT2E dynamic int8
-  (x86 inductor quantizer, compiled with freezing), bf16 (where the CPU or GPU has it), and the
-  ONNX Runtime route (export to ONNX, then fp32 and static int8 in ORT);
-- Keras: XLA (``jit_compile``), TFLite float32, dynamic-range, float16 and full int8;
-- TFLite: LiteRT with one thread.
+- torch.export programs (``.pt2``): ``torch.compile`` and the ONNX Runtime route (export to ONNX,
+  then fp32, static int8 and the searched int8 in ORT) first, so that the fairest fp32 baselines
+  are always measured; then PT2E static and dynamic int8 (x86 inductor quantizer, compiled with
+  freezing) and bf16 (where the CPU or GPU has it);
+- Keras: XLA (``jit_compile``), TFLite float32, dynamic-range, float16 and full int8, and tf2onnx
+  into ONNX Runtime (fp32, static int8, searched int8);
+- TFLite: LiteRT with one thread (the baseline already runs XNNPACK with the run's threads), and a
+  float ``.tflite`` converted by tf2onnx into ONNX Runtime (fp32, static int8, searched int8); a
+  full-integer file has no float graph to convert, and the report says so.
+
+The search profiles the fp32 and plain int8 graphs per operator type
+(:mod:`optkit.runtimes.onnxrt.profiling`) and keeps in float the types int8 makes slower; it
+tries reduce-range only on a CPU without VNNI.
 
 Submodules: :mod:`~optkit.optimize.recipes.registry` (Recipe, Candidate, Context, the registry),
 :mod:`~optkit.optimize.recipes.onnx_runtime` (the ORT recipes, :func:`ort_candidate`),
 :mod:`~optkit.optimize.recipes.torch_programs` (the torch.export recipes, :func:`torch_runner`),
-:mod:`~optkit.optimize.recipes.tflite` (Keras and TFLite, :func:`litert_candidate`) and
+:mod:`~optkit.optimize.recipes.tflite` (Keras and TFLite, :func:`litert_candidate`),
+:mod:`~optkit.optimize.recipes.keras_onnx` (Keras and TFLite through tf2onnx) and
 :mod:`~optkit.optimize.recipes.builtin` (registers the built-in recipes, in the order they are tried).
 
 Taught in 10_optimize_your_own_model.
