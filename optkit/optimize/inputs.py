@@ -147,6 +147,11 @@ def _shape_text(spec) -> str:
     return "[" + ", ".join("?" if d is None else str(d) for d in spec.shape) + "]"
 
 
+def _contiguous(arr: np.ndarray) -> np.ndarray:
+    """``arr`` C-contiguous, 0-d arrays kept 0-d (``np.ascontiguousarray`` makes them shape (1,))."""
+    return np.require(arr, requirements="C")
+
+
 def _fit_array(spec, arr: np.ndarray, key: str, path: Path, notes: list, axis: int | None = 0) -> np.ndarray:
     where = f"array {key!r} of {path.name}"
     if arr.ndim != len(spec.shape):
@@ -169,12 +174,12 @@ def _fit_array(spec, arr: np.ndarray, key: str, path: Path, notes: list, axis: i
                           f"{hint}", "save inputs shaped like the model input")
     want = np.dtype(spec.dtype) if spec.dtype not in ("bfloat16",) else np.dtype("float32")
     if arr.dtype == want:
-        return np.ascontiguousarray(arr)
+        return _contiguous(arr)
     if np.issubdtype(want, np.floating) and np.issubdtype(arr.dtype, np.floating):
         notes.append(f"{key}: {arr.dtype} converted to the model's {want}")
-        return np.ascontiguousarray(arr.astype(want))
+        return _contiguous(arr.astype(want))
     if np.issubdtype(want, np.integer) and np.issubdtype(arr.dtype, np.integer):
-        return np.ascontiguousarray(arr.astype(want))
+        return _contiguous(arr.astype(want))
     if np.issubdtype(want, np.floating) and np.issubdtype(arr.dtype, np.integer):
         raise OptkitError("data_path", f"{where}: dtype {arr.dtype}", f"the model input {spec.name!r} is {want}: "
                           "integer data for a float input is usually unscaled (0-255 pixels, say)",

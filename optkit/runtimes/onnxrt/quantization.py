@@ -270,6 +270,7 @@ def _quantize(src: Path, dst: Path, overwrite: bool, pre: bool, run: Callable[[s
                                   f"{str(e).splitlines()[0][:300] if str(e) else ''})",
                                   "check that the calibration batches match the model's inputs (names, "
                                   "dtypes, shapes), and that the model runs in ONNX Runtime") from None
+        _sorted_if_needed(out)
         _check_model(out, "dst")
         with atomic_write(dst, overwrite=overwrite) as tmp:
             os.replace(out, tmp)
@@ -474,12 +475,26 @@ def convert_fp16(src, dst, *, keep_io_types: bool = True, overwrite: bool = Fals
     return dst_p
 
 
+def _outer_inputs(node) -> set[str]:
+    """Names a node reads: its inputs and what its subgraphs (If/Loop/Scan bodies) read from outside."""
+    names = set(node.input)
+    for attr in node.attribute:
+        for g in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+            inner = {i.name for i in g.input} | {t.name for t in g.initializer}
+            for n in g.node:
+                names |= {i for i in _outer_inputs(n) if i not in inner}
+                inner.update(n.output)
+    return names
+
+
 def _toposort(graph) -> None:
-    """Reorder ``graph.node`` in place so that every node comes after the nodes it reads from."""
+    """Reorder ``graph.node`` in place so that every node comes after the nodes it reads from
+    (counting the outer-scope values its subgraphs read)."""
     known = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    produced = {o for n in graph.node for o in n.output}
     pending, ordered = list(graph.node), []
     while pending:
-        ready = [n for n in pending if all(i in known for i in n.input)]
+        ready = [n for n in pending if all(i in known or i not in produced for i in _outer_inputs(n))]
         if not ready:  # a cycle or an undefined input: leave the rest as they were, the checker will say
             ordered += pending
             break
@@ -493,6 +508,22 @@ def _toposort(graph) -> None:
         c.CopyFrom(n)
     del graph.node[:]
     graph.node.extend(copies)
+
+
+def _sorted_if_needed(path: Path) -> None:
+    """ONNX Runtime's quantizer can leave a node before the If/Loop that produces its input (ONNX
+    Runtime sorts on load; the ONNX checker refuses): sort the file in place when it is so."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=False)
+        return
+    except Exception as e:
+        if "topologically sorted" not in str(e):
+            return
+    model = onnx.load(str(path))
+    _toposort(model.graph)
+    onnx.save(model, str(path))
 
 
 # --------------------------------------------------------------------------- int8 arithmetic on x86
