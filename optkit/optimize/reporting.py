@@ -40,7 +40,7 @@ from optkit.core.errors import OptkitError
 from optkit.core.record import jsonable
 
 __all__ = ["RESULTS_FORMAT", "new_run_dir", "pareto_figure", "write_report", "results", "markdown_report",
-           "html_report", "best_fp32_summary"]
+           "html_report", "best_fp32_summary", "search_summary"]
 
 RESULTS_FORMAT = "optkit.optimize/1"
 
@@ -324,6 +324,20 @@ def _search_lines(opt) -> list[str]:
     for name, table in _op_tables(opt):
         lines += _op_table_md(name, table)
     return lines
+
+
+def search_summary(opt) -> str:
+    """What the searching recipes tried, as the report shows it: every configuration with its quality,
+    speed and why it was kept or dropped, then the per-operator time tables that decided which
+    operator types stayed in float; for a search that found nothing, its reason. Empty without a search.
+
+    Taught in 10_optimize_your_own_model.
+    """
+    lines = _search_lines(opt)
+    for o in opt.outcomes:
+        if "search" in o.recipe and o.reason:
+            lines.append(f"{o.recipe} ({o.status}): {o.reason}")
+    return "\n".join(lines).strip()
 
 
 def _op_tables_html(opt) -> str:

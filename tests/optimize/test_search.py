@@ -12,6 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 from optkit import optimize
 from optkit.optimize.inputs import load_data
 from optkit.optimize.inspection import inspect_model
+from optkit.optimize import reporting
 from optkit.optimize.recipes import registry, search
 from optkit.optimize.verification import Check
 
@@ -128,3 +129,6 @@ def test_the_report_shows_every_try_and_the_per_operator_table(tmp_path, monkeyp
     stored = next(c for c in saved["candidates"] if c["name"] == cand.name)
     assert stored["config"]["op_times"]["rows"][0]["op"] == table["rows"][0]["op"]
     assert "Per-operator time" in (opt.run_dir / "report.html").read_text()
+    summary = reporting.search_summary(opt)  # what notebook 10 prints: the report's search section
+    assert summary.startswith("## Configurations the search tried") and "| Conv |" in summary
+    assert all(row["setting"] in summary for row in cand.config["search"])
