@@ -187,7 +187,7 @@ def test_session_options_are_applied(exported):
     opts = ox.session_options_of(sess)
     assert opts == {"threads": 2, "inter_op_threads": 2, "optimization": "basic", "execution_mode": "parallel",
                     "enable_mem_pattern": False, "enable_cpu_mem_arena": False,
-                    "providers": ["CPUExecutionProvider"]}
+                    "providers": ["CPUExecutionProvider"], "spinning": True}
     # with one inter-op thread there is nothing to run in parallel: ORT falls back to sequential
     demoted = ox.session(exported.path, inter_op_threads=1, execution_mode="parallel")
     assert ox.session_options_of(demoted)["execution_mode"] == "sequential"
@@ -389,7 +389,7 @@ def test_to_variant_goes_through_the_one_measurement_path(cnn, exported, test_xy
     workload = variant.Workload("SmallCNN", "Fashion-MNIST classification", "test (512)")
     records = variant.evaluate([eager, ort], workload, data=(x, y), inputs=timing,
                                convert={"PyTorch fp32 eager": torch.from_numpy}, max_time_s=0.01, rounds=1,
-                               progress=False)
+                               progress=False, memory=False)
     by_name = {r.name: r for r in records}
     assert by_name["ORT fp32"].accuracy == by_name["PyTorch fp32 eager"].accuracy == _accuracy(ox.Runner(exported.path), x, y)
     assert by_name["ORT fp32"].parity["top1_agreement"] == 1.0 and by_name["ORT fp32"].parity["sqnr_db"] > 80

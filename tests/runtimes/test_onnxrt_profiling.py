@@ -1,6 +1,8 @@
 """ONNX Runtime's profiler read per node and per operator type (optkit.runtimes.onnxrt.profiling)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -49,3 +51,12 @@ def test_bad_feeds_and_settings_are_clear_errors(tmp_path):
         ox.profile(path, {"x": np.zeros((1, 3, 16, 16), np.float32)}, runs=0)
     with pytest.raises(OptkitError, match="could not be profiled"):
         ox.profile(path, {"x": np.zeros((1, 5), np.float32)}, runs=1)
+
+
+def test_a_session_can_be_told_not_to_spin_and_reads_it_back(tmp_path):
+    """Interleaved timing turns ORT's spinning workers off; ORT's own default (spinning) stays the default."""
+    from optkit.runtimes import onnxrt
+
+    path = Path(__file__).resolve().parents[2] / "data" / "capstone" / "reference_cnn.onnx"
+    assert onnxrt.session_options_of(onnxrt.session(path, threads=1))["spinning"] is True
+    assert onnxrt.session_options_of(onnxrt.session(path, threads=1, spinning=False))["spinning"] is False

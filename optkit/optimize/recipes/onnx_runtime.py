@@ -64,7 +64,9 @@ def ort_candidate(ctx: Context, name: str, recipe: str, technique: str, path: Pa
                   notes: Sequence[str] = (), config: dict | None = None,
                   providers: Sequence | None = None) -> Candidate:
     """A :class:`Candidate` running the ONNX file ``path`` in an ONNX Runtime session
-    (``threads`` intra-op threads, default the context's). ``precision`` is what the file computes
+    (``threads`` intra-op threads, default the context's; workers do not spin between calls, so
+    that one candidate's idle threads do not slow the next one in the interleaved timing).
+    ``precision`` is what the file computes
     in (``"fp32"``, ``"int8"``, ``"int8-dynamic"``, ``"fp16"``); ``config`` the recipe's settings,
     to which the thread count and how long the session took to load (``load_s``) are added.
 
@@ -73,7 +75,7 @@ def ort_candidate(ctx: Context, name: str, recipe: str, technique: str, path: Pa
     from optkit.runtimes import onnxrt as ox
 
     start = time.perf_counter()
-    runner = ox.Runner(path, threads=threads or ctx.threads, providers=providers)
+    runner = ox.Runner(path, threads=threads or ctx.threads, providers=providers, spinning=False)
     load_s = time.perf_counter() - start
     seen: dict = {}
 
@@ -89,7 +91,8 @@ def ort_candidate(ctx: Context, name: str, recipe: str, technique: str, path: Pa
 
     return Candidate(name=name, predict=run, recipe=recipe, technique=technique, runtime="onnxruntime",
                      precision=precision, artifact=path if artifact else None, size_bytes=_size(path),
-                     notes=list(notes), config={**(config or {}), "threads": threads or ctx.threads, "load_s": load_s})
+                     notes=list(notes), config={**(config or {}), "threads": threads or ctx.threads, "spinning": False,
+                                             "load_s": load_s})
 
 
 def _onnx_source(ctx: Context) -> Path:
