@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import nbformat
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+pytest_plugins = ["pytester"]
 
 
 def _nb(cells):
@@ -21,48 +22,55 @@ def _nb(cells):
     return nb
 
 
-def _run(tmp_path: Path, committed, executed, *, sanitize: Path | None = None,
+def _run(pytester: pytest.Pytester, committed, executed, *, sanitize: Path | None = None,
          name: str = "lesson.ipynb") -> subprocess.CompletedProcess:
-    """Write ``committed`` and papermill's ``executed`` copy (notebooks), run the nbcheck plugin."""
-    (tmp_path / "run").mkdir()
-    nbformat.write(committed, str(tmp_path / name))
-    nbformat.write(executed, str(tmp_path / "run" / name))
+    """Write ``committed`` and papermill's ``executed`` copy (notebooks), run the nbcheck plugin.
+
+    In this process (pytester), not a fresh interpreter: each run then costs the check, not
+    another start-up of Python, pytest and nbval. The result reads like ``subprocess.run``'s.
+    """
+    root = pytester.path
+    (root / "run").mkdir()
+    nbformat.write(committed, str(root / name))
+    nbformat.write(executed, str(root / "run" / name))
     extra = ["--nbval-sanitize-with", str(sanitize)] if sanitize else []
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "optkit.course.nbcheck",
-                           "--nbcheck-executed", str(tmp_path / "run"), *extra, name],
-                          cwd=tmp_path, capture_output=True, text=True)
+    args = ["-q", "-p", "no:cacheprovider", "-p", "optkit.course.nbcheck", "--nbcheck-executed", str(root / "run"),
+            *extra, name]
+    res = pytester.runpytest_inprocess(*args)
+    return subprocess.CompletedProcess(args, int(res.ret), "\n".join(res.outlines), "\n".join(res.errlines))
 
 
-def _check(tmp_path: Path, committed, executed, *, sanitize: Path | None = None) -> subprocess.CompletedProcess:
-    return _run(tmp_path, _nb(committed), _nb(executed), sanitize=sanitize)
+def _check(pytester: pytest.Pytester, committed, executed, *,
+           sanitize: Path | None = None) -> subprocess.CompletedProcess:
+    return _run(pytester, _nb(committed), _nb(executed), sanitize=sanitize)
 
 
 TIMING = "# NBVAL_IGNORE_OUTPUT\nprint(t)"
 
 
-def test_matching_checked_output_and_differing_ignored_output_pass(tmp_path):
-    res = _check(tmp_path, [("print(1)", "1\n"), (TIMING, "3.1 ms\n")],
+def test_matching_checked_output_and_differing_ignored_output_pass(pytester):
+    res = _check(pytester, [("print(1)", "1\n"), (TIMING, "3.1 ms\n")],
                  [("print(1)", "1\n"), (TIMING, "2.7 ms\n")])
     assert res.returncode == 0, res.stdout
     assert "2 passed" in res.stdout
 
 
-def test_differing_checked_output_fails_with_the_difference(tmp_path):
-    res = _check(tmp_path, [("print(acc)", "accuracy 91.19 %\n")], [("print(acc)", "accuracy 90.02 %\n")])
+def test_differing_checked_output_fails_with_the_difference(pytester):
+    res = _check(pytester, [("print(acc)", "accuracy 91.19 %\n")], [("print(acc)", "accuracy 90.02 %\n")])
     assert res.returncode == 1
     assert "Cell outputs differ" in res.stdout and "90.02" in res.stdout
 
 
-def test_error_in_the_executed_copy_fails_even_in_an_ignored_cell(tmp_path):
+def test_error_in_the_executed_copy_fails_even_in_an_ignored_cell(pytester):
     executed = _nb([(TIMING, None)])
     executed.cells[0].outputs = [nbformat.v4.new_output("error", ename="OptkitError", evalue="threads=0: bad",
                                                         traceback=[])]
-    res = _run(tmp_path, _nb([(TIMING, "3 ms\n")]), executed)
+    res = _run(pytester, _nb([(TIMING, "3 ms\n")]), executed)
     assert res.returncode == 1 and "OptkitError: threads=0: bad" in res.stdout
 
 
-def test_changed_source_is_reported(tmp_path):
-    res = _check(tmp_path, [("print(1)", "1\n")], [("print(2)", "1\n")])
+def test_changed_source_is_reported(pytester):
+    res = _check(pytester, [("print(1)", "1\n")], [("print(2)", "1\n")])
     assert res.returncode == 1 and "source differs" in res.stdout
 
 
@@ -73,7 +81,7 @@ SANITIZE = ROOT / "notebooks" / "nbval_sanitize.cfg"
 ACC = "# NBCHECK_APPROX accuracy\nprint(summary)"
 
 
-def test_last_digits_of_float_results_machine_lines_and_timings_pass(tmp_path):
+def test_last_digits_of_float_results_machine_lines_and_timings_pass(pytester):
     committed = [("notebook.setup()", "Measured on: AMD EPYC, 2 cores, AVX-512 VNNI; torch 2.13.0, 2 threads\n"),
                  (ACC, "fine-tuned: 91.47 %  (696,042 parameters, drop −1.33 points)\n"),
                  ("# NBCHECK_APPROX sqnr\nprint(s)", "int8 SQNR 121.6 dB\n"),
@@ -86,52 +94,52 @@ def test_last_digits_of_float_results_machine_lines_and_timings_pass(tmp_path):
                 ("# NBCHECK_APPROX size\nprint(g)", "gzip: 786,454 B\n"),
                 ("# NBCHECK_APPROX error\nprint(e)", "max abs error 1.1e-05: parity ok\n"),
                 (TIMING, "2.7 ms\n")]
-    res = _check(tmp_path, committed, executed, sanitize=SANITIZE)
+    res = _check(pytester, committed, executed, sanitize=SANITIZE)
     assert res.returncode == 0, res.stdout
     assert "6 passed" in res.stdout
 
 
-def test_a_changed_parameter_count_fails_even_in_a_cell_with_tolerances(tmp_path):
-    res = _check(tmp_path, [(ACC, "91.47 % with 696,042 parameters\n")], [(ACC, "91.47 % with 696,043 parameters\n")])
+def test_a_changed_parameter_count_fails_even_in_a_cell_with_tolerances(pytester):
+    res = _check(pytester, [(ACC, "91.47 % with 696,042 parameters\n")], [(ACC, "91.47 % with 696,043 parameters\n")])
     assert res.returncode == 1
     assert "696,042 became 696,043" in res.stdout and "exact" in res.stdout
 
 
-def test_an_accuracy_beyond_its_tolerance_fails_and_names_the_rule(tmp_path):
-    res = _check(tmp_path, [(ACC, "accuracy 91.47 %\n")], [(ACC, "accuracy 89.90 %\n")])
+def test_an_accuracy_beyond_its_tolerance_fails_and_names_the_rule(pytester):
+    res = _check(pytester, [(ACC, "accuracy 91.47 %\n")], [(ACC, "accuracy 89.90 %\n")])
     assert res.returncode == 1
     assert "91.47 became 89.90" in res.stdout and "accuracy: ±0.5" in res.stdout
 
 
-def test_a_float_in_a_cell_without_a_marker_is_exact(tmp_path):
-    res = _check(tmp_path, [("print(a)", "accuracy 91.47 %\n")], [("print(a)", "accuracy 91.48 %\n")])
+def test_a_float_in_a_cell_without_a_marker_is_exact(pytester):
+    res = _check(pytester, [("print(a)", "accuracy 91.47 %\n")], [("print(a)", "accuracy 91.48 %\n")])
     assert res.returncode == 1 and "91.47 became 91.48" in res.stdout
 
 
-def test_a_flipped_exercise_verdict_fails(tmp_path):
-    res = _check(tmp_path, [(ACC, "✓ exercise 2: correct (91.2 %)\n")],
+def test_a_flipped_exercise_verdict_fails(pytester):
+    res = _check(pytester, [(ACC, "✓ exercise 2: correct (91.2 %)\n")],
                  [(ACC, "✗ exercise 2: not yet (91.2 %)\n")])
     assert res.returncode == 1 and "text around the numbers differs" in res.stdout
 
 
-def test_a_target_flipping_from_met_to_missed_fails(tmp_path):
-    res = _check(tmp_path, [(ACC, "target: size ratio ≥ 3.5x: 3.87x met\n")],
+def test_a_target_flipping_from_met_to_missed_fails(pytester):
+    res = _check(pytester, [(ACC, "target: size ratio ≥ 3.5x: 3.87x met\n")],
                  [(ACC, "target: size ratio ≥ 3.5x: 3.87x MISSED\n")])
     assert res.returncode == 1 and "text around the numbers differs" in res.stdout
 
 
-def test_a_printed_traceback_fails_even_in_an_ignored_cell(tmp_path):
+def test_a_printed_traceback_fails_even_in_an_ignored_cell(pytester):
     tb = "Traceback (most recent call last):\n  File \"x.py\", line 1\nValueError: bad\n"
     executed = _nb([(TIMING, "3 ms\n")])
     executed.cells[0].outputs.append(nbformat.v4.new_output("stream", name="stderr", text=tb))
-    res = _run(tmp_path, _nb([(TIMING, "3 ms\n")]), executed)
+    res = _run(pytester, _nb([(TIMING, "3 ms\n")]), executed)
     assert res.returncode == 1 and "printed a Python traceback" in res.stdout
 
 
-def test_tables_may_re_pad_columns_when_a_value_gains_a_digit(tmp_path):
+def test_tables_may_re_pad_columns_when_a_value_gains_a_digit(pytester):
     ref = "variant   acc\nfp32     9.99\nint8     9.98\n"
     new = "variant    acc\nfp32     10.01\nint8      9.98\n"
-    res = _check(tmp_path, [(ACC, ref)], [(ACC, new)])
+    res = _check(pytester, [(ACC, ref)], [(ACC, new)])
     assert res.returncode == 0, res.stdout
 
 
@@ -160,11 +168,11 @@ def test_tolerance_rules():
     assert all(len(t.why) > 40 for t in TOLERANCES.values())
 
 
-def test_a_verdict_may_flip_only_in_a_cell_that_says_it_follows_a_measured_float(tmp_path):
+def test_a_verdict_may_flip_only_in_a_cell_that_says_it_follows_a_measured_float(pytester):
     ref = "T=2: +1.25 (95 % CI [+0.19, +2.30]): outside the noise\n"
     new = "T=2: +1.11 (95 % CI [-0.24, +2.46]): inside the noise\n"
     cell = "# NBCHECK_APPROX interval verdict\nprint(d)"
-    res = _check(tmp_path, [(cell, ref)], [(cell, new)])
+    res = _check(pytester, [(cell, ref)], [(cell, new)])
     assert res.returncode == 0, res.stdout
     from optkit.course.nbcheck import TOLERANCES, compare_text
 
@@ -185,13 +193,13 @@ def test_identical_to_float_precision_counts_as_equal_and_units_narrow_a_kind():
 
 
 # ---------------------------------------------------------------- the same check on a real committed notebook
-def _check_real(tmp_path: Path, edit) -> subprocess.CompletedProcess:
+def _check_real(pytester: pytest.Pytester, edit) -> subprocess.CompletedProcess:
     """nbcheck of the committed 00 against a copy of itself changed by ``edit(code_cells)``."""
     committed = ROOT / "notebooks" / "00_measure_first.ipynb"
     nb = nbformat.read(str(committed), as_version=4)
     executed = nbformat.read(str(committed), as_version=4)
     edit([c for c in executed.cells if c.cell_type == "code"])
-    return _run(tmp_path, nb, executed, sanitize=SANITIZE, name=committed.name)
+    return _run(pytester, nb, executed, sanitize=SANITIZE, name=committed.name)
 
 
 def _edit_text(cell, old: str, new: str) -> None:
@@ -219,18 +227,18 @@ def _another_machine(cells) -> None:
     _edit_text(accuracy_cell, "test accuracy 91.19 %", "test accuracy 91.23 %")
 
 
-def test_a_real_notebook_passes_when_only_what_varies_by_machine_varies(tmp_path):
-    res = _check_real(tmp_path, _another_machine)
+def test_a_real_notebook_passes_when_only_what_varies_by_machine_varies(pytester):
+    res = _check_real(pytester, _another_machine)
     assert res.returncode == 0, res.stdout[-3000:]
 
 
-def test_a_real_notebook_fails_when_a_parameter_count_changes(tmp_path):
+def test_a_real_notebook_fails_when_a_parameter_count_changes(pytester):
     def edit(cells):
         _another_machine(cells)
         cell = next(c for c in cells if c.source.startswith("# NBCHECK_APPROX accuracy\ndataset_of"))
         _edit_text(cell, "params   206,922", "params   206,923")
 
-    res = _check_real(tmp_path, edit)
+    res = _check_real(pytester, edit)
     assert res.returncode == 1 and "206,922 became 206,923" in res.stdout
 
 

@@ -227,7 +227,7 @@ def test_workload_for_labels_one_task_and_its_rows(digits):
     # the models of one workload share one table with ratios; evaluate fills accuracy on the real labels
     variants = [models.as_variant(net.eval(), digits.example_batch(1), name) for name, net in nets.items()]
     recs = variant.evaluate(variants, whole, data=digits.test, inputs={2: digits.example_batch(2)},
-                            convert=torch.from_numpy, max_time_s=0.01, rounds=1, progress=False)
+                            convert=torch.from_numpy, max_time_s=0.01, rounds=1, progress=False, memory=False)
     assert {r.workload for r in recs} == {str(whole)}
     assert recs[0].accuracy == models.evaluate(nets["a"], digits.test).accuracy
     assert "speedup" in report.table(recs, baseline="a").columns

@@ -229,7 +229,7 @@ def test_thread_variants_keep_the_faster_count_and_gzip_sizes(tflite_files, kera
         lite += made
     workload = variant.Workload("small CNN", "Fashion-MNIST", "test (200)")
     raw = variant.evaluate([keras] + lite, workload, data=(xt[:200], yt[:200]), inputs={1: xt[:1], 8: xt[:8]},
-                           max_time_s=0.05, rounds=2, progress=False)
+                           max_time_s=0.05, rounds=2, progress=False, memory=False)
     kept = otf.fastest_threads(raw)
     assert [(r.name, r.batch_size) for r in kept] == [(n, b) for n in ("Keras", "TFLite float32", "TFLite int8")
                                                       for b in (1, 8)]

@@ -158,7 +158,8 @@ def test_storage_stats_reach_every_table_of_a_comparison():
     nets = {"dense": dense, "sparse": sparse}
     records = variant.evaluate([variant.Variant(n, m) for n, m in nets.items()],
                                variant.Workload("SmallCNN", "test", "random (40)"), data=(x, y),
-                               inputs={1: x[:1], 4: x[:4]}, max_time_s=0.02, rounds=2, progress=False, env={})
+                               inputs={1: x[:1], 4: x[:4]}, max_time_s=0.02, rounds=2, progress=False, env={},
+                               memory=False)
     for r in records:
         r.extra.update(prune.storage_stats(nets[r.name], reference=dense))
     summaries = report.tables(records, baseline="dense", extra=["nonzero_params", "gzip_bytes", "gzip_ratio"])

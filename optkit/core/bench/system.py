@@ -240,10 +240,14 @@ def release_memory() -> bool:
     Without it, memory a previous call freed stays resident and the next call reuses it, so its
     peak shows "+0 MB" (resident memory cannot see reuse). Returns False where ``malloc_trim`` is
     not available (not glibc): the next measurement may then under-count.
+
+    Only the young generations are collected: what a previous call freed is there, while a full
+    collection rescans every object the libraries loaded (about 2 s each time with TensorFlow
+    imported, once per variant and batch size in :func:`optkit.core.variant.evaluate`).
     """
     import gc
 
-    gc.collect()
+    gc.collect(1)
     try:
         import ctypes
 
