@@ -43,6 +43,7 @@ from optkit.data import models
 from optkit.course import claims, notebook
 from optkit.data import zoo
 
+
 # %% tags=["parameters"]
 # Default parameters (papermill -p NAME VALUE overrides them; `make params NB=05` lists them)
 threads = None  # torch intra-op threads; None: every core this process may use

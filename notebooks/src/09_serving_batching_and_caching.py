@@ -48,6 +48,7 @@ from optkit.data import models, zoo
 from optkit.course import claims, notebook
 from optkit.runtimes import onnxrt
 
+
 # %% tags=["parameters"]
 # Default parameters (papermill -p NAME VALUE overrides them; `make params NB=09` lists them)
 threads = None  # intra-op threads of the batched sessions; None: every core this process may use
@@ -59,7 +60,7 @@ batch_workers = 1  # worker threads of each in-process batcher; each batch call 
 concurrencies = [1, 2, 4, 8, 16, 32, 64]  # concurrent clients of the load sweeps (section 4)
 requests_per_level = 256  # requests per concurrency level of each load sweep
 head_to_head_rounds = 3  # interleaved rounds of the 32-client comparison behind the targets
-soak_requests = 10000  # requests of each soak (in-process batcher, Ray Serve)
+soak_requests = 3000  # requests of each soak (in-process batcher, Ray Serve); 10000 for a longer soak (the old default)
 cache_requests = 1600  # requests of each cache workload (section 3)
 stream_seconds = 1.0  # length of each frame stream (section 5)
 stream_load = 1.3  # frame rate as a multiple of what one-by-one processing sustains
