@@ -132,3 +132,14 @@ def test_the_report_shows_every_try_and_the_per_operator_table(tmp_path, monkeyp
     summary = reporting.search_summary(opt)  # what notebook 10 prints: the report's search section
     assert summary.startswith("## Configurations the search tried") and "| Conv |" in summary
     assert all(row["setting"] in summary for row in cand.config["search"])
+
+
+def test_when_nothing_meets_the_budget_the_reason_gives_the_profile_and_the_worst_nodes(tmp_path):
+    model = _dense_map_model(tmp_path / "detector.onnx")
+    opt = optimize.optimize(model, None, output_dir=tmp_path / "runs", recipes=["ort-int8-search"], min_sqnr_db=199.0,
+                            batch_sizes=[1, 8], time_budget_s=30.0, threads=1, log=None)
+    outcome = next(o for o in opt.outcomes if o.recipe == "ort-int8-search")
+    assert outcome.status == "skipped" and "no int8 configuration met the quality budget" in outcome.reason
+    assert "ONNX Runtime's profile, ms per call fp32 -> int8" in outcome.reason and "Conv " in outcome.reason
+    assert "lose most in plain int8 (SQNR)" in outcome.reason and " dB" in outcome.reason
+    assert outcome.reason in reporting.search_summary(opt)

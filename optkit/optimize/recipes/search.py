@@ -77,18 +77,21 @@ def _named_copy(ctx: Context, src: Path) -> Path:
     return dst
 
 
-def _worst_nodes(src: Path, qdq: Path, calib: list, k: int) -> list[str]:
-    """Names of the float nodes whose outputs lose most in ``qdq`` (lowest SQNR first)."""
+def _worst_nodes(src: Path, qdq: Path, calib: list, k: int, errors: list | None = None) -> list[str]:
+    """Names of the float nodes whose outputs lose most in ``qdq`` (lowest SQNR first); ``errors``,
+    when given, receives ``(node name, SQNR dB)`` for each of them (the report's per-node numbers)."""
     import onnx
 
     from optkit.runtimes import onnxrt as ox
 
     producer = {out: n.name for n in onnx.load(str(src), load_external_data=False).graph.node for out in n.output}
     names = []
-    for tensor, _sqnr in ox.layer_errors(src, qdq, calib):
+    for tensor, sqnr in ox.layer_errors(src, qdq, calib):
         name = producer.get(tensor)
         if name and name not in names:
             names.append(name)
+            if errors is not None:
+                errors.append((name, float(sqnr)))
         if len(names) == k:
             break
     return names
@@ -183,6 +186,8 @@ class _Search:
         self.first: Path | None = None
         self.op_times: dict | None = None  # the per-operator time table that decided the exclusions
         self.profiled = False
+        self.profile_failed = False
+        self.worst_errors: list[tuple[str, float]] = []  # (node, SQNR dB) of the plain int8 file's worst outputs
 
     def out_of_time(self) -> bool:
         return self.ctx.deadline is not None and time.perf_counter() > self.ctx.deadline and bool(self.tried)
@@ -235,8 +240,34 @@ def _reduce_range_step(s: _Search) -> None:
         s.attempt(label, reduce_range=True)
 
 
+def _profile_table(s: _Search) -> list[str] | None:
+    """Profile the plain int8 file against the float one, once (ONNX Runtime's profiler, one batch);
+    store the per-operator table in ``s.op_times`` and return the quantizable operator types int8
+    makes slower. None (and a row saying why) when there is nothing to profile or it failed."""
+    label = "operator types slower in int8 kept in float"
+    if s.op_times is not None:
+        return s.op_times["slower"]
+    if s.first is None or s.profile_failed:
+        return None
+    feed = s.calib[0]
+    try:
+        rows = op_time_table(s.src, s.first, feed, threads=s.ctx.threads)
+        quantizable = _quantizable(s.src)
+    except Exception as exc:  # the profiler must not end the search
+        s.profile_failed = True
+        s.tried.append({"setting": label, "kept": False, "why": f"failed: profiling: {_first_line(exc)}"})
+        return None
+    slower = sorted(r["op"] for r in rows if r["slower"] and r["op"] in quantizable)
+    for r in rows:
+        r["decision"] = "kept in float" if r["op"] in slower else "int8" if r["op"] in quantizable else "-"
+    batch = len(next(iter(feed.values())))
+    s.op_times = {"batch": batch, "threads": s.ctx.threads, "rows": rows, "slower": slower,
+                  "quantizable": sorted(quantizable)}
+    return slower
+
+
 def _profile_step(s: _Search) -> None:
-    """Profile the plain int8 file against the float one; keep in float the operator types int8 slows."""
+    """Keep in float the operator types the profile shows int8 slowing (profiled first if needed)."""
     label = "operator types slower in int8 kept in float"
     if s.first is None or s.profiled or s.paid():
         return
@@ -244,19 +275,10 @@ def _profile_step(s: _Search) -> None:
     if s.out_of_time():
         s.tried.append({"setting": label, "kept": False, "why": "not tried: the time budget was spent"})
         return
-    feed = s.calib[0]
-    try:
-        rows = op_time_table(s.src, s.first, feed, threads=s.ctx.threads)
-        quantizable = _quantizable(s.src)
-    except Exception as exc:  # the profiler must not end the search
-        s.tried.append({"setting": label, "kept": False, "why": f"failed: profiling: {_first_line(exc)}"})
+    slower = _profile_table(s)
+    if slower is None:
         return
-    slower = sorted(r["op"] for r in rows if r["slower"] and r["op"] in quantizable)
-    for r in rows:
-        r["decision"] = "kept in float" if r["op"] in slower else "int8" if r["op"] in quantizable else "-"
-    batch = len(next(iter(feed.values())))
-    s.op_times = {"batch": batch, "threads": s.ctx.threads, "rows": rows}
-    keep = sorted(quantizable - set(slower))
+    keep = sorted(set(s.op_times["quantizable"]) - set(slower))
     if not slower:
         s.tried.append({"setting": label, "kept": False, "why": "not tried: ONNX Runtime's profile shows no "
                         "operator type slower in int8 than in float (table below)"})
@@ -276,7 +298,9 @@ def ort_int8_search(ctx: Context) -> Candidate:
     src, per_channel, opset_note = _per_channel_source(ctx, src)
     s = _Search(ctx, _named_copy(ctx, src), ctx.calibration(batch_size=16), per_channel)
     s.attempt("U8S8, per-channel, min-max" if per_channel else "U8S8, per-tensor, min-max")
-    if s.tried[-1].get("eligible"):  # quality is fine, speed is not: where does int8 lose time?
+    if not s.paid():  # where does int8 gain or lose time? (the report shows the table whatever comes next)
+        _profile_table(s)
+    if s.tried[-1].get("eligible"):  # quality is fine, speed is not: keep the slow operator types in float
         _profile_step(s)
     for label, settings in (("percentile calibration", {"method": "percentile"}),
                             ("entropy calibration", {"method": "entropy"})):
@@ -286,7 +310,7 @@ def ort_int8_search(ctx: Context) -> Candidate:
     _profile_step(s)
     if not s.paid() and s.first is not None:
         try:
-            worst = _worst_nodes(s.src, s.first, s.calib, 4)
+            worst = _worst_nodes(s.src, s.first, s.calib, 4, s.worst_errors)
         except Exception as exc:  # the debugging tools do not cover every graph
             worst = []
             s.tried.append({"setting": "per-node errors", "kept": False, "why": f"failed: {_first_line(exc)}"})
@@ -302,8 +326,10 @@ def ort_int8_search(ctx: Context) -> Candidate:
         profiled = "" if s.op_times is None else ("; ONNX Runtime's profile, ms per call fp32 -> int8 at batch "
                                                   f"{s.op_times['batch']}: " + ", ".join(
             f"{r['op']} {r['fp32_ms']:.3g} -> {r['int8_ms']:.3g}" for r in s.op_times["rows"][:6]))
+        worst = "" if not s.worst_errors else ("; the nodes whose outputs lose most in plain int8 (SQNR): " + ", ".join(
+            f"{name} {db:.1f} dB" for name, db in s.worst_errors))
         raise RecipeSkipped("no int8 configuration met the quality budget; tried: " + "; ".join(
-            f"{r['setting']} ({r['why']})" for r in s.tried) + profiled)
+            f"{r['setting']} ({r['why']})" for r in s.tried) + profiled + worst)
     speed, cand, row = s.best
     cand.config = {**cand.config, "chosen": row["setting"], "search": s.tried}
     if s.op_times is not None:
