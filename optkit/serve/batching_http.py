@@ -28,7 +28,7 @@ import numpy as np
 from optkit.core.errors import OptkitError, check_callable, check_int, check_range
 from optkit.serve.batching import BatcherClosed, DynamicBatcher, QueueFull, RequestTimeout
 from optkit.serve.http_edge import NPY, BadRequest, HttpClient, HttpError, decode_array, encode_array, parse_request
-from optkit.serve.naive import NaiveStats
+from optkit.serve.naive import LoopbackService
 
 __all__ = ["SERVER_TIME_HEADER", "BatchingService", "HttpModel"]
 
@@ -36,7 +36,7 @@ __all__ = ["SERVER_TIME_HEADER", "BatchingService", "HttpModel"]
 SERVER_TIME_HEADER = "X-Server-Ms"
 
 
-class BatchingService:
+class BatchingService(LoopbackService):
     """A model behind a dynamic batcher behind HTTP, on a free loopback port.
 
     ``fn`` is a batched numpy function (an ONNX Runtime session's, ``serve.numpy_fn(model)``);
@@ -53,6 +53,8 @@ class BatchingService:
 
     Taught in 11_tensorflow_vs_pytorch_end_to_end.
     """
+
+    _thread_name = "optkit-batching-service"
 
     def __init__(self, fn: Callable[[np.ndarray], Any], *, input_shape: Sequence[int], dtype: Any = "float32",
                  max_batch_size: int = 32, max_wait_s: float = 0.002, max_queue: int = 1024,
@@ -86,10 +88,6 @@ class BatchingService:
         self._counts = {"answered": 0, "failed": 0}
 
     # ------------------------------------------------------------------ one request
-    def _count(self, outcome: str) -> None:
-        with self._lock:
-            self._counts[outcome] += 1
-
     def handle(self, body: bytes, content_type: str) -> tuple[int, bytes, str, float]:
         """Answer one POST body: ``(status, answer body, its content type, ms spent in the batcher)``.
 
@@ -175,28 +173,8 @@ class BatchingService:
 
         self.batcher = DynamicBatcher(self.fn, name="http batcher", **self.batching)
         server = Server((self.host, self.port), self._handler())
-        self._server = server
-        self.port = int(server.server_port)
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="optkit-batching-service", daemon=True)
-        self._thread.start()
+        self._serve(server)
         return self
-
-    @property
-    def url(self) -> str:
-        """The endpoint's address (the port is known once started)."""
-        return f"http://{self.host}:{self.port}{self.path}"
-
-    @property
-    def running(self) -> bool:
-        """True between :meth:`start` and :meth:`stop`."""
-        return self._server is not None
-
-    def stats(self) -> NaiveStats:
-        """Requests received so far: answered (200) and failed (4xx/5xx)."""
-        with self._lock:
-            a, f = self._counts["answered"], self._counts["failed"]
-        return NaiveStats(received=a + f, answered=a, failed=f)
 
     def batcher_stats(self) -> Any:
         """The batcher's counters (:class:`~optkit.serve.batching.BatcherStats`), or None when never started."""
@@ -204,29 +182,13 @@ class BatchingService:
 
     def reset_stats(self) -> None:
         """Zero the request and batch counts (e.g. after a warm-up)."""
-        with self._lock:
-            self._counts = {"answered": 0, "failed": 0}
+        super().reset_stats()
         if self.batcher is not None:
             self.batcher.reset_stats()
 
-    def stop(self, timeout_s: float = 5.0) -> None:
-        """Stop serving: no new connections, the batcher drained (every queued request answered). Harmless twice."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if self.batcher is not None:
+    def _stopped(self, timeout_s: float) -> None:
+        if self.batcher is not None:  # every queued request is answered before the thread ends
             self.batcher.close(drain=True, timeout_s=timeout_s)
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-            self._thread = None
-
-    def __enter__(self) -> "BatchingService":
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         state = f"running at {self.url}" if self.running else "stopped"

@@ -20,7 +20,7 @@ import numpy as np
 
 from optkit.core.errors import OptkitError, check_callable
 
-__all__ = ["NaiveStats", "NaiveService"]
+__all__ = ["NaiveStats", "LoopbackService", "NaiveService"]
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,73 @@ class NaiveStats:
         return f"NaiveStats({self.received} received: {self.answered} answered, {self.failed} failed)"
 
 
-class NaiveService:
+class LoopbackService:
+    """What every optkit test service shares: a server in a daemon thread on a loopback port, its
+    address, request counts (answered / failed) and a clean stop. Subclasses set ``host``, ``port``,
+    ``path``, ``_lock``, ``_counts``, ``_server`` and ``_thread`` in ``__init__``, build their server
+    in ``start`` and hand it to :meth:`_serve`.
+
+    Taught in 09_serving_batching_and_caching.
+    """
+
+    _thread_name = "optkit-service"
+
+    def _count(self, outcome: str) -> None:
+        with self._lock:
+            self._counts[outcome] += 1
+
+    def _serve(self, server: Any) -> None:
+        """Serve ``server`` (``serve_forever``) in a daemon thread; the port it bound becomes ``self.port``."""
+        self._server = server
+        self.port = int(server.server_port)
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name=self._thread_name, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        """The endpoint's address (the port is known once started)."""
+        return f"http://{self.host}:{self.port}{self.path}"
+
+    @property
+    def running(self) -> bool:
+        """True between ``start`` and :meth:`stop`."""
+        return self._server is not None
+
+    def stats(self) -> NaiveStats:
+        """Requests received so far: answered (200) and failed (4xx/5xx)."""
+        with self._lock:
+            a, f = self._counts["answered"], self._counts["failed"]
+        return NaiveStats(received=a + f, answered=a, failed=f)
+
+    def reset_stats(self) -> None:
+        """Zero the counts (e.g. after a warm-up)."""
+        with self._lock:
+            self._counts = {"answered": 0, "failed": 0}
+
+    def _stopped(self, timeout_s: float) -> None:
+        """Called once the server stopped accepting requests, before its thread is joined."""
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop serving: the requests in progress are finished, the port is released. Harmless twice."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        self._stopped(timeout_s)
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+class NaiveService(LoopbackService):
     """A Flask endpoint that answers one request at a time: the naive baseline of a model service.
 
     ``fn`` is a batched numpy function (``serve.numpy_fn(model)``, an ONNX Runtime session's
@@ -54,6 +120,8 @@ class NaiveService:
 
     Taught in 09_serving_batching_and_caching.
     """
+
+    _thread_name = "optkit-naive-service"
 
     def __init__(self, fn: Callable[[np.ndarray], Any], *, input_shape: Sequence[int],
                  dtype: Any = "float32", path: str = "/predict", host: str = "127.0.0.1", port: int = 0):
@@ -77,10 +145,6 @@ class NaiveService:
         self._counts = {"answered": 0, "failed": 0}
 
     # ------------------------------------------------------------------ the Flask app
-    def _count(self, outcome: str) -> None:
-        with self._lock:
-            self._counts[outcome] += 1
-
     def _app(self) -> Any:
         try:
             import flask
@@ -128,50 +192,8 @@ class NaiveService:
         from werkzeug.serving import make_server
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access-log line per request
-        self._server = make_server(self.host, self.port, self._app(), threaded=False)
-        self.port = int(self._server.server_port)
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="optkit-naive-service", daemon=True)
-        self._thread.start()
+        self._serve(make_server(self.host, self.port, self._app(), threaded=False))
         return self
-
-    @property
-    def url(self) -> str:
-        """The endpoint's address (the port is known once started)."""
-        return f"http://{self.host}:{self.port}{self.path}"
-
-    @property
-    def running(self) -> bool:
-        """True between :meth:`start` and :meth:`stop`."""
-        return self._server is not None
-
-    def stats(self) -> NaiveStats:
-        """Requests received so far, answered and failed."""
-        with self._lock:
-            a, f = self._counts["answered"], self._counts["failed"]
-        return NaiveStats(received=a + f, answered=a, failed=f)
-
-    def reset_stats(self) -> None:
-        """Zero the counts (e.g. after a warm-up)."""
-        with self._lock:
-            self._counts = {"answered": 0, "failed": 0}
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        """Stop serving: the request in progress is finished, the port is released. Harmless twice."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-            self._thread = None
-
-    def __enter__(self) -> "NaiveService":
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         state = f"running at {self.url}" if self.running else "stopped"
