@@ -19,8 +19,8 @@ INT8 = ["ort-int8-dynamic", "ort-int8-static", "ort-int8-search"]
 # name -> (rows, recipes, time_budget_s, the quality measure its output calls for)
 SETTINGS = {
     "text-direction": (48, INT8, 12.0, "accuracy"),
-    "text-detector": (32, INT8, 20.0, "sqnr_db"),
-    "text-recognizer": (32, INT8, 30.0, "sequence_agreement"),
+    "text-detector": (32, INT8, 10.0, "sqnr_db"),
+    "text-recognizer": (32, INT8, 12.0, "sequence_agreement"),
     "silero-vad": (64, INT8, 8.0, "agreement"),
     "fer-keras": (32, ["tflite-float32", "tflite-int8"], 15.0, "agreement"),
     "fer-tflite": (32, None, 5.0, "agreement"),
