@@ -112,7 +112,7 @@ print(f"PyTorch {torch.__version__} ({torch.get_num_threads()} threads), TensorF
 # which settles in tens of steps.
 
 # %%
-# NBCHECK_APPROX accuracy
+# NBCHECK_APPROX short_training
 fmnist = data.fashion_mnist()
 x_train, y_train = tflow.keras_arrays(fmnist, "train", n=n_train)
 x_test, y_test = tflow.keras_arrays(fmnist, "test")  # NHWC float32: what the Keras model takes

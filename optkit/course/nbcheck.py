@@ -116,6 +116,11 @@ TOLERANCES: dict[str, Tolerance] = {t.name: t for t in [
                   "here: kernels round the last bits differently, so training follows another "
                   "trajectory. Seen: up to 0.35 point on 10,000 test images; 0.5 point is 50 images, "
                   "below every effect a lesson states"),
+    Tolerance("short_training", abs=1.5,
+              why="an accuracy in percent of a model trained here for a single short epoch (a few hundred "
+                  "steps) and scored on 1,000 images: the trajectory has not settled, so the drift of "
+                  "`accuracy` is larger. Seen: 0.9 point (notebook 11's Keras MobileNet, AVX2 vs AVX-512); "
+                  "1.5 points is 15 of 1,000 images"),
     Tolerance("int8", abs=2.0, unit="%|points?|pp",
               why="an accuracy or agreement (percent or points) of an int8 model: without VNNI, int8 "
                   "kernels add pairs of products in int16 and optkit halves the activation range "
